@@ -1,0 +1,266 @@
+//! The admin API (`--admin`, default 127.0.0.1:9901), separate from traffic listeners.
+//!
+//! `GET /admin/backends`, `POST /admin/backends/{id}/drain|undrain`, `GET|PUT /admin/strategy`,
+//! `GET /admin/state`, `GET /healthz`, `GET /readyz`, `GET /metrics`. Responses are JSON (metrics
+//! are OpenMetrics text). With `--admin-token`, mutating calls need `Authorization: Bearer TOKEN`.
+//! Reads go to snapshots; commands go through the same channels as everything else (the monitor
+//! for drains, the balancer for strategy), so the admin API never mutates state itself.
+
+pub mod views;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::State;
+use crate::balance::StrategySpec;
+use crate::balance::balancer::BalancerHandle;
+use crate::dataplane::DataplaneStatus;
+use crate::health::{CommandError, MonitorHandle};
+use crate::metrics::Metrics;
+use views::{BackendJson, Counts, StateJson, StrategyJson};
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Everything the admin API reads or commands.
+#[derive(Debug)]
+pub struct Admin {
+    /// Backend state.
+    pub monitor: MonitorHandle,
+    /// Strategy.
+    pub balancer: BalancerHandle,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Data-plane status.
+    pub dataplane: DataplaneStatus,
+    /// Required bearer token for mutating calls.
+    pub token: Option<String>,
+    /// HTTP listener addresses.
+    pub listen: Vec<SocketAddr>,
+    /// TCP listener addresses.
+    pub listen_tcp: Vec<SocketAddr>,
+    /// TLS on HTTP listeners.
+    pub tls: bool,
+    /// Start time.
+    pub started: Instant,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json(status, &serde_json::json!({ "error": msg.into() }))
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+    }
+
+    fn strategy_json(&self, spec: &StrategySpec) -> StrategyJson {
+        StrategyJson { strategy: spec.kind.to_string(), hash_key: Some(self.balancer.effective_key(spec).to_string()) }
+    }
+
+    /// Routes one request.
+    pub async fn route(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let method = req.method().clone();
+        let mutating = matches!(method, Method::POST | Method::PUT);
+        if mutating && !self.authorized(&req) {
+            let mut r =
+                error(StatusCode::UNAUTHORIZED, "this call needs the admin token; send Authorization: Bearer TOKEN");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["healthz"]) => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+            (Method::GET, ["readyz"]) => {
+                let ready = self.monitor.is_ready();
+                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                json(status, &serde_json::json!({ "ready": ready }))
+            }
+            (Method::GET, ["metrics"]) => {
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                );
+                r
+            }
+            (Method::GET, ["admin", "backends"]) => {
+                let set = self.monitor.snapshot();
+                let list: Vec<BackendJson> = set.backends.iter().map(BackendJson::from).collect();
+                json(StatusCode::OK, &list)
+            }
+            (Method::GET, ["admin", "backends", id]) => match self.monitor.snapshot().get(id) {
+                Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
+                None => error(StatusCode::NOT_FOUND, CommandError::NotFound((*id).to_string()).to_string()),
+            },
+            (Method::POST, ["admin", "backends", id, action @ ("drain" | "undrain")]) => {
+                let id = (*id).to_string();
+                let r =
+                    if *action == "drain" { self.monitor.drain(&id).await } else { self.monitor.undrain(&id).await };
+                match r {
+                    Ok(()) => match self.monitor.snapshot().get(&id) {
+                        Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
+                        None => error(StatusCode::NOT_FOUND, CommandError::NotFound(id).to_string()),
+                    },
+                    Err(e @ CommandError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+                    Err(e @ CommandError::Removed(_)) => error(StatusCode::CONFLICT, e.to_string()),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                }
+            }
+            (Method::GET, ["admin", "strategy"]) => {
+                json(StatusCode::OK, &self.strategy_json(&self.balancer.strategy()))
+            }
+            (Method::PUT, ["admin", "strategy"]) => self.put_strategy(req).await,
+            (Method::GET, ["admin", "state"]) => {
+                let set = self.monitor.snapshot();
+                let mut counts = Counts { total: set.backends.len(), ..Default::default() };
+                for b in &set.backends {
+                    match b.state() {
+                        State::Healthy => counts.healthy += 1,
+                        State::Unhealthy => counts.unhealthy += 1,
+                        State::Unknown => counts.unknown += 1,
+                        State::Draining => counts.draining += 1,
+                    }
+                }
+                let state = StateJson {
+                    version: env!("CARGO_PKG_VERSION"),
+                    uptime_seconds: (self.started.elapsed().as_secs_f64() * 1e3).round() / 1e3,
+                    ready: self.monitor.is_ready(),
+                    dataplane: &self.dataplane,
+                    strategy: self.strategy_json(&self.balancer.strategy()),
+                    listen: self.listen.iter().map(ToString::to_string).collect(),
+                    listen_tcp: self.listen_tcp.iter().map(ToString::to_string).collect(),
+                    tls: self.tls,
+                    backends: counts,
+                    generation: set.generation,
+                };
+                json(StatusCode::OK, &state)
+            }
+            (_, ["healthz" | "readyz" | "metrics"])
+            | (_, ["admin", "backends"])
+            | (_, ["admin", "backends", _])
+            | (_, ["admin", "state"]) => method_not_allowed("GET"),
+            (_, ["admin", "backends", _, "drain" | "undrain"]) => method_not_allowed("POST"),
+            (_, ["admin", "strategy"]) => method_not_allowed("GET, PUT"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint {method} {path}; see GET /admin/state and GET /admin/backends"),
+            ),
+        }
+    }
+
+    async fn put_strategy(&self, req: Request<Incoming>) -> Resp {
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
+            }
+        };
+        let parsed: StrategyJson = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "invalid JSON: {e}; send {{\"strategy\": \"consistent-hash\", \"hash_key\": \"header:x-user-id\"}} (hash_key optional)"
+                    ),
+                );
+            }
+        };
+        let spec = match StrategySpec::parse(&parsed.strategy, parsed.hash_key.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        match self.balancer.set_strategy(spec.clone()).await {
+            Some(prev) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "previous": self.strategy_json(&prev), "current": self.strategy_json(&spec) }),
+            ),
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "the balancer stopped; the agent is shutting down"),
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::proxy::stopped(&mut shutdown) => break,
+        };
+        let admin = admin.clone();
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.route(req).await) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

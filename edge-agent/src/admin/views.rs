@@ -1,0 +1,109 @@
+//! JSON shapes of the admin API.
+
+use serde::Serialize;
+
+use crate::backend::{BackendView, ProbeSummary, State};
+use crate::dataplane::DataplaneStatus;
+use crate::health::Health;
+
+/// One backend in `GET /admin/backends`.
+#[derive(Debug, Serialize)]
+pub struct BackendJson {
+    /// Id (`ip:port`), used in `/admin/backends/{id}/drain`.
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Weight.
+    pub weight: u32,
+    /// State operators see.
+    pub state: State,
+    /// Probe health underneath.
+    pub health: Health,
+    /// Drained by an operator.
+    pub drained: bool,
+    /// Removed by discovery, finishing its traffic.
+    pub removed: bool,
+    /// Whether it gets new traffic.
+    pub eligible: bool,
+    /// In-flight requests and open TCP connections.
+    pub active: i64,
+    /// Requests answered, all classes.
+    pub requests: u64,
+    /// Consecutive verdicts toward the next flip.
+    pub streak: u32,
+    /// The last probe.
+    pub last_probe: Option<ProbeSummary>,
+    /// Seconds since the Unix epoch when the state last changed.
+    pub since: f64,
+}
+
+impl From<&BackendView> for BackendJson {
+    fn from(b: &BackendView) -> Self {
+        Self {
+            id: b.id().to_string(),
+            address: b.shared.addr.to_string(),
+            weight: b.weight,
+            state: b.state(),
+            health: b.health,
+            drained: b.drained,
+            removed: b.removed,
+            eligible: b.eligible(),
+            active: b.shared.metrics.active.get(),
+            requests: b.shared.metrics.total_requests(),
+            streak: b.streak,
+            last_probe: b.last_probe.clone(),
+            since: b.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        }
+    }
+}
+
+/// `GET|PUT /admin/strategy`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyJson {
+    /// round-robin, least-connections or consistent-hash.
+    pub strategy: String,
+    /// The hash key in force (responses), or the one to use (requests; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+}
+
+/// Counts of backends by state.
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    /// All known backends.
+    pub total: usize,
+    /// Healthy and not draining.
+    pub healthy: usize,
+    /// Failing probes.
+    pub unhealthy: usize,
+    /// Not probed yet.
+    pub unknown: usize,
+    /// Draining.
+    pub draining: usize,
+}
+
+/// `GET /admin/state`.
+#[derive(Debug, Serialize)]
+pub struct StateJson<'a> {
+    /// Agent version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Ready for traffic.
+    pub ready: bool,
+    /// Data plane.
+    pub dataplane: &'a DataplaneStatus,
+    /// Strategy in force.
+    pub strategy: StrategyJson,
+    /// HTTP listeners.
+    pub listen: Vec<String>,
+    /// TCP listeners.
+    pub listen_tcp: Vec<String>,
+    /// Whether HTTP listeners terminate TLS.
+    pub tls: bool,
+    /// Backends by state.
+    pub backends: Counts,
+    /// Snapshot generation (increases with every backend change).
+    pub generation: u64,
+}

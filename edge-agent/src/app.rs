@@ -1,0 +1,241 @@
+//! Wiring: builds every component from a [`Config`], starts them, and stops them in order.
+//!
+//! Start order: TLS material and the backends file are checked first (bad input fails before any
+//! socket opens), then the data-plane decision, the monitor (discovery + probes), the balancer,
+//! the listeners, the admin API. Shutdown: stop accepting, let connections finish for up to
+//! `--drain-timeout`, then return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, Admin};
+use crate::balance::balancer::{self, BalancerConfig, BalancerHandle};
+use crate::config::{CheckKind, Config, USERSPACE_DEFAULT_HASH_KEY};
+use crate::dataplane::DataplaneStatus;
+use crate::discovery::{Discover, FileError, FileSource, Fixed};
+use crate::health::monitor::MonitorConfig;
+use crate::health::{HealthCheck, HttpCheck, Monitor, MonitorHandle, TcpCheck};
+use crate::metrics::Metrics;
+use crate::proxy::tls::{self, TlsError};
+use crate::proxy::workers::{self, WorkerContext, WorkerSockets, bind_group};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The backends file.
+    #[error("invalid --backends-file: {0}")]
+    BackendsFile(#[from] FileError),
+    /// Worker threads could not start.
+    #[error("cannot start {count} worker threads: {source}; lower --workers")]
+    Workers {
+        /// How many were asked for.
+        count: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on --{flag} {addr}: {source}; pick a free address or stop the process using it")]
+    Bind {
+        /// The flag.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// Bound HTTP listener addresses (ports resolved).
+    pub http_addrs: Vec<SocketAddr>,
+    /// Bound TCP listener addresses.
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Backend state.
+    pub monitor: MonitorHandle,
+    /// Strategy and selector.
+    pub balancer: BalancerHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The data-plane decision.
+    pub dataplane: DataplaneStatus,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
+}
+
+/// Starts the agent.
+pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
+    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+    let mut sources: Vec<Box<dyn Discover>> = Vec::new();
+    if !cfg.backends.is_empty() {
+        sources.push(Box::new(Fixed::new(cfg.backends.clone())));
+    }
+    if let Some(path) = &cfg.backends_file {
+        let p = path.clone();
+        let src = tokio::task::spawn_blocking(move || FileSource::open(&p))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        sources.push(Box::new(src));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (mode, iface) = (cfg.mode, cfg.iface.clone());
+    let dataplane = tokio::task::spawn_blocking(move || DataplaneStatus::decide(mode, &iface))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    tracing::info!(mode = dataplane.mode, reason = %dataplane.reason, "data plane chosen");
+    dataplane.record(&metrics);
+
+    let checker: Arc<dyn HealthCheck> = match &cfg.check {
+        CheckKind::Tcp => Arc::new(TcpCheck),
+        CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
+    };
+    let monitor = Monitor::spawn(
+        MonitorConfig { health: cfg.health.clone(), drain_timeout: cfg.drain_timeout },
+        checker,
+        metrics.clone(),
+        sources,
+    );
+    let balancer = balancer::spawn(
+        BalancerConfig {
+            default_key: USERSPACE_DEFAULT_HASH_KEY,
+            table_size: cfg.table_size,
+            policy: cfg.on_no_backend,
+        },
+        cfg.strategy.clone(),
+        monitor.subscribe(),
+        metrics.clone(),
+    );
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let workers = cfg.workers.max(1);
+    let mut per_worker: Vec<WorkerSockets> =
+        (0..workers).map(|_| WorkerSockets { http: Vec::new(), tcp: Vec::new() }).collect();
+    let mut http_addrs = Vec::new();
+    let mut tcp_addrs = Vec::new();
+    for addr in &cfg.listen {
+        let (bound, socks) =
+            bind_group(*addr, workers).map_err(|source| StartError::Bind { flag: "listen", addr: *addr, source })?;
+        tracing::info!(addr = %bound, tls = tls.is_some(), workers, "http listener ready");
+        http_addrs.push(bound);
+        for (w, s) in per_worker.iter_mut().zip(socks) {
+            w.http.push((s, tls.clone()));
+        }
+    }
+    for addr in &cfg.listen_tcp {
+        let (bound, socks) = bind_group(*addr, workers).map_err(|source| StartError::Bind {
+            flag: "listen-tcp",
+            addr: *addr,
+            source,
+        })?;
+        tracing::info!(addr = %bound, workers, "tcp listener ready");
+        tcp_addrs.push(bound);
+        for (w, s) in per_worker.iter_mut().zip(socks) {
+            w.tcp.push(s);
+        }
+    }
+    let admin_listener = match cfg.admin {
+        Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
+    let ctx = WorkerContext {
+        selector: balancer.selector(),
+        metrics: metrics.clone(),
+        cfg: cfg.proxy.clone(),
+        shutdown: shutdown_rx.clone(),
+        drain_timeout: cfg.drain_timeout,
+    };
+    let mut threads = Vec::new();
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        let t =
+            workers::spawn(i, sockets, ctx.clone()).map_err(|source| StartError::Workers { count: workers, source })?;
+        threads.push(t);
+    }
+    let mut tasks = JoinSet::new();
+    let mut admin_addr = None;
+    if let Some(l) = admin_listener {
+        let addr = l.local_addr().ok();
+        admin_addr = addr;
+        let admin = Arc::new(Admin {
+            monitor: monitor.clone(),
+            balancer: balancer.clone(),
+            metrics: metrics.clone(),
+            dataplane: dataplane.clone(),
+            token: cfg.admin_token.clone(),
+            listen: http_addrs.clone(),
+            listen_tcp: tcp_addrs.clone(),
+            tls: tls.is_some(),
+            started: Instant::now(),
+        });
+        tracing::info!(addr = ?addr, token = cfg.admin_token.is_some(), "admin api ready");
+        tasks.spawn(admin::serve(l, admin, shutdown_rx.clone()));
+    }
+    Ok(AgentHandle {
+        http_addrs,
+        tcp_addrs,
+        admin_addr,
+        monitor,
+        balancer,
+        metrics,
+        dataplane,
+        shutdown,
+        tasks,
+        threads,
+    })
+}
+
+impl AgentHandle {
+    /// Stops accepting, lets open connections finish (each worker waits up to the drain timeout),
+    /// then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> Result<(), StartError> {
+    let agent = start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; letting open ones finish");
+    agent.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

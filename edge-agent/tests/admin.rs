@@ -1,0 +1,119 @@
+//! The admin API: endpoints, JSON shapes, the token, and the metric families it exports.
+
+mod support;
+
+use support::*;
+
+#[tokio::test]
+async fn mutating_calls_need_the_token_reads_do_not() {
+    let b = TestBackend::start("a").await;
+    let spec = b.spec();
+    let agent = agent(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--mode",
+        "userspace",
+        "--backend",
+        &spec,
+        "--admin-token",
+        "s3cret",
+    ])
+    .await;
+    agent.monitor.wait_ready().await;
+    let a = agent.admin_addr.unwrap();
+    let drain = format!("/admin/backends/{spec}/drain");
+    let (status, body) = admin(a, "POST", &drain, None, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(admin(a, "POST", &drain, Some("wrong"), None).await.0, 401);
+    assert_eq!(admin(a, "PUT", "/admin/strategy", None, Some(r#"{"strategy":"least-connections"}"#)).await.0, 401);
+    assert_eq!(agent.monitor.snapshot().eligible().count(), 1, "nothing changed without the token");
+    for path in ["/admin/backends", "/admin/state", "/admin/strategy", "/metrics", "/healthz", "/readyz"] {
+        assert_eq!(admin(a, "GET", path, None, None).await.0, 200, "{path}");
+    }
+    assert_eq!(admin(a, "POST", &drain, Some("s3cret"), None).await.0, 200);
+    assert_eq!(state_of(a, &spec).await, "draining");
+    assert_eq!(
+        admin(a, "PUT", "/admin/strategy", Some("s3cret"), Some(r#"{"strategy":"least-connections"}"#)).await.0,
+        200
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoints_shapes_and_errors() {
+    let b = TestBackend::start("a").await;
+    let spec = b.spec();
+    let agent = agent(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--mode",
+        "userspace",
+        "--backend",
+        &spec,
+    ])
+    .await;
+    agent.monitor.wait_ready().await;
+    let a = agent.admin_addr.unwrap();
+
+    let list = backends(a).await;
+    let first = &list[0];
+    assert_eq!(first["id"], spec.as_str());
+    assert_eq!(first["state"], "healthy");
+    assert_eq!(first["weight"], 1);
+    assert_eq!(first["last_probe"]["passed"], true);
+
+    let (_, body) = admin(a, "GET", "/admin/state", None, None).await;
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["dataplane"]["mode"], "userspace");
+    assert_eq!(state["dataplane"]["requested"], "userspace");
+    assert_eq!(state["ready"], true);
+    assert_eq!(state["strategy"]["strategy"], "round-robin");
+    assert_eq!(state["backends"]["healthy"], 1);
+    assert_eq!(state["listen_tcp"].as_array().unwrap().len(), 1);
+
+    let (status, body) = admin(a, "POST", "/admin/backends/10.9.9.9:1/drain", None, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("GET /admin/backends"), "{body}");
+    assert_eq!(admin(a, "GET", "/admin/nope", None, None).await.0, 404);
+    assert_eq!(admin(a, "DELETE", "/admin/backends", None, None).await.0, 405);
+    assert_eq!(admin(a, "GET", &format!("/admin/backends/{spec}/drain"), None, None).await.0, 405);
+    let (status, _) = admin(a, "PUT", "/admin/strategy", None, Some(&"x".repeat(70_000))).await;
+    assert_eq!(status, 413);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_cover_the_required_families() {
+    let b = TestBackend::start("a").await;
+    let spec = b.spec();
+    let agent =
+        agent(&["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace", "--backend", &spec]).await;
+    agent.monitor.wait_ready().await;
+    get(&client(), &format!("http://{}/", agent.http_addrs[0])).await;
+    let (status, text) = admin(agent.admin_addr.unwrap(), "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    for family in [
+        "edge_requests_total{",
+        "edge_request_duration_seconds_bucket{",
+        "edge_backend_state{",
+        "edge_health_checks_total{",
+        "edge_backend_active_connections{",
+        "edge_tcp_bytes_total{",
+        "edge_strategy{",
+        "edge_strategy_switches_total ",
+        "edge_dataplane_mode{mode=\"userspace\"} 1",
+        "edge_discovery_updates_total{source=\"static\"} 1",
+        "edge_ready 1",
+    ] {
+        assert!(text.contains(family), "missing {family}:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+    agent.shutdown().await;
+}

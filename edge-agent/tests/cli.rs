@@ -1,0 +1,171 @@
+//! The `edge-agent` binary: bad input fails at start naming the flag and the fix; settings come
+//! from flags, `EDGE_*` variables and `--config` files.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    // Do not inherit EDGE_* settings from the developer's shell.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("EDGE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn fails_with(args: &[&str], envs: &[(&str, &str)], code: i32, want: &str) {
+    let out = bin().args(args).envs(envs.iter().copied()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
+}
+
+#[test]
+fn bad_flags_fail_at_start_naming_flag_and_fix() {
+    let ok = ["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"];
+    let with = |extra: &[&'static str]| ok.iter().copied().chain(extra.iter().copied()).collect::<Vec<&str>>();
+    fails_with(&with(&["--health-interval", "2x"]), &[], 2, "invalid --health-interval '2x': '2x' is not a duration");
+    fails_with(&with(&["--rise", "0"]), &[], 2, "invalid --rise '0': use an integer from 1 to 100");
+    fails_with(&with(&["--strategy", "fastest"]), &[], 2, "use round-robin, least-connections or consistent-hash");
+    fails_with(&with(&["--backend", "10.0.0.1"]), &[], 2, "invalid --backend '10.0.0.1'");
+    fails_with(&with(&["--hash-key", "header:"]), &[], 2, "invalid --hash-key");
+    fails_with(&with(&["--mode", "kernel"]), &[], 2, "invalid --mode 'kernel': use auto or userspace");
+    fails_with(&["run", "--backend", "127.0.0.1:9"], &[], 2, "nothing to listen on");
+    fails_with(&["run", "--listen", ":0"], &[], 2, "no backends; give --backend");
+    fails_with(&with(&["--bogus"]), &[], 2, "unexpected argument '--bogus'");
+}
+
+#[test]
+fn environment_variables_are_read_and_checked() {
+    fails_with(
+        &["run"],
+        &[("EDGE_LISTEN", "127.0.0.1:0"), ("EDGE_BACKEND", "127.0.0.1:9"), ("EDGE_FALL", "-1")],
+        2,
+        "invalid --fall '-1'",
+    );
+    fails_with(
+        &["run"],
+        &[("EDGE_LISTEN", "127.0.0.1:0"), ("EDGE_BACKEND", "127.0.0.1:9 bad")],
+        2,
+        "invalid --backend 'bad'",
+    );
+}
+
+#[test]
+fn start_up_failures_name_the_cause() {
+    let dir = std::env::temp_dir().join(format!("edge-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("b.json");
+    std::fs::write(&bad, r#"["10.0.0.1:80", "oops"]"#).unwrap();
+    let bad = bad.to_str().unwrap();
+    let base = ["run", "--listen", "127.0.0.1:0", "--admin", "off", "--mode", "userspace"];
+    let args: Vec<&str> = base.iter().copied().chain(["--backends-file", bad]).collect();
+    fails_with(&args, &[], 1, "invalid --backends-file");
+    let args: Vec<&str> = base.iter().copied().chain(["--backends-file", "/nonexistent/x.json"]).collect();
+    fails_with(&args, &[], 1, "cannot read backends file");
+    let args: Vec<&str> =
+        base.iter().copied().chain(["--backend", "127.0.0.1:9", "--tls-cert", bad, "--tls-key", bad]).collect();
+    fails_with(&args, &[], 1, "invalid --tls-cert");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    fails_with(
+        &["run", "--listen", &addr, "--backend", "127.0.0.1:9", "--admin", "off", "--mode", "userspace"],
+        &[],
+        1,
+        &format!("cannot listen on --listen {addr}"),
+    );
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "listen = \":0\"\nbakend = []\n").unwrap();
+    fails_with(&["run", "--config", cfg.to_str().unwrap()], &[], 2, "unknown key 'bakend'");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the binary until `check` passes against its admin API, then stops it with SIGTERM.
+async fn run_and_check(mut cmd: Command, admin_port: u16, listen_port: u16, expect_backends: usize) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(admin_addr).await.is_ok()
+            && admin(admin_addr, "GET", "/readyz", None, None).await.0 == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !ready {
+        let _ = child.kill();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        panic!("agent did not become ready: {err}");
+    }
+    assert_eq!(backends(admin_addr).await.as_array().unwrap().len(), expect_backends);
+    let (status, _, _) = get(&client(), &format!("http://127.0.0.1:{listen_port}/")).await;
+    assert_eq!(status, http::StatusCode::OK);
+    // SIGTERM: a clean, prompt exit.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "agent did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[tokio::test]
+async fn runs_from_environment_variables() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let (lp, ap) = (free_port(), free_port());
+    let mut cmd = bin();
+    cmd.arg("run")
+        .env("EDGE_LISTEN", format!("127.0.0.1:{lp}"))
+        .env("EDGE_BACKEND", format!("{} {},weight=2", a.spec(), b.spec()))
+        .env("EDGE_ADMIN", format!("127.0.0.1:{ap}"))
+        .env("EDGE_MODE", "userspace")
+        .env("EDGE_HEALTH_PATH", "/healthz")
+        .env("EDGE_LOG_FORMAT", "json");
+    run_and_check(cmd, ap, lp, 2).await;
+}
+
+#[tokio::test]
+async fn runs_from_a_config_file_with_flags_on_top() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let (lp, ap) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("edge-cfg-{}-{lp}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("edge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = [\"127.0.0.1:{lp}\"]\nbackend = [\"{}\", \"{}\"]\nmode = \"userspace\"\nhealth-interval = \"100ms\"\nrise = 2\nadmin = \"127.0.0.1:1\"\n",
+            a.spec(),
+            b.spec()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    // The flag overrides the file's admin address.
+    cmd.args(["run", "--config", cfg.to_str().unwrap(), "--admin", &format!("127.0.0.1:{ap}")]);
+    run_and_check(cmd, ap, lp, 2).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

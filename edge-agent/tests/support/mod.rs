@@ -1,0 +1,347 @@
+//! Test doubles and helpers shared by the integration tests: in-process HTTP and TCP backends
+//! whose behaviour the test controls, an agent started from command-line words, and small clients.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use edge_agent::app::{self, AgentHandle};
+use edge_agent::cli::{Cli, Command};
+use edge_agent::config::Config;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// Starts an agent from `edge-agent run` arguments (without the program and subcommand names).
+/// Set `EDGE_TEST_LOG=debug` (or any `--log-level` directives) to see the agents' logs.
+pub async fn agent(args: &[&str]) -> AgentHandle {
+    if let Ok(level) = std::env::var("EDGE_TEST_LOG") {
+        edge_agent::logging::init(edge_agent::config::LogFormat::Text, &level);
+    }
+    let mut words = vec!["edge-agent", "run"];
+    words.extend_from_slice(args);
+    let cli = Cli::try_parse_from(words).expect("arguments parse");
+    let Command::Run(raw) = cli.command else { panic!("not a run command") };
+    let cfg = Config::from_args(*raw).expect("configuration is valid");
+    app::start(cfg).await.expect("agent starts")
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How a [`TestBackend`] answers.
+#[derive(Debug, Default)]
+pub struct Behaviour {
+    /// `/healthz` answers 500.
+    pub unhealthy: AtomicBool,
+    /// `/healthz` fails one probe in three.
+    pub flapping: AtomicBool,
+    health_calls: AtomicU64,
+    /// Requests other than `/healthz` served.
+    pub served: AtomicU64,
+    /// Headers of the last request other than `/healthz`.
+    pub last_headers: Mutex<Option<HeaderMap>>,
+}
+
+/// Test double: an in-process HTTP/1.1 backend. Paths: `/healthz` (per [`Behaviour`]), `/hang`
+/// (never answers), `/die` (drops the connection without answering), `/truncate` (sends part of
+/// a body, then drops the connection), `/sleep/MS`, anything else: 200 with the backend's name.
+#[derive(Debug)]
+pub struct TestBackend {
+    /// Name in bodies and the `x-backend` header.
+    pub name: String,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Controls.
+    pub behaviour: Arc<Behaviour>,
+    tasks: JoinSet<()>,
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+async fn respond(
+    req: Request<Incoming>,
+    name: String,
+    b: Arc<Behaviour>,
+) -> Result<Response<TestBody>, std::io::Error> {
+    let path = req.uri().path().to_string();
+    let full = |status: StatusCode, text: String| {
+        let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|n: Infallible| match n {}).boxed());
+        *r.status_mut() = status;
+        r.headers_mut().insert("x-backend", name.parse().unwrap());
+        r
+    };
+    if path == "/healthz" {
+        let n = b.health_calls.fetch_add(1, Ordering::SeqCst);
+        let fail = b.unhealthy.load(Ordering::SeqCst) || (b.flapping.load(Ordering::SeqCst) && n % 3 == 2);
+        return Ok(full(if fail { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }, "health\n".into()));
+    }
+    b.served.fetch_add(1, Ordering::SeqCst);
+    *b.last_headers.lock().unwrap() = Some(req.headers().clone());
+    match path.as_str() {
+        "/hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/die" => Err(std::io::Error::other("backend died")),
+        "/truncate" => {
+            let delay = Box::pin(tokio::time::sleep(Duration::from_millis(50)));
+            let mut r = Response::new(TruncatedBody { sent: false, delay }.boxed());
+            r.headers_mut().insert("content-length", "1000".parse().unwrap());
+            Ok(r)
+        }
+        p if p.starts_with("/sleep/") => {
+            let ms: u64 = p["/sleep/".len()..].parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(full(StatusCode::OK, format!("{name}\n")))
+        }
+        _ => Ok(full(StatusCode::OK, format!("{name}\n"))),
+    }
+}
+
+/// A body that sends one chunk, then fails 50 ms later: a backend dying in the middle of a
+/// response, after its head and first bytes went out.
+#[derive(Debug)]
+struct TruncatedBody {
+    sent: bool,
+    delay: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for TruncatedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"partial ")))));
+        }
+        std::task::ready!(self.delay.as_mut().poll(cx));
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("backend died mid-body"))))
+    }
+}
+
+impl TestBackend {
+    /// Starts a backend on a free loopback port.
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut b = Self { name: name.into(), addr, behaviour: Arc::default(), tasks: JoinSet::new() };
+        b.serve(listener);
+        b
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (name, behaviour) = (self.name.clone(), self.behaviour.clone());
+        self.tasks.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    r = listener.accept() => {
+                        let Ok((s, _)) = r else { continue };
+                        let (name, behaviour) = (name.clone(), behaviour.clone());
+                        conns.spawn(async move {
+                            let svc = service_fn(move |req| respond(req, name.clone(), behaviour.clone()));
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+    }
+
+    /// The backend's `--backend` spelling.
+    pub fn spec(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Closes the listener and every connection.
+    pub fn kill(&mut self) {
+        self.tasks.abort_all();
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        for _ in 0..100 {
+            if let Ok(l) = TcpListener::bind(self.addr).await {
+                self.serve(l);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot rebind {}", self.addr);
+    }
+
+    /// Requests served (not counting health checks).
+    pub fn served(&self) -> u64 {
+        self.behaviour.served.load(Ordering::SeqCst)
+    }
+}
+
+/// Test double: a TCP echo backend that counts connections and can be killed.
+#[derive(Debug)]
+pub struct EchoBackend {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Connections that sent at least one byte (TCP health probes connect and close silently, so
+    /// they are not counted).
+    pub used: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoBackend {
+    /// Starts an echo server that prefixes nothing and echoes bytes until EOF.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let used = Arc::new(AtomicU64::new(0));
+        let count = used.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    r = listener.accept() => {
+                        let Ok((mut s, _)) = r else { continue };
+                        let count = count.clone();
+                        conns.spawn(async move {
+                            let mut first = [0u8; 1];
+                            if !matches!(s.read(&mut first).await, Ok(1)) {
+                                return;
+                            }
+                            count.fetch_add(1, Ordering::SeqCst);
+                            if s.write_all(&first).await.is_err() {
+                                return;
+                            }
+                            let (mut r, mut w) = s.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Self { addr, used, task }
+    }
+
+    /// Stops accepting and closes connections.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+/// A plain HTTP/1.1 client with pooling.
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`; returns status, `x-backend` and body.
+pub async fn get(c: &Client<HttpConnector, Empty<Bytes>>, url: &str) -> (StatusCode, String, String) {
+    get_with(c, url, &[]).await
+}
+
+/// GET with extra headers.
+pub async fn get_with(
+    c: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req.body(Empty::new()).unwrap()))
+        .await
+        .expect("response within 10 s")
+        .expect("request succeeds");
+    let status = resp.status();
+    let backend = resp.headers().get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    (status, backend, body)
+}
+
+/// Sends raw bytes on a fresh connection and reads until the peer closes or `limit` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An admin API call; returns status and body.
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", "admin");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_string()))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    (status, text)
+}
+
+/// The JSON list of `GET /admin/backends`.
+pub async fn backends(addr: SocketAddr) -> serde_json::Value {
+    let (_, body) = admin(addr, "GET", "/admin/backends", None, None).await;
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The state of one backend as the admin API shows it.
+pub async fn state_of(addr: SocketAddr, id: &str) -> String {
+    backends(addr)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .map(|b| b["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,39 @@
+//! Repository tasks (`cargo xtask <task>`), in Rust so they run wherever cargo does.
+//!
+//! - `setup`: make this machine ready (nightly rust-src, bpf-linker, Debian packages); idempotent.
+//! - `test`: setup, then formatting, lints and every test (the privileged ones too when root).
+//! - `demo`: setup, then the self-contained demo.
+//! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check.
+
+mod bench;
+mod setup;
+mod test;
+mod util;
+
+use anyhow::bail;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "setup" => setup::run(setup::Needs::Test),
+        "test" => test::run(&rest),
+        "demo" => {
+            setup::run(setup::Needs::Build)?;
+            let mut cmd = util::cargo();
+            cmd.args(["run", "--release", "--quiet", "-p", "edge-agent", "--", "demo"]).args(&rest);
+            util::exec(&mut cmd)
+        }
+        "bench" => bench::run(&rest),
+        "" | "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <setup|test|demo|bench> [args]");
+            println!("  setup         install what building and testing need (idempotent)");
+            println!("  test          formatting, lints, all tests (privileged ones when root)");
+            println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
+            println!("  bench [http]  compare edge with HAProxy and NGINX; report idle memory");
+            Ok(())
+        }
+        other => bail!("unknown task '{other}'; use setup, test, demo or bench"),
+    }
+}
