@@ -22,7 +22,7 @@ use crate::health::monitor::MonitorConfig;
 use crate::health::{HealthCheck, HttpCheck, Monitor, MonitorHandle, TcpCheck};
 use crate::metrics::Metrics;
 use crate::proxy::tls::{self, TlsError};
-use crate::proxy::workers::{self, WorkerContext, WorkerSockets, bind_group};
+use crate::proxy::workers::{self, Loads, WorkerContext, WorkerSockets, acceptors, bind_group};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers = cfg.workers.max(1);
+    let loads = Loads::new(workers);
     let mut per_worker: Vec<WorkerSockets> =
         (0..workers).map(|_| WorkerSockets { http: Vec::new(), tcp: Vec::new() }).collect();
     let mut http_addrs = Vec::new();
@@ -133,7 +134,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             bind_group(*addr, workers).map_err(|source| StartError::Bind { flag: "listen", addr: *addr, source })?;
         tracing::info!(addr = %bound, tls = tls.is_some(), workers, "http listener ready");
         http_addrs.push(bound);
-        for (w, s) in per_worker.iter_mut().zip(socks) {
+        for (w, s) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
             w.http.push((s, tls.clone()));
         }
     }
@@ -145,7 +146,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         })?;
         tracing::info!(addr = %bound, workers, "tcp listener ready");
         tcp_addrs.push(bound);
-        for (w, s) in per_worker.iter_mut().zip(socks) {
+        for (w, s) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
             w.tcp.push(s);
         }
     }
@@ -159,6 +160,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         cfg: cfg.proxy.clone(),
         shutdown: shutdown_rx.clone(),
         drain_timeout: cfg.drain_timeout,
+        cpus: if cfg.cpu_pinning { workers::allowed_cpus() } else { Vec::new() },
     };
     let mut threads = Vec::new();
     for (i, sockets) in per_worker.into_iter().enumerate() {

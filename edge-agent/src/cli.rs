@@ -132,6 +132,10 @@ pub struct RunArgs {
     #[arg(long, env = "EDGE_WORKERS", value_name = "N")]
     pub workers: Option<String>,
 
+    /// Pin each worker to its own CPU: on or off [default: on].
+    #[arg(long, env = "EDGE_CPU_PINNING", value_name = "on|off")]
+    pub cpu_pinning: Option<String>,
+
     /// Log format: text or json [default: text].
     #[arg(long, env = "EDGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,

@@ -90,6 +90,7 @@ pub fn merge_str(raw: &mut RunArgs, path: &Path, text: &str) -> Result<(), Confi
             "max-header-bytes" => one!(max_header_bytes),
             "max-headers" => one!(max_headers),
             "workers" => one!(workers),
+            "cpu-pinning" => one!(cpu_pinning),
             "log-format" => one!(log_format),
             "log-level" => one!(log_level),
             _ => {

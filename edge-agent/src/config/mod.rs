@@ -151,6 +151,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Data-plane worker threads.
     pub workers: usize,
+    /// Pin workers to CPUs.
+    pub cpu_pinning: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log directives.
@@ -372,6 +374,14 @@ impl Config {
             duration("drain-timeout", raw.drain_timeout.as_deref(), Duration::from_secs(20), Duration::ZERO)?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = number("workers", raw.workers.as_deref(), cpus, 1, 256)?;
+        let cpu_pinning = match raw.cpu_pinning.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "on" || v == "true" => true,
+            Some(v) if v == "off" || v == "false" => false,
+            Some(_) => {
+                return Err(invalid("cpu-pinning", raw.cpu_pinning.as_deref().unwrap_or_default(), "use on or off"));
+            }
+        };
         let log_format = match raw.log_format.as_deref().map(str::trim) {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -404,6 +414,7 @@ impl Config {
             proxy,
             drain_timeout,
             workers,
+            cpu_pinning,
             log_format,
             log_level,
         })

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::conn_guard::InFlight;
+use super::upstream::body::{BodyError, UpstreamBody};
 
 /// Decrements a backend's active gauge when dropped.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ impl Drop for ActiveGuard {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Full<Bytes>),
 }
 
@@ -45,7 +45,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     /// Streams a backend's body.
-    pub fn upstream(body: Incoming, in_flight: InFlight, active: ActiveGuard) -> Self {
+    pub fn upstream(body: UpstreamBody, in_flight: InFlight, active: ActiveGuard) -> Self {
         Self { inner: Inner::Upstream(body), guards: Some((in_flight, Some(active))) }
     }
 
@@ -57,9 +57,9 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let r = match &mut self.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),

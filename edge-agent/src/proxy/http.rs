@@ -1,10 +1,12 @@
-//! The HTTP reverse proxy: hyper 1.x server (HTTP/1.1 and h2, optional TLS) in front of a pooled
-//! HTTP/1.1 client to the backends.
+//! The HTTP reverse proxy: a hyper 1.x server (HTTP/1.1 and h2, optional TLS) per listener and
+//! worker, in front of the upstream HTTP/1.1 client in `proxy/upstream` with its per-worker pool.
 //!
 //! Per request: load the selector snapshot (no lock), hash the key if the strategy needs one, pick a
-//! backend, rewrite headers, forward with the upstream timeout. A failed *connect* is retried once on
-//! another backend when the request has no body (nothing reached any backend, so this is safe even
-//! for POST); any other failure answers 502, a timeout 504, and no backend 503.
+//! backend, rewrite headers, encode the head once, and exchange it on a pooled or new connection.
+//! Retries are bounded and safe: a refused connect goes once to another backend for any request
+//! without a body (nothing reached a backend); a connection that closes before answering is retried
+//! once for idempotent bodyless requests; a pooled connection found closed (a stale keep-alive) is
+//! replaced by a fresh one to the same backend once. Otherwise: 502, a timeout 504, no backend 503.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,19 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use bytes::{Bytes, BytesMut};
+use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::counter::Counter;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -32,12 +31,14 @@ use super::body::{ActiveGuard, ProxyBody};
 use super::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
 use super::headers::{add_forwarded, strip_hop_by_hop};
 use super::io::ClientIo;
+use super::upstream::body::UpstreamBody;
+use super::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
+use super::upstream::{SendError, UpstreamConn, pool};
+use super::workers::Acceptor;
 use super::{OpenConn, request_hash};
 use crate::balance::{PickSource, Selector, Target};
 use crate::config::ProxyConfig;
 use crate::metrics::{ListenerLabel, Metrics, ReasonLabel, RequestLabels, class_index};
-
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// What a request handler knows about its client connection.
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +51,10 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// The HTTP proxy shared by all connections of all HTTP listeners.
+/// The HTTP proxy of one worker, shared by all its connections.
 #[derive(Debug)]
 pub struct HttpProxy {
     selector: Arc<ArcSwap<Selector>>,
-    client: Client<HttpConnector, UpstreamBody>,
     metrics: Arc<Metrics>,
     cfg: ProxyConfig,
     no_backend: Counter,
@@ -62,6 +62,8 @@ pub struct HttpProxy {
     none_5xx: Counter,
     retry_connect: Counter,
     retry_empty: Counter,
+    retry_stale: Counter,
+    bad_body: Counter,
 }
 
 fn local_response(status: StatusCode, text: &'static str, in_flight: Option<InFlight>) -> Response<ProxyBody> {
@@ -71,44 +73,57 @@ fn local_response(status: StatusCode, text: &'static str, in_flight: Option<InFl
     r
 }
 
-enum Failure {
-    Connect,
-    /// The connection closed before any response byte: a backend that died, or a pooled
-    /// keep-alive connection the backend closed just as it was reused.
-    Empty,
-    Timeout,
-    Other,
-}
-
-fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_canceled();
-        }
-        cur = err.source();
-    }
-    false
+/// The request as it goes to every attempt.
+struct Outgoing {
+    method: Method,
+    head: Bytes,
+    body: Option<(Incoming, RequestFraming)>,
+    /// Safe to send twice: idempotent method and no body.
+    replayable: bool,
 }
 
 impl HttpProxy {
-    /// Builds the proxy and its upstream connection pool.
+    /// Builds the proxy for one worker.
     pub fn new(selector: Arc<ArcSwap<Selector>>, metrics: Arc<Metrics>, cfg: ProxyConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(http);
-        let no_backend = metrics.no_backend.get_or_create_owned(&ReasonLabel { reason: "rejected" });
-        let fallback = metrics.no_backend.get_or_create_owned(&ReasonLabel { reason: "fallback" });
-        let none_5xx = metrics.requests.get_or_create_owned(&RequestLabels { backend: "none".into(), class: "5xx" });
-        let retry_connect = metrics.retries.get_or_create_owned(&ReasonLabel { reason: "connect" });
-        let retry_empty = metrics.retries.get_or_create_owned(&ReasonLabel { reason: "empty_response" });
-        Self { selector, client, metrics, cfg, no_backend, fallback, none_5xx, retry_connect, retry_empty }
+        let reason = |reason| metrics.retries.get_or_create_owned(&ReasonLabel { reason });
+        Self {
+            no_backend: metrics.no_backend.get_or_create_owned(&ReasonLabel { reason: "rejected" }),
+            fallback: metrics.no_backend.get_or_create_owned(&ReasonLabel { reason: "fallback" }),
+            none_5xx: metrics.requests.get_or_create_owned(&RequestLabels { backend: "none".into(), class: "5xx" }),
+            retry_connect: reason("connect"),
+            retry_empty: reason("empty_response"),
+            retry_stale: reason("stale_connection"),
+            bad_body: metrics.client_errors.get_or_create_owned(&ReasonLabel { reason: "request_body" }),
+            selector,
+            metrics,
+            cfg,
+        }
+    }
+
+    /// One attempt on `target`: a pooled connection when there is a usable one, else a new one.
+    /// Returns whether a pooled connection was used, with the outcome.
+    async fn attempt(
+        &self,
+        target: &Target,
+        out: &mut Outgoing,
+        fresh: bool,
+    ) -> (bool, Result<(UpstreamConn, ResponseHead), SendError>) {
+        let pooled = if fresh { None } else { pool::checkout(target.addr) };
+        // A request that must not be sent twice only goes on a pooled connection that is
+        // verifiably open; a replayable one is retried if the connection turns out stale.
+        let pooled = pooled.filter(|c| out.replayable || c.is_alive());
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match UpstreamConn::connect(target.addr, self.cfg.connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => return (false, Err(e)),
+            },
+        };
+        let r = conn
+            .exchange(&out.method, out.head.clone(), out.body.take(), self.cfg.upstream_timeout, self.cfg.idle_timeout)
+            .await;
+        (reused, r.map(|h| (conn, h)))
     }
 
     /// Serves one request.
@@ -136,78 +151,107 @@ impl HttpProxy {
         }
         let (mut parts, body) = req.into_parts();
         prepare_request_head(&mut parts.headers, &parts.uri, parts.version, conn);
-        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // Only a request without a body can be sent twice; keep its head for one retry. A refused
-        // connect is retried for any method (nothing reached a backend); a connection that closed
-        // before answering only for idempotent methods (the backend may have acted on it).
-        let retry_head = body.is_end_stream().then(|| (parts.method.clone(), parts.headers.clone()));
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let empty = body.is_end_stream();
+        let framing = codec::request_framing(&parts.method, empty, body.size_hint().exact());
+        let mut head = BytesMut::new();
+        codec::encode_request_head(&mut head, &parts.method, path, &parts.headers, framing);
         let idempotent = matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
         );
+        let mut out = Outgoing {
+            method: parts.method,
+            head: head.freeze(),
+            body: (!empty).then_some((body, framing)),
+            replayable: empty && idempotent,
+        };
 
         let mut target = target;
         let mut active = ActiveGuard::new(&target.shared.metrics.active);
-        let mut up = build_upstream(parts.method, parts.headers, &path, target, Either::Left(body));
-        let mut retried = false;
+        let (mut retried, mut refreshed) = (false, false);
         let result = loop {
-            let attempt = tokio::time::timeout(self.cfg.upstream_timeout, self.client.request(up)).await;
-            let failure = match attempt {
-                Ok(Ok(resp)) => break Ok(resp),
-                Ok(Err(e)) if e.is_connect() => Failure::Connect,
-                Ok(Err(e)) => {
-                    tracing::debug!(backend = %target.id, error = %super::error_chain(&e), "upstream request failed");
-                    if closed_before_response(&e) { Failure::Empty } else { Failure::Other }
-                }
-                Err(_) => Failure::Timeout,
+            let (reused, r) = self.attempt(target, &mut out, refreshed).await;
+            let err = match r {
+                Ok(ok) => break Ok(ok),
+                Err(e) => e,
             };
             let m = &target.shared.metrics;
-            match failure {
-                Failure::Connect => m.err_connect.inc(),
-                Failure::Timeout => m.err_timeout.inc(),
-                Failure::Empty | Failure::Other => m.err_reset.inc(),
+            // A pooled keep-alive connection the backend had closed: not the backend's fault.
+            if reused && matches!(err, SendError::Empty) && out.replayable && !refreshed {
+                self.retry_stale.inc();
+                refreshed = true;
+                continue;
+            }
+            let retry = match &err {
+                SendError::Connect(_) => {
+                    m.err_connect.inc();
+                    empty.then_some(&self.retry_connect)
+                }
+                SendError::Empty => {
+                    m.err_reset.inc();
+                    out.replayable.then_some(&self.retry_empty)
+                }
+                SendError::Timeout => {
+                    m.err_timeout.inc();
+                    None
+                }
+                SendError::ClientBody(_) => None,
+                SendError::Protocol(_) | SendError::Io(_) => {
+                    m.err_reset.inc();
+                    None
+                }
             };
-            let retry = match failure {
-                Failure::Connect => Some(&self.retry_connect),
-                Failure::Empty if idempotent => Some(&self.retry_empty),
-                _ => None,
-            };
-            if let (Some(counter), false, Some((method, headers))) = (retry, retried, &retry_head) {
-                // Prefer another backend; a stale pooled connection is worth one more try on
-                // the same backend when it is the only one.
+            tracing::debug!(backend = %target.id, error = %err, "upstream exchange failed");
+            if let (Some(counter), false) = (retry, retried) {
+                // Prefer another backend; a connection that closed unanswered is worth one more
+                // try on the same backend when it is the only one.
                 let other = selector.pick_other(hash, &target.id).map(|(t, _)| t);
-                let next = match (&failure, other) {
+                let next = match (&err, other) {
                     (_, Some(t)) => Some(t),
-                    (Failure::Empty, None) => Some(target),
+                    (SendError::Empty, None) => Some(target),
                     _ => None,
                 };
                 if let Some(next) = next {
                     counter.inc();
                     tracing::debug!(from = %target.id, to = %next.id, "retrying the request once");
                     retried = true;
+                    refreshed = true;
                     target = next;
                     active = ActiveGuard::new(&target.shared.metrics.active);
-                    up = build_upstream(method.clone(), headers.clone(), &path, target, Either::Right(Empty::new()));
                     continue;
                 }
             }
-            break Err(failure);
+            break Err(err);
         };
         let m = &target.shared.metrics;
         match result {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                m.requests[class_index(parts.status.as_u16())].inc();
+            Ok((upstream, head)) => {
+                let ResponseHead { status, mut headers, framing, keep_alive, .. } = head;
+                strip_hop_by_hop(&mut headers);
+                if !matches!(framing, BodyFraming::Length(_)) {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
+                m.requests[class_index(status.as_u16())].inc();
                 m.duration.observe(started.elapsed());
-                Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active))
+                let body = UpstreamBody::new(upstream, framing, keep_alive);
+                let mut resp = Response::new(ProxyBody::upstream(body, in_flight, active));
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                resp
             }
-            Err(f) => {
+            Err(SendError::ClientBody(e)) => {
+                self.bad_body.inc();
+                tracing::debug!(error = %e, "client request body failed");
+                drop(active);
+                local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight))
+            }
+            Err(e) => {
                 m.requests[4].inc();
                 m.duration.observe(started.elapsed());
                 drop(active);
-                match f {
-                    Failure::Timeout => {
+                match e {
+                    SendError::Timeout => {
                         local_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
                     }
                     _ => local_response(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
@@ -230,26 +274,6 @@ fn prepare_request_head(h: &mut HeaderMap, uri: &Uri, version: Version, conn: Co
     add_forwarded(h, conn.client.ip(), conn.tls);
 }
 
-fn build_upstream(
-    method: Method,
-    headers: HeaderMap,
-    path: &PathAndQuery,
-    target: &Target,
-    body: UpstreamBody,
-) -> Request<UpstreamBody> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(target.shared.authority.clone());
-    parts.path_and_query = Some(path.clone());
-    let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"));
-    let mut req = Request::new(body);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    req
-}
-
 /// The authority used to reach a backend.
 pub fn authority_of(addr: SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).unwrap_or_else(|_| Authority::from_static("invalid"))
@@ -258,7 +282,7 @@ pub fn authority_of(addr: SocketAddr) -> Authority {
 /// Serves one HTTP(S) listener until `shutdown` turns true, then lets its open connections finish
 /// their current requests for up to `drain` before closing them.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: Acceptor,
     proxy: Arc<HttpProxy>,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
@@ -287,8 +311,8 @@ pub async fn serve(
     let mut conns = tokio::task::JoinSet::new();
     let local = listener.local_addr().ok();
     loop {
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
+        let (stream, client, load) = tokio::select! {
+            r = listener.next() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
@@ -311,7 +335,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let metrics = proxy.metrics.clone();
         conns.spawn(async move {
-            let _open = open;
+            let (_open, _load) = (open, load);
             let Some((io, h2)) = handshake(stream, tls.as_ref(), proxy.cfg.header_read_timeout, &tls_failures).await
             else {
                 return;

@@ -8,6 +8,7 @@ pub mod http;
 pub mod io;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;
 pub mod workers;
 
 use std::net::SocketAddr;

@@ -13,11 +13,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::body::ActiveGuard;
+use super::workers::Acceptor;
 use super::{OpenConn, request_hash};
 use crate::balance::{PickSource, Selector, Target};
 use crate::config::ProxyConfig;
@@ -154,13 +155,13 @@ async fn idle_expired(last: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
 
 /// Serves one TCP listener until `shutdown` turns true, then gives open connections up to `drain`
 /// to finish before closing them.
-pub async fn serve(listener: TcpListener, proxy: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(mut listener: Acceptor, proxy: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
     let accepted = proxy.metrics.connections.get_or_create_owned(&ListenerLabel { listener: "tcp" });
     let open = proxy.metrics.open_connections.get_or_create_owned(&ListenerLabel { listener: "tcp" });
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
+        let (stream, peer, load) = tokio::select! {
+            r = listener.next() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
@@ -177,7 +178,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<TcpProxy>, mut shutdown: wa
         let proxy = proxy.clone();
         let open = OpenConn::new(&open);
         conns.spawn(async move {
-            let _open = open;
+            let (_open, _load) = (open, load);
             proxy.handle(stream, peer, local).await;
         });
     }

@@ -64,6 +64,8 @@ pub struct Behaviour {
     pub served: AtomicU64,
     /// Headers of the last request other than `/healthz`.
     pub last_headers: Mutex<Option<HeaderMap>>,
+    /// Connections accepted (probes included).
+    pub connections: AtomicU64,
 }
 
 /// Test double: an in-process HTTP/1.1 backend. Paths: `/healthz` (per [`Behaviour`]), `/hang`
@@ -107,6 +109,10 @@ async fn respond(
             unreachable!()
         }
         "/die" => Err(std::io::Error::other("backend died")),
+        "/echo" => {
+            let body = req.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+            Ok(full(StatusCode::OK, String::from_utf8_lossy(&body).into_owned()))
+        }
         "/truncate" => {
             let delay = Box::pin(tokio::time::sleep(Duration::from_millis(50)));
             let mut r = Response::new(TruncatedBody { sent: false, delay }.boxed());
@@ -165,6 +171,7 @@ impl TestBackend {
                 tokio::select! {
                     r = listener.accept() => {
                         let Ok((s, _)) = r else { continue };
+                        behaviour.connections.fetch_add(1, Ordering::SeqCst);
                         let (name, behaviour) = (name.clone(), behaviour.clone());
                         conns.spawn(async move {
                             let svc = service_fn(move |req| respond(req, name.clone(), behaviour.clone()));
@@ -344,4 +351,78 @@ pub async fn state_of(addr: SocketAddr, id: &str) -> String {
         .find(|b| b["id"] == id)
         .map(|b| b["state"].as_str().unwrap().to_string())
         .unwrap_or_default()
+}
+
+/// Test double: a raw TCP backend that answers each request head with scripted bytes, so tests
+/// control framing exactly. After `close_after` answers on a connection it closes it.
+#[derive(Debug)]
+pub struct RawBackend {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Request heads received, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawBackend {
+    /// Starts a backend answering every request with `answer`.
+    pub async fn start(answer: &'static [u8], close_after: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (reqs, conns) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let reqs = reqs.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut served = 0;
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                            // Bodies are not used by these tests beyond content-length ones.
+                            let len = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buf.len() < end + 4 + len {
+                                break;
+                            }
+                            buf.drain(..end + 4 + len);
+                            reqs.lock().unwrap().push(head);
+                            if s.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            served += 1;
+                            if served >= close_after {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, requests, connections, task }
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
