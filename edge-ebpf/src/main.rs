@@ -1,39 +1,37 @@
-//! The edge XDP program. For now it counts packets and bytes per CPU and passes every packet; the
-//! agent's `--mode auto` probe loads and attaches it to learn whether this host can run eBPF.
+//! The edge data path: full-NAT L4 steering of VIP traffic to backends, in XDP and TC.
+//!
+//! A packet for a service (VIP, port, protocol) gets a backend from the service's Maglev table when
+//! it starts a flow (TCP SYN, or a UDP packet without a live flow), and keeps it through the
+//! conntrack map afterwards. It leaves rewritten as SNAT-address:NAT-port → backend:port; the
+//! backend's replies are matched in the reverse-NAT map and leave as VIP:port → client. Everything
+//! else passes untouched. `steer` decides, `xdp` and `tc` apply the decision to their kind of
+//! packet; `maps` holds the shared state, whose layout lives in `edge-common`.
 
 #![no_std]
 #![no_main]
 
-use aya_ebpf::bindings::xdp_action;
-use aya_ebpf::macros::{map, xdp};
-use aya_ebpf::maps::PerCpuArray;
-use aya_ebpf::programs::XdpContext;
-use edge_common::{STAT_BYTES, STAT_PACKETS, STATS_LEN};
+mod csum;
+mod fib;
+mod maps;
+mod parse;
+mod steer;
+mod tc;
+mod xdp;
 
-/// Per-CPU packet and byte counters, indexed by `STAT_*`.
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+use aya_ebpf::bindings::{TC_ACT_SHOT, xdp_action};
+use aya_ebpf::macros::{classifier, xdp};
+use aya_ebpf::programs::{TcContext, XdpContext};
 
-#[inline(always)]
-fn bump(index: u32, by: u64) {
-    if let Some(p) = STATS.get_ptr_mut(index) {
-        // SAFETY: the pointer is into this CPU's slot of a per-CPU array; no other writer.
-        unsafe { *p += by };
-    }
-}
-
-/// Entry point: thin, returns the verdict of `try_edge_xdp`.
+/// XDP entry point: thin, returns the verdict of `xdp::try_steer`.
 #[xdp]
 pub fn edge_xdp(ctx: XdpContext) -> u32 {
-    try_edge_xdp(&ctx).unwrap_or(xdp_action::XDP_ABORTED)
+    xdp::try_steer(&ctx).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
-#[inline(always)]
-fn try_edge_xdp(ctx: &XdpContext) -> Result<u32, ()> {
-    let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
-    bump(STAT_PACKETS, 1);
-    bump(STAT_BYTES, len);
-    Ok(xdp_action::XDP_PASS)
+/// TC entry point: thin, returns the verdict of `tc::try_steer`.
+#[classifier]
+pub fn edge_tc(ctx: TcContext) -> i32 {
+    tc::try_steer(&ctx).unwrap_or(TC_ACT_SHOT)
 }
 
 #[cfg(not(test))]

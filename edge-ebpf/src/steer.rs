@@ -1,0 +1,278 @@
+//! The steering decision, shared by the XDP and TC entry points: is this packet for a VIP (pick or
+//! keep a backend, full NAT toward it), a reply from a backend (translate back toward the client),
+//! or neither (pass untouched)? It updates conntrack and reverse NAT, but does not touch the packet;
+//! the caller applies the returned [`Rewrite`] in its own way (XDP writes bytes and checksums
+//! itself, TC uses the skb helpers that also handle checksum offload and GSO).
+
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+use edge_common::{
+    BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, Event, FlowKey, FlowValue, LAST_SEEN_GRANULARITY_NS,
+    NatKey, NatValue, PROTO_TCP, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings, flow_hash, table_index,
+};
+
+use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add};
+use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+/// How many random SNAT ports a new flow tries before it is dropped as "ports exhausted".
+const NAT_PORT_TRIES: u32 = 8;
+
+/// The new addresses and ports of a packet (network order).
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    /// New source address.
+    pub src: u32,
+    /// New destination address.
+    pub dst: u32,
+    /// New source port.
+    pub sport: u16,
+    /// New destination port.
+    pub dport: u16,
+    /// Whether this is a reply (counted as such).
+    pub reply: bool,
+    /// The backend id for a forwarded packet (its next hop may be cached), 0 for a reply.
+    pub backend: u32,
+    /// Coarse time of the decision.
+    pub now: u64,
+}
+
+/// The decision for one packet.
+pub enum Verdict {
+    /// Not ours: pass untouched, counted under the event.
+    Pass(Event),
+    /// Drop, counted under the event (the reason).
+    Drop(Event),
+    /// Rewrite and forward.
+    Forward(Rewrite),
+}
+
+/// Decides what to do with a parsed packet of `len` bytes.
+#[inline(always)]
+pub fn decide(p: &Packet, len: u64) -> Verdict {
+    let skey = service_key(p);
+    // SAFETY: the value is only read; the agent replaces whole values with single updates.
+    if let Some(svc) = unsafe { SERVICES.get(skey) } {
+        let svc = *svc;
+        return forward(p, &svc, len);
+    }
+    // Replies go to a SNAT port: anything else skips the reverse-NAT lookup, which keeps the
+    // cost of traffic that is not ours low.
+    let Some(settings) = settings() else { return Verdict::Pass(Event::Passed) };
+    if u32::from(u16::from_be(p.dport)).wrapping_sub(settings.nat_port_min) >= settings.nat_port_count {
+        return Verdict::Pass(Event::Passed);
+    }
+    let nkey = reply_key(p);
+    // SAFETY: read-only copy of a map value.
+    if let Some(nat) = unsafe { REVNAT.get(nkey) } {
+        let nat = *nat;
+        return reply(p, &nkey, &nat, len);
+    }
+    Verdict::Pass(Event::Passed)
+}
+
+/// The service a packet is addressed to.
+#[inline(always)]
+fn service_key(p: &Packet) -> ServiceKey {
+    ServiceKey { addr: p.dst, port: p.dport, proto: p.proto, _pad: 0 }
+}
+
+/// The reverse-NAT entry a packet would match if it were a reply from a backend.
+#[inline(always)]
+fn reply_key(p: &Packet) -> NatKey {
+    NatKey {
+        backend_addr: p.src,
+        snat_addr: p.dst,
+        backend_port: p.sport,
+        nat_port: p.dport,
+        proto: p.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Whether the packet is for a service or a reply to a NAT flow (without changing any state).
+#[inline(always)]
+pub fn ours(p: &Packet) -> bool {
+    let skey = service_key(p);
+    let nkey = reply_key(p);
+    // SAFETY: read-only lookups.
+    unsafe { SERVICES.get(skey).is_some() || REVNAT.get(nkey).is_some() }
+}
+
+#[inline(always)]
+fn settings() -> Option<Settings> {
+    let s = *SETTINGS.get(0)?;
+    if s.nat_port_count == 0 { None } else { Some(s) }
+}
+
+#[inline(always)]
+fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
+    let Some(settings) = settings() else { return Verdict::Pass(Event::NotConfigured) };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fkey = FlowKey {
+        src_addr: p.src,
+        dst_addr: p.dst,
+        src_port: p.sport,
+        dst_port: p.dport,
+        proto: p.proto,
+        _pad: [0; 3],
+    };
+    let tcp = p.proto == PROTO_TCP;
+    let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+
+    let existing = CONNTRACK.get_ptr_mut(fkey);
+    if let Some(ct) = existing {
+        // SAFETY: a pointer into the LRU map's value; races with other CPUs only on the coarse
+        // timestamp and state bytes, which tolerate a lost update.
+        let flow = unsafe { *ct };
+        let reuse = if tcp {
+            // A SYN on a closing flow is the client reusing its port: a new flow.
+            !(syn && flow.state == CT_CLOSING)
+        } else {
+            now.saturating_sub(flow.last_seen_ns) < settings.udp_timeout_ns
+        };
+        if reuse {
+            let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::Drop(Event::DropStaleBackend) };
+            if be.flags & BE_ACTIVE == 0 {
+                return Verdict::Drop(Event::DropStaleBackend);
+            }
+            let be = *be;
+            if tcp && p.tcp_flags & TCP_RST != 0 {
+                forget(&fkey, &flow, &be, p.proto);
+            } else {
+                touch(ct, &flow, now, p.tcp_flags & TCP_FIN != 0);
+            }
+            add(&SERVICE_STATS, svc.id, len, false);
+            add(&BACKEND_STATS, flow.backend, len, false);
+            return Verdict::Forward(Rewrite {
+                src: be.snat_addr,
+                dst: be.addr,
+                sport: flow.nat_port,
+                dport: be.port,
+                reply: false,
+                backend: flow.backend,
+                now,
+            });
+        }
+        // The old flow is over: release its SNAT port before it gets a new one.
+        if let Some(be) = BACKENDS.get(flow.backend) {
+            let be = *be;
+            forget(&fkey, &flow, &be, p.proto);
+        }
+    } else if tcp && !syn {
+        return Verdict::Drop(Event::DropNoFlow);
+    }
+    new_flow(p, svc, &settings, &fkey, now, len)
+}
+
+#[inline(always)]
+fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey, now: u64, len: u64) -> Verdict {
+    if svc.backends == 0 || svc.table_size == 0 || svc.id == 0 || svc.generation > 1 {
+        return Verdict::Drop(Event::DropNoBackend);
+    }
+    let hash = flow_hash(p.src, p.dst, p.sport, p.dport, p.proto, svc.flags & SVC_HASH_SOURCE != 0);
+    let slot = hash % svc.table_size;
+    let Some(&id) = MAGLEV.get(table_index(svc.id, svc.generation, svc.table_size, slot)) else {
+        return Verdict::Drop(Event::DropNoBackend);
+    };
+    let Some(be) = BACKENDS.get(id) else { return Verdict::Drop(Event::DropNoBackend) };
+    if id == 0 || be.flags & BE_ACTIVE == 0 {
+        return Verdict::Drop(Event::DropNoBackend);
+    }
+    let be = *be;
+    let nat = NatValue { client_addr: p.src, vip: p.dst, client_port: p.sport, vip_port: p.dport, backend: id };
+    let mut nkey = NatKey::for_backend(&be, 0, p.proto);
+    let count = settings.nat_port_count.max(1);
+    let mut got = false;
+    for _ in 0..NAT_PORT_TRIES {
+        let r = unsafe { bpf_get_prandom_u32() };
+        nkey.nat_port = ((settings.nat_port_min + r % count) as u16).to_be();
+        // BPF_NOEXIST: the port is ours only if no other flow to this backend holds it.
+        if REVNAT.insert(nkey, nat, 1).is_ok() {
+            got = true;
+            break;
+        }
+    }
+    if !got {
+        return Verdict::Drop(Event::DropNatPorts);
+    }
+    let flow =
+        FlowValue { backend: id, nat_port: nkey.nat_port, state: CT_NEW, _pad: 0, last_seen_ns: now, created_ns: now };
+    if CONNTRACK.insert(fkey, flow, 0).is_err() {
+        let _ = REVNAT.remove(nkey);
+        return Verdict::Drop(Event::DropConntrack);
+    }
+    add(&SERVICE_STATS, svc.id, len, true);
+    add(&BACKEND_STATS, id, len, true);
+    crate::maps::count(Event::NewFlow);
+    Verdict::Forward(Rewrite {
+        src: be.snat_addr,
+        dst: be.addr,
+        sport: nkey.nat_port,
+        dport: be.port,
+        reply: false,
+        backend: id,
+        now,
+    })
+}
+
+#[inline(always)]
+fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, len: u64) -> Verdict {
+    let fkey = FlowKey {
+        src_addr: nat.client_addr,
+        dst_addr: nat.vip,
+        src_port: nat.client_port,
+        dst_port: nat.vip_port,
+        proto: p.proto,
+        _pad: [0; 3],
+    };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(ct) = CONNTRACK.get_ptr_mut(fkey) {
+        // SAFETY: as in `forward`.
+        let flow = unsafe { *ct };
+        if p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0 {
+            let _ = CONNTRACK.remove(fkey);
+            let _ = REVNAT.remove(nkey);
+        } else {
+            let fin = p.tcp_flags & TCP_FIN != 0;
+            if flow.state == CT_NEW && !fin {
+                // SAFETY: as above.
+                unsafe { (*ct).state = CT_ESTABLISHED };
+            }
+            touch(ct, &flow, now, fin);
+        }
+    }
+    if let Some(be) = BACKENDS.get(nat.backend) {
+        add(&SERVICE_STATS, be.service, len, false);
+    }
+    add(&BACKEND_STATS, nat.backend, len, false);
+    Verdict::Forward(Rewrite {
+        src: nat.vip,
+        dst: nat.client_addr,
+        sport: nat.vip_port,
+        dport: nat.client_port,
+        reply: true,
+        backend: 0,
+        now,
+    })
+}
+
+/// Refreshes the coarse last-seen time, and marks the flow closing on a FIN.
+#[inline(always)]
+fn touch(ct: *mut FlowValue, flow: &FlowValue, now: u64, fin: bool) {
+    // SAFETY: `ct` points at a live map value (see `forward`).
+    unsafe {
+        if now.saturating_sub(flow.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+            (*ct).last_seen_ns = now;
+        }
+        if fin && flow.state != CT_CLOSING {
+            (*ct).state = CT_CLOSING;
+        }
+    }
+}
+
+/// Removes a flow and its reverse NAT entry (which frees its SNAT port).
+#[inline(always)]
+fn forget(fkey: &FlowKey, flow: &FlowValue, be: &BackendValue, proto: u8) {
+    let nkey = NatKey::for_backend(be, flow.nat_port, proto);
+    let _ = CONNTRACK.remove(fkey);
+    let _ = REVNAT.remove(nkey);
+}
