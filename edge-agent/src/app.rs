@@ -14,9 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin};
+use crate::balance::HashKey;
 use crate::balance::balancer::{self, BalancerConfig, BalancerHandle};
 use crate::config::{CheckKind, Config, USERSPACE_DEFAULT_HASH_KEY};
-use crate::dataplane::DataplaneStatus;
+use crate::dataplane::actor::{Actor, ActorConfig, ServiceInput};
+use crate::dataplane::collector::KernelCollector;
+use crate::dataplane::kmaps::Maps;
+use crate::dataplane::sweep::SweepConfig;
+use crate::dataplane::{self, DataplaneStatus};
 use crate::discovery::{Discover, FileError, FileSource, Fixed};
 use crate::health::monitor::MonitorConfig;
 use crate::health::{HealthCheck, HttpCheck, Monitor, MonitorHandle, TcpCheck};
@@ -33,6 +38,9 @@ pub enum StartError {
     /// The backends file.
     #[error("invalid --backends-file: {0}")]
     BackendsFile(#[from] FileError),
+    /// The eBPF data plane could not start (`--mode ebpf`).
+    #[error("{0}")]
+    Ebpf(String),
     /// Worker threads could not start.
     #[error("cannot start {count} worker threads: {source}; lower --workers")]
     Workers {
@@ -93,13 +101,28 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         sources.push(Box::new(src));
     }
-    let metrics = Arc::new(Metrics::new());
-    let (mode, iface) = (cfg.mode, cfg.iface.clone());
-    let dataplane = tokio::task::spawn_blocking(move || DataplaneStatus::decide(mode, &iface))
+    let decide_cfg = cfg.clone();
+    let (dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| StartError::Ebpf(e.to_string()))?;
     tracing::info!(mode = dataplane.mode, reason = %dataplane.reason, "data plane chosen");
+    for a in &dataplane.attachments {
+        tracing::info!(iface = %a.iface, hook = %a.hook, adopted = a.adopted, note = ?a.note, "eBPF program attached");
+    }
+    let mut metrics = Metrics::new();
+    if loaded.is_some() {
+        metrics.register_collector(Box::new(KernelCollector::default()));
+    }
+    let metrics = Arc::new(metrics);
     dataplane.record(&metrics);
+    let mut cfg = cfg;
+    if loaded.is_none()
+        && let Some(addr) = dataplane::fallback_listener(&cfg)
+    {
+        tracing::info!(%addr, "the userspace proxy serves the --vip as a TCP listener");
+        cfg.listen_tcp.push(addr);
+    }
 
     let checker: Arc<dyn HealthCheck> = match &cfg.check {
         CheckKind::Tcp => Arc::new(TcpCheck),
@@ -113,7 +136,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     );
     let balancer = balancer::spawn(
         BalancerConfig {
-            default_key: USERSPACE_DEFAULT_HASH_KEY,
+            default_key: if loaded.is_some() { HashKey::FiveTuple } else { USERSPACE_DEFAULT_HASH_KEY },
             table_size: cfg.table_size,
             policy: cfg.on_no_backend,
         },
@@ -123,6 +146,26 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    if let Some(loaded) = loaded {
+        let e = &cfg.ebpf;
+        let maps = Maps::open().map_err(|e| StartError::Ebpf(e.to_string()))?;
+        let actor_cfg = ActorConfig {
+            table_size: cfg.table_size,
+            snat_ports: e.snat_ports,
+            sweep: SweepConfig::new(e.udp_timeout, e.tcp_timeout),
+            cleanup: e.cleanup,
+        };
+        let inputs = cfg
+            .ebpf
+            .vip
+            .map(|vip| ServiceInput { vip, monitor: monitor.clone(), strategy: balancer.subscribe() })
+            .into_iter()
+            .collect();
+        let actor = Actor::new(loaded, maps, actor_cfg, inputs, metrics.clone())
+            .map_err(|e| StartError::Ebpf(e.to_string()))?;
+        tasks.spawn(actor.run(shutdown_rx.clone()));
+    }
     let workers = cfg.workers.max(1);
     let loads = Loads::new(workers);
     let mut per_worker: Vec<WorkerSockets> =
@@ -168,7 +211,6 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             workers::spawn(i, sockets, ctx.clone()).map_err(|source| StartError::Workers { count: workers, source })?;
         threads.push(t);
     }
-    let mut tasks = JoinSet::new();
     let mut admin_addr = None;
     if let Some(l) = admin_listener {
         let addr = l.local_addr().ok();

@@ -26,6 +26,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run a self-contained demo: three in-process backends, traffic, a failure and a recovery.
     Demo(DemoArgs),
+    /// Read the pinned eBPF maps of a running (or stopped) agent.
+    Maps(MapsArgs),
+    /// Detach the eBPF programs and remove every pinned map and link (drops established flows).
+    Cleanup,
 }
 
 /// `edge-agent run` flags, unvalidated.
@@ -50,12 +54,35 @@ pub struct RunArgs {
     #[arg(long, env = "EDGE_BACKENDS_FILE", value_name = "PATH")]
     pub backends_file: Option<String>,
 
-    /// Data plane: auto (probe eBPF, report, run userspace) or userspace [default: auto].
+    /// Data plane: auto, ebpf or userspace [default: auto: eBPF when --vip is given and the host
+    /// can load and attach it, otherwise userspace].
     #[arg(long, env = "EDGE_MODE", value_name = "MODE")]
     pub mode: Option<String>,
-    /// Interface the eBPF probe attaches to [default: lo].
-    #[arg(long, env = "EDGE_IFACE", value_name = "NAME")]
-    pub iface: Option<String>,
+    /// Client-facing interface for the eBPF data plane (repeatable) [default: lo, for the probe].
+    #[arg(long = "iface", env = "EDGE_IFACE", value_name = "NAME", value_delimiter = ' ')]
+    pub iface: Vec<String>,
+    /// The eBPF service: VIP:PORT[/tcp|/udp], a local address, e.g. 10.0.0.5:80.
+    #[arg(long, env = "EDGE_VIP", value_name = "ADDR:PORT[/udp]")]
+    pub vip: Option<String>,
+    /// XDP attach mode: auto (native, else TC only), native or generic [default: auto].
+    #[arg(long, env = "EDGE_XDP_MODE", value_name = "MODE")]
+    pub xdp_mode: Option<String>,
+    /// SNAT port range for eBPF flows, outside the kernel's ip_local_port_range [default: 16384-32767].
+    #[arg(long, env = "EDGE_SNAT_PORTS", value_name = "LOW-HIGH")]
+    pub snat_ports: Option<String>,
+    /// Conntrack entries (LRU) for eBPF flows [default: 262144].
+    #[arg(long, env = "EDGE_CONNTRACK_SIZE", value_name = "N")]
+    pub conntrack_size: Option<String>,
+    /// A UDP flow idle this long picks a backend again and is removed [default: 30s].
+    #[arg(long, env = "EDGE_UDP_TIMEOUT", value_name = "DURATION")]
+    pub udp_timeout: Option<String>,
+    /// An established TCP flow idle this long is removed [default: 1h].
+    #[arg(long, env = "EDGE_TCP_TIMEOUT", value_name = "DURATION")]
+    pub tcp_timeout: Option<String>,
+    /// Remove the pinned maps and links when the agent stops (otherwise they stay, and the
+    /// kernel keeps steering established flows until the next agent adopts them).
+    #[arg(long, env = "EDGE_CLEANUP")]
+    pub cleanup: bool,
 
     /// Health probe: tcp or http [default: http when --health-path is set, else tcp].
     #[arg(long, env = "EDGE_HEALTH_CHECK", value_name = "KIND")]
@@ -156,4 +183,20 @@ pub struct DemoArgs {
     /// Plain line output instead of a live table (automatic when stdout is not a terminal).
     #[arg(long)]
     pub plain: bool,
+}
+
+/// `edge-agent maps` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct MapsArgs {
+    /// What to show: services, backends, table, conntrack or stats.
+    pub what: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// For `table`: the service id [default: 1].
+    #[arg(long, default_value_t = 1)]
+    pub service: u32,
+    /// Most rows to print for `table` and `conntrack` [default: 100].
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }

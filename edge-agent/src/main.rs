@@ -35,6 +35,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Maps(args) => match edge_agent::dataplane::view::render(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cleanup => match edge_agent::dataplane::pins::cleanup() {
+            Ok(removed) => {
+                println!("removed {} pinned maps and links under {}", removed.len(), edge_common::PIN_DIR);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo(args) => match edge_agent::demo::main(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

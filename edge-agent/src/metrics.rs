@@ -139,6 +139,12 @@ pub struct Metrics {
     pub open_connections: Family<ListenerLabel, Gauge>,
     /// Whether the agent is ready (first discovery and probe round done).
     pub ready: Gauge,
+    /// eBPF conntrack flows per backend that are not closing (from the last conntrack sweep).
+    pub ebpf_flows: Family<BackendLabel, Gauge>,
+    /// eBPF conntrack entries removed by the agent's sweep, by reason.
+    pub ebpf_expired: Family<ReasonLabel, Counter>,
+    /// Maglev tables written to the kernel.
+    pub ebpf_table_swaps: Counter,
 }
 
 impl Default for Metrics {
@@ -177,6 +183,9 @@ impl Metrics {
             connections: Family::default(),
             open_connections: Family::default(),
             ready: Gauge::default(),
+            ebpf_flows: Family::default(),
+            ebpf_expired: Family::default(),
+            ebpf_table_swaps: Counter::default(),
         };
         r.register("requests", "HTTP requests by backend and status class", m.requests.clone());
         r.register_with_unit(
@@ -220,6 +229,13 @@ impl Metrics {
         r.register("connections", "Accepted client connections by listener", m.connections.clone());
         r.register("open_connections", "Open client connections by listener", m.open_connections.clone());
         r.register("ready", "1 once the first discovery and probe round completed", m.ready.clone());
+        r.register("ebpf_flows", "eBPF conntrack flows per backend, not closing", m.ebpf_flows.clone());
+        r.register(
+            "ebpf_expired_flows",
+            "eBPF conntrack entries removed by the sweep, by reason",
+            m.ebpf_expired.clone(),
+        );
+        r.register("ebpf_table_swaps", "Maglev tables written and swapped in", m.ebpf_table_swaps.clone());
         Self { registry: root, ..m }
     }
 

@@ -36,7 +36,10 @@ fn bad_flags_fail_at_start_naming_flag_and_fix() {
     fails_with(&with(&["--strategy", "fastest"]), &[], 2, "use round-robin, least-connections or consistent-hash");
     fails_with(&with(&["--backend", "10.0.0.1"]), &[], 2, "invalid --backend '10.0.0.1'");
     fails_with(&with(&["--hash-key", "header:"]), &[], 2, "invalid --hash-key");
-    fails_with(&with(&["--mode", "kernel"]), &[], 2, "invalid --mode 'kernel': use auto or userspace");
+    fails_with(&with(&["--mode", "kernel"]), &[], 2, "invalid --mode 'kernel': use auto, ebpf or userspace");
+    fails_with(&with(&["--mode", "ebpf"]), &[], 2, "--mode ebpf needs a service; give --vip");
+    fails_with(&with(&["--vip", "10.0.0.5:53/udp"]), &[], 2, "a UDP --vip needs --mode ebpf");
+    fails_with(&with(&["--snat-ports", "100-50"]), &[], 2, "invalid --snat-ports '100-50'");
     fails_with(&["run", "--backend", "127.0.0.1:9"], &[], 2, "nothing to listen on");
     fails_with(&["run", "--listen", ":0"], &[], 2, "no backends; give --backend");
     fails_with(&with(&["--bogus"]), &[], 2, "unexpected argument '--bogus'");
@@ -168,4 +171,23 @@ async fn runs_from_a_config_file_with_flags_on_top() {
     cmd.args(["run", "--config", cfg.to_str().unwrap(), "--admin", &format!("127.0.0.1:{ap}")]);
     run_and_check(cmd, ap, lp, 2).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ebpf_mode_checks_the_host_at_start() {
+    // These checks run before anything is loaded, so they need no privileges.
+    let base = ["run", "--mode", "ebpf", "--backend", "127.0.0.1:9", "--admin", "off"];
+    let with = |extra: &[&'static str]| base.iter().copied().chain(extra.iter().copied()).collect::<Vec<&str>>();
+    fails_with(
+        &with(&["--iface", "no-such-if0", "--vip", "127.0.0.1:80"]),
+        &[],
+        1,
+        "interface no-such-if0 does not exist; check the name with `ip link`",
+    );
+    fails_with(
+        &with(&["--iface", "lo", "--vip", "192.0.2.1:80"]),
+        &[],
+        1,
+        "the VIP 192.0.2.1 is not an address of this host",
+    );
 }

@@ -1,5 +1,10 @@
-//! `cargo xtask bench [http]`: edge side by side with HAProxy and NGINX on the same backends and
-//! load, through ../shared/bench/peers.sh, then the agent's idle resident memory.
+//! `cargo xtask bench [http|l4|prog]`:
+//! - `http` (default): edge side by side with HAProxy and NGINX on the same backends and load,
+//!   through ../shared/bench/peers.sh, then the agent's idle resident memory;
+//! - `l4` (root): edge in eBPF mode against direct routing, nftables DNAT and HAProxy in TCP mode
+//!   across network namespaces, through ../shared/bench/l4-peers.sh, with medians and ratios;
+//! - `prog` (root): ns per packet of the data path from `BPF_PROG_TEST_RUN`, next to an XDP
+//!   program that only passes, in the same run.
 //!
 //! Ratios are what count: absolute numbers on a 2-core machine with the load generator, three
 //! backends and the proxy all sharing the cores say little; same-run ratios say who is faster.
@@ -16,14 +21,88 @@ use crate::util::{cargo, exec, root};
 /// Entry point.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("http");
-    if which != "http" {
-        bail!("unknown benchmark '{which}'; use http");
+    if !["http", "l4", "prog"].contains(&which) {
+        bail!("unknown benchmark '{which}'; use http, l4 or prog");
     }
     setup::run(Needs::Bench)?;
+    if which == "prog" {
+        return exec(cargo().args([
+            "test",
+            "--release",
+            "-p",
+            "edge-agent",
+            "--test",
+            "ebpf_prog",
+            "bench_ns_per_packet",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]));
+    }
     exec(cargo().args(["build", "--release", "-p", "edge-agent"]))?;
     let bin = root().join("target/release/edge-agent");
+    if which == "l4" {
+        return l4(&bin);
+    }
     idle_memory(&bin)?;
     http(&bin)
+}
+
+fn l4(bin: &std::path::Path) -> anyhow::Result<()> {
+    let script = root().join("../shared/bench/l4-peers.sh");
+    if !script.is_file() {
+        bail!("{} not found; the benchmark needs ../shared beside the repository", script.display());
+    }
+    if !crate::util::is_root() {
+        bail!("the L4 benchmark builds network namespaces and loads eBPF: run it as root");
+    }
+    let candidate = format!(
+        "{} run --mode ebpf --iface {{IF_CLIENT}} --vip {{VIP}}:80 --backend {{B1}}:80 --backend {{B2}}:80 --backend {{B3}}:80 --admin off --log-level warn",
+        bin.display()
+    );
+    println!("running {} (direct, nftables, HAProxy TCP and edge eBPF; same backends and load)", script.display());
+    let out = Command::new("bash").arg(&script).env("CANDIDATE", &candidate).output().context("running l4-peers.sh")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    // name -> mode -> requests/s of each round
+    let mut runs: HashMap<(String, String), Vec<f64>> = HashMap::new();
+    for line in text.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.len() >= 4
+            && t[2].starts_with("round=")
+            && let Ok(v) = t[3].parse::<f64>()
+        {
+            runs.entry((t[0].to_string(), t[1].to_string())).or_default().push(v);
+        }
+    }
+    let median = |name: &str, mode: &str| -> Option<f64> {
+        let mut v = runs.get(&(name.to_string(), mode.to_string()))?.clone();
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    };
+    println!();
+    for mode in ["keepalive", "close", "bulk"] {
+        let row: Vec<String> = ["direct", "nftables", "haproxy", "candidate"]
+            .iter()
+            .map(|n| format!("{n}={:.0}", median(n, mode).unwrap_or(0.0)))
+            .collect();
+        println!("median {mode:<9} requests/s: {}", row.join(" "));
+    }
+    let (Some(c_close), Some(c_keep), Some(c_bulk)) =
+        (median("candidate", "close"), median("candidate", "keepalive"), median("candidate", "bulk"))
+    else {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        bail!("l4-peers.sh printed no candidate results (exit status {})", out.status);
+    };
+    let ratio = |a: f64, b: Option<f64>| b.map(|b| format!("{:.2}x", a / b)).unwrap_or_else(|| "n/a".into());
+    println!(
+        "new connections/s: {} nftables (target >= 1.5x), {} HAProxy (target >= 2x)",
+        ratio(c_close, median("nftables", "close")),
+        ratio(c_close, median("haproxy", "close"))
+    );
+    println!("keep-alive requests/s: {} direct (target >= 0.9x)", ratio(c_keep, median("direct", "keepalive")));
+    println!("bulk: {} nftables (target >= 1.0x)", ratio(c_bulk, median("nftables", "bulk")));
+    Ok(())
 }
 
 fn idle_memory(bin: &std::path::Path) -> anyhow::Result<()> {

@@ -3,7 +3,8 @@
 //! - `setup`: make this machine ready (nightly rust-src, bpf-linker, Debian packages); idempotent.
 //! - `test`: setup, then formatting, lints and every test (the privileged ones too when root).
 //! - `demo`: setup, then the self-contained demo.
-//! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check.
+//! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check;
+//!   `bench l4` and `bench prog` for the eBPF data plane.
 
 mod bench;
 mod setup;
@@ -32,6 +33,8 @@ fn main() -> anyhow::Result<()> {
             println!("  test          formatting, lints, all tests (privileged ones when root)");
             println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
             println!("  bench [http]  compare edge with HAProxy and NGINX; report idle memory");
+            println!("  bench l4      (root) edge eBPF vs direct, nftables DNAT, HAProxy TCP");
+            println!("  bench prog    (root) ns per packet of the data path (BPF_PROG_TEST_RUN)");
             Ok(())
         }
         other => bail!("unknown task '{other}'; use setup, test, demo or bench"),

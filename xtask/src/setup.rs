@@ -21,7 +21,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub enum Needs {
     /// Building only.
     Build,
-    /// Building and the test suite (network namespaces need iproute2).
+    /// Building and the test suite (network namespaces need iproute2 and ethtool).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -30,7 +30,7 @@ pub enum Needs {
 fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
-        Needs::Test => &["iproute2"],
+        Needs::Test => &["iproute2", "ethtool"],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "bc", "nftables", "ethtool"],
     }
 }

@@ -66,7 +66,18 @@ pub fn merge_str(raw: &mut RunArgs, path: &Path, text: &str) -> Result<(), Confi
             "backend" | "backends" => many!(backend),
             "backends-file" => one!(backends_file),
             "mode" => one!(mode),
-            "iface" => one!(iface),
+            "iface" => many!(iface),
+            "vip" => one!(vip),
+            "xdp-mode" => one!(xdp_mode),
+            "snat-ports" => one!(snat_ports),
+            "conntrack-size" => one!(conntrack_size),
+            "udp-timeout" => one!(udp_timeout),
+            "tcp-timeout" => one!(tcp_timeout),
+            "cleanup" => {
+                if !raw.cleanup {
+                    raw.cleanup = scalar(&k, value).map_err(err)? == "true";
+                }
+            }
             "health-check" => one!(health_check),
             "health-path" => one!(health_path),
             "health-interval" => one!(health_interval),

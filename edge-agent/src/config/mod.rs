@@ -2,6 +2,7 @@
 //! everything after start works with typed values and every mistake is reported up front, naming
 //! the flag and the fix.
 
+mod ebpf;
 mod file;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -15,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::duration::parse_duration;
 use crate::health::HealthConfig;
 
+pub use ebpf::{DEFAULT_SNAT_PORTS, EbpfConfig, Proto, Vip, XdpMode};
 pub use file::merge_str as merge_config_str;
 
 /// A configuration mistake.
@@ -51,8 +53,11 @@ fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> Config
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeChoice {
-    /// Probe eBPF, report the result, run the userspace proxy.
+    /// eBPF when `--vip` is given and the host can load and attach it; otherwise userspace
+    /// (without `--vip`, probe eBPF and report the result).
     Auto,
+    /// The eBPF data plane, or fail at start.
+    Ebpf,
     /// The userspace proxy, no probe.
     Userspace,
 }
@@ -127,8 +132,10 @@ pub struct Config {
     pub backends_file: Option<PathBuf>,
     /// Data plane choice.
     pub mode: ModeChoice,
-    /// Interface for the eBPF probe.
+    /// Interface for the eBPF probe (the first `--iface`, or lo).
     pub iface: String,
+    /// eBPF data plane settings.
+    pub ebpf: EbpfConfig,
     /// Probe kind.
     pub check: CheckKind,
     /// Probe timing and hysteresis.
@@ -227,9 +234,10 @@ impl Config {
             .filter(|s| !s.trim().is_empty())
             .map(|s| listen_addr("listen-tcp", s))
             .collect::<Result<Vec<_>, _>>()?;
-        if listen.is_empty() && listen_tcp.is_empty() {
+        let ebpf = ebpf::validate(raw)?;
+        if listen.is_empty() && listen_tcp.is_empty() && ebpf.vip.is_none() {
             return Err(ConfigError::Usage(
-                "nothing to listen on; give --listen ADDR for HTTP or --listen-tcp ADDR for TCP (for example --listen :8080)".into(),
+                "nothing to listen on; give --listen ADDR for HTTP, --listen-tcp ADDR for TCP (for example --listen :8080) or --vip ADDR:PORT for the eBPF data plane".into(),
             ));
         }
         let mut all: Vec<SocketAddr> = listen.iter().chain(&listen_tcp).copied().collect();
@@ -257,15 +265,30 @@ impl Config {
             None => ModeChoice::Auto,
             Some(m) if m == "auto" => ModeChoice::Auto,
             Some(m) if m == "userspace" => ModeChoice::Userspace,
+            Some(m) if m == "ebpf" => ModeChoice::Ebpf,
             Some(_) => {
                 let v = raw.mode.as_deref().unwrap_or_default();
-                return Err(invalid("mode", v, "use auto or userspace"));
+                return Err(invalid("mode", v, "use auto, ebpf or userspace"));
             }
         };
-        let iface = raw.iface.clone().unwrap_or_else(|| "lo".into());
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-            return Err(invalid("iface", &iface, "give an interface name such as eth0 or lo (at most 15 characters)"));
+        if mode == ModeChoice::Ebpf {
+            if ebpf.vip.is_none() {
+                return Err(ConfigError::Usage(
+                    "--mode ebpf needs a service; give --vip ADDR:PORT (a local address), for example --vip 10.0.0.5:80".into(),
+                ));
+            }
+            if ebpf.ifaces.is_empty() {
+                return Err(ConfigError::Usage(
+                    "--mode ebpf needs the client-facing interface; give --iface NAME, for example --iface eth0".into(),
+                ));
+            }
         }
+        if ebpf.vip.is_some_and(|v| v.proto == Proto::Udp) && mode != ModeChoice::Ebpf {
+            return Err(ConfigError::Usage(
+                "a UDP --vip needs --mode ebpf (the userspace proxy has no UDP); add --mode ebpf".into(),
+            ));
+        }
+        let iface = ebpf.ifaces.first().cloned().unwrap_or_else(|| "lo".into());
 
         let check = match (raw.health_check.as_deref().map(str::trim), raw.health_path.as_deref()) {
             (Some("tcp"), Some(_)) => {
@@ -310,6 +333,13 @@ impl Config {
             None => None,
             Some(s) => Some(s.parse::<HashKey>().map_err(|e| invalid("hash-key", s, e.to_string()))?),
         };
+        if mode == ModeChoice::Ebpf && matches!(hash_key, Some(HashKey::Header(_))) {
+            return Err(invalid(
+                "hash-key",
+                raw.hash_key.as_deref().unwrap_or_default(),
+                "the eBPF data plane sees packets, not HTTP headers; use source or five-tuple",
+            ));
+        }
         let table_size = match raw.table_size.as_deref() {
             None => DEFAULT_TABLE_SIZE,
             Some(s) => {
@@ -403,6 +433,7 @@ impl Config {
             backends_file,
             mode,
             iface,
+            ebpf,
             check,
             health,
             strategy: StrategySpec { kind, hash_key },
@@ -469,7 +500,26 @@ mod tests {
             (Box::new(|r| r.backend = vec!["nohost".into()]), "--backend 'nohost'"),
             (Box::new(|r| r.backend = vec!["1.2.3.4:80,weight=300".into()]), "1 to 256"),
             (Box::new(|r| r.listen = vec!["8080".into()]), "--listen '8080': write IP:PORT"),
-            (Box::new(|r| r.mode = Some("ebpf".into())), "--mode 'ebpf': use auto or userspace"),
+            (Box::new(|r| r.mode = Some("kernel".into())), "--mode 'kernel': use auto, ebpf or userspace"),
+            (Box::new(|r| r.mode = Some("ebpf".into())), "--mode ebpf needs a service; give --vip"),
+            (
+                Box::new(|r| {
+                    r.mode = Some("ebpf".into());
+                    r.vip = Some("10.0.0.5:80".into());
+                }),
+                "--mode ebpf needs the client-facing interface; give --iface",
+            ),
+            (Box::new(|r| r.vip = Some("10.0.0.5:53/udp".into())), "a UDP --vip needs --mode ebpf"),
+            (Box::new(|r| r.vip = Some("10.0.0.5".into())), "--vip '10.0.0.5'"),
+            (
+                Box::new(|r| {
+                    r.mode = Some("ebpf".into());
+                    r.vip = Some("10.0.0.5:80".into());
+                    r.iface = vec!["eth0".into()];
+                    r.hash_key = Some("header:x-user".into());
+                }),
+                "the eBPF data plane sees packets, not HTTP headers",
+            ),
             (
                 Box::new(|r| {
                     r.listen.clear();

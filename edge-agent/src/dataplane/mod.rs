@@ -1,13 +1,39 @@
-//! The data plane choice: probing whether this host can run the embedded eBPF program, and the
-//! status the admin API and metrics report.
+//! The data plane choice and the eBPF data plane's agent side.
+//!
+//! `decide` picks what runs: `--mode userspace` the proxy; `--mode ebpf` the eBPF data plane or a
+//! start failure that says why; `--mode auto` the eBPF data plane when a `--vip` is given and it
+//! loads and attaches, otherwise the proxy (the reason is logged and shown in `/admin/state`).
+//! Without `--vip`, auto only probes (load, attach to `--iface`, detach) and reports.
+//!
+//! The eBPF side: `loader` loads the embedded object (`object`) with its maps pinned or adopted
+//! (`pins`) and attaches it; `actor` is the only writer of the maps (`kmaps`), following the
+//! backends and the strategy (`weights`) and sweeping conntrack (`sweep`); `collector` exports the
+//! kernel counters to Prometheus; `view` renders `edge-agent maps`.
 
+pub mod actor;
+pub mod collector;
+pub mod kmaps;
+pub mod loader;
+pub mod netinfo;
 pub mod object;
+pub mod pins;
 pub mod probe;
+pub mod sweep;
+pub mod view;
+pub mod weights;
+
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::config::ModeChoice;
+use crate::config::{Config, ModeChoice};
 use crate::metrics::{Metrics, ModeLabel};
+pub(crate) use crate::proxy::error_chain as chain;
+
+/// The error chain of `e` in one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    chain(e)
+}
 
 /// The eBPF probe's verdict.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -25,33 +51,88 @@ pub struct ProbeReport {
 pub struct DataplaneStatus {
     /// What the operator asked for.
     pub requested: ModeChoice,
-    /// What runs: `userspace` (or `ebpf` once that data plane exists).
+    /// What runs: `userspace` or `ebpf`.
     pub mode: &'static str,
     /// Why this mode runs.
     pub reason: String,
     /// The eBPF probe, if it ran.
     pub ebpf_probe: Option<ProbeReport>,
+    /// Where the eBPF programs are attached (eBPF mode).
+    pub attachments: Vec<loader::Attachment>,
+    /// Whether pinned maps of an earlier agent were adopted (eBPF mode).
+    pub adopted: bool,
+}
+
+/// Why the eBPF data plane cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfStartError {
+    /// Host network lookups.
+    #[error(transparent)]
+    Net(#[from] netinfo::NetError),
+    /// The VIP is not an address of this host.
+    #[error("the VIP {0} is not an address of this host; add it to an interface (ip addr add) or give a local address")]
+    NotLocal(std::net::Ipv4Addr),
+    /// Load or attach.
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    /// The kernel ports range overlaps the SNAT ports.
+    #[error(
+        "--snat-ports {lo}-{hi} overlaps the kernel's ephemeral ports {klo}-{khi} (net.ipv4.ip_local_port_range); pick a range outside it"
+    )]
+    Ports {
+        /// SNAT low.
+        lo: u16,
+        /// SNAT high.
+        hi: u16,
+        /// Kernel low.
+        klo: u16,
+        /// Kernel high.
+        khi: u16,
+    },
 }
 
 impl DataplaneStatus {
-    /// Decides the data plane for `requested`, probing eBPF on `iface` in auto mode.
-    pub fn decide(requested: ModeChoice, iface: &str) -> Self {
+    fn userspace(requested: ModeChoice, reason: String, probe: Option<ProbeReport>) -> Self {
+        Self { requested, mode: "userspace", reason, ebpf_probe: probe, attachments: Vec::new(), adopted: false }
+    }
+
+    /// Decides the data plane. In eBPF mode the returned object is loaded and attached.
+    pub fn decide(cfg: &Config) -> Result<(Self, Option<loader::Loaded>), EbpfStartError> {
+        let requested = cfg.mode;
         match requested {
-            ModeChoice::Userspace => {
-                Self { requested, mode: "userspace", reason: "--mode userspace".into(), ebpf_probe: None }
-            }
-            ModeChoice::Auto => {
-                let report = probe::probe(iface);
+            ModeChoice::Userspace => Ok((Self::userspace(requested, "--mode userspace".into(), None), None)),
+            ModeChoice::Auto if cfg.ebpf.vip.is_none() => {
+                let report = probe::probe(&cfg.iface);
                 let reason = if report.capable {
-                    format!(
-                        "eBPF is available ({}); the eBPF data plane is not part of this build, so the userspace proxy runs",
-                        report.reason
-                    )
+                    format!("eBPF is available ({}), but no --vip is given, so the userspace proxy runs", report.reason)
                 } else {
                     format!("eBPF is not available ({}); running the userspace proxy", report.reason)
                 };
-                Self { requested, mode: "userspace", reason, ebpf_probe: Some(report) }
+                Ok((Self::userspace(requested, reason, Some(report)), None))
             }
+            ModeChoice::Auto | ModeChoice::Ebpf => match start_ebpf(cfg) {
+                Ok(loaded) => {
+                    let status = Self {
+                        requested,
+                        mode: "ebpf",
+                        reason: format!(
+                            "the eBPF data plane steers {} in the kernel{}",
+                            cfg.ebpf.vip.map(|v| v.to_string()).unwrap_or_default(),
+                            if loaded.adopted_maps { " (adopted the pinned maps of an earlier agent)" } else { "" }
+                        ),
+                        ebpf_probe: None,
+                        attachments: loaded.attachments.clone(),
+                        adopted: loaded.adopted_maps,
+                    };
+                    Ok((status, Some(loaded)))
+                }
+                Err(e) if requested == ModeChoice::Auto => {
+                    let reason = format!("the eBPF data plane cannot start ({e}); running the userspace proxy");
+                    let report = ProbeReport { capable: false, reason: e.to_string(), iface: cfg.iface.clone() };
+                    Ok((Self::userspace(requested, reason, Some(report)), None))
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -60,6 +141,61 @@ impl DataplaneStatus {
         for m in ["userspace", "ebpf"] {
             metrics.dataplane_mode.get_or_create(&ModeLabel { mode: m }).set(i64::from(m == self.mode));
         }
-        metrics.ebpf_capable.set(i64::from(self.ebpf_probe.as_ref().is_some_and(|p| p.capable)));
+        let capable = self.mode == "ebpf" || self.ebpf_probe.as_ref().is_some_and(|p| p.capable);
+        metrics.ebpf_capable.set(i64::from(capable));
     }
+}
+
+/// Checks the host, then loads and attaches.
+fn start_ebpf(cfg: &Config) -> Result<loader::Loaded, EbpfStartError> {
+    let e = &cfg.ebpf;
+    for i in &e.ifaces {
+        netinfo::ifindex(i)?;
+    }
+    let local = netinfo::local_addrs()?;
+    if let Some(vip) = e.vip
+        && !local.iter().any(|(_, a)| *a == vip.addr)
+    {
+        return Err(EbpfStartError::NotLocal(vip.addr));
+    }
+    if let Some((klo, khi)) = kernel_port_range() {
+        let (lo, hi) = e.snat_ports;
+        if lo <= khi && klo <= hi {
+            return Err(EbpfStartError::Ports { lo, hi, klo, khi });
+        }
+    }
+    // Interfaces toward the backends get the TC program for replies.
+    let mut backend_ifaces: Vec<String> = Vec::new();
+    for b in &cfg.backends {
+        let IpAddr::V4(addr) = b.addr.ip() else { continue };
+        let src = netinfo::source_for(addr)?;
+        if let Some(i) = netinfo::iface_of(src)?
+            && !e.ifaces.contains(&i)
+            && !backend_ifaces.contains(&i)
+        {
+            backend_ifaces.push(i);
+        }
+    }
+    let opts = loader::LoadOptions {
+        client_ifaces: e.ifaces.clone(),
+        backend_ifaces,
+        xdp_mode: e.xdp_mode,
+        table_entries: edge_common::table_entries(edge_common::MAX_SERVICES, cfg.table_size),
+        conntrack_size: e.conntrack_size,
+    };
+    Ok(loader::load(&opts)?)
+}
+
+/// net.ipv4.ip_local_port_range, if readable.
+fn kernel_port_range() -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// The listener the userspace fallback uses for a TCP `--vip` when no listener is configured.
+pub fn fallback_listener(cfg: &Config) -> Option<SocketAddr> {
+    let v = cfg.ebpf.vip?;
+    (v.proto == crate::config::Proto::Tcp && cfg.listen.is_empty() && cfg.listen_tcp.is_empty())
+        .then(|| SocketAddr::new(IpAddr::V4(v.addr), v.port))
 }

@@ -2,6 +2,3 @@
 
 /// The ELF object, 4-byte aligned as the loader requires.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge"));
-
-/// Name of the XDP program inside [`EBPF_OBJECT`].
-pub const XDP_PROGRAM: &str = "edge_xdp";

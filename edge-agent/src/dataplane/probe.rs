@@ -1,43 +1,53 @@
-//! The `--mode auto` probe: can this host load the embedded XDP program and attach it?
+//! The `--mode auto` probe (without `--vip`): can this host load the embedded XDP program and
+//! attach it?
 //!
-//! It loads the object, attaches the XDP program to the interface (kernel's choice of native or
-//! generic mode), and detaches it again. Each step's failure is reported with the kernel's error,
-//! because "no CAP_BPF", "no BTF" and "interface busy" need different fixes.
+//! It loads the object with its maps pinned in a private, temporary bpffs folder (so nothing of a
+//! running agent is touched), attaches the XDP program to the interface (kernel's choice of native
+//! or generic mode), detaches it and removes the folder. Each step's failure is reported with the
+//! kernel's error, because "no CAP_BPF", "no BTF" and "interface busy" need different fixes.
 
-use aya::Ebpf;
+use aya::EbpfLoader;
 use aya::programs::{Xdp, XdpMode};
+use edge_common::program_names::XDP;
 
 use super::ProbeReport;
-use super::object::{EBPF_OBJECT, XDP_PROGRAM};
+use super::object::EBPF_OBJECT;
+use super::pins;
 
 /// Runs the probe on `iface`.
 pub fn probe(iface: &str) -> ProbeReport {
     let report = |capable: bool, reason: String| ProbeReport { capable, reason, iface: iface.to_string() };
-    let mut ebpf = match Ebpf::load(EBPF_OBJECT) {
-        Ok(e) => e,
-        Err(e) => {
-            return report(
-                false,
-                format!("loading the eBPF object failed: {e} (needs CAP_BPF and CAP_NET_ADMIN, or root)"),
-            );
+    if let Err(e) = pins::prepare() {
+        return report(false, e.to_string());
+    }
+    // The folder name is unique per probe, not only per process: two probes in one process (tests
+    // run in parallel) must not remove each other's pins halfway through a load.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::Path::new("/sys/fs/bpf").join(format!("edge-probe-{}-{seq}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return report(false, format!("cannot create {}: {e} (needs root)", dir.display()));
+    }
+    let result = attach_detach(iface, &dir);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
         }
-    };
-    let Some(prog) = ebpf.program_mut(XDP_PROGRAM) else {
-        return report(false, format!("the embedded object has no program {XDP_PROGRAM}"));
-    };
-    let xdp: &mut Xdp = match prog.try_into() {
-        Ok(x) => x,
-        Err(e) => return report(false, format!("{XDP_PROGRAM} is not an XDP program: {e}")),
-    };
-    if let Err(e) = xdp.load() {
-        return report(false, format!("the kernel refused the XDP program: {e}"));
     }
-    let link = match xdp.attach(iface, XdpMode::Default) {
-        Ok(l) => l,
-        Err(e) => return report(false, format!("attaching XDP to {iface} failed: {e}")),
-    };
-    if let Err(e) = xdp.detach(link) {
-        return report(false, format!("detaching XDP from {iface} failed: {e}"));
+    let _ = std::fs::remove_dir(&dir);
+    match result {
+        Ok(()) => report(true, format!("loaded the XDP program and attached it to {iface}, then detached it")),
+        Err(reason) => report(false, reason),
     }
-    report(true, format!("loaded the XDP program and attached it to {iface}, then detached it"))
+}
+
+fn attach_detach(iface: &str, dir: &std::path::Path) -> Result<(), String> {
+    let mut ebpf = EbpfLoader::new().default_map_pin_directory(dir).load(EBPF_OBJECT).map_err(|e| {
+        format!("loading the eBPF object failed: {} (needs CAP_BPF and CAP_NET_ADMIN, or root)", super::error_chain(&e))
+    })?;
+    let prog = ebpf.program_mut(XDP).ok_or_else(|| format!("the embedded object has no program {XDP}"))?;
+    let xdp: &mut Xdp = prog.try_into().map_err(|e| format!("{XDP} is not an XDP program: {e}"))?;
+    xdp.load().map_err(|e| format!("the kernel refused the XDP program: {}", super::error_chain(&e)))?;
+    let link = xdp.attach(iface, XdpMode::Default).map_err(|e| format!("attaching XDP to {iface} failed: {e}"))?;
+    xdp.detach(link).map_err(|e| format!("detaching XDP from {iface} failed: {e}"))
 }

@@ -1,0 +1,246 @@
+//! Loading the embedded object with its maps pinned (or adopted) under `/sys/fs/bpf/edge`, and
+//! attaching its programs: XDP on the client-facing interfaces, TC (TCX ingress) on those and on
+//! the interfaces toward backends. Every link is pinned too. A link that is already pinned is
+//! adopted and gets the new program in one atomic link update, so an agent restart never leaves an
+//! interface without a program, and the conntrack maps (pinned, adopted) keep established flows.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::MapInfo;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::SchedClassifierLink;
+use aya::programs::xdp::XdpLink;
+use aya::programs::{SchedClassifier, TcAttachType, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use edge_common::{map_names, program_names};
+use serde::Serialize;
+
+use super::object::EBPF_OBJECT;
+use super::pins::{self, PinError};
+use crate::config::XdpMode;
+
+/// A load or attach step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Pin folder trouble.
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    /// The kernel refused the object or a map.
+    #[error("loading the eBPF object failed: {0}; this needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF")]
+    Load(String),
+    /// Adopted maps have another size than this configuration needs.
+    #[error(
+        "the pinned map {name} has {found} entries but this configuration needs {want} (another --table-size or --conntrack-size?); keep the old setting, or run `edge-agent cleanup` first (established flows are lost)"
+    )]
+    Size {
+        /// Map name.
+        name: &'static str,
+        /// Pinned size.
+        found: u32,
+        /// Needed size.
+        want: u32,
+    },
+    /// A program could not be prepared.
+    #[error("the eBPF program {name} failed to load: {reason}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Attaching failed.
+    #[error("attaching {kind} to {iface} failed: {reason}")]
+    Attach {
+        /// "xdp" or "tc".
+        kind: &'static str,
+        /// Interface.
+        iface: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What to load and where to attach.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Client-facing interfaces: XDP (per `xdp_mode`) and TC.
+    pub client_ifaces: Vec<String>,
+    /// Interfaces toward backends that are not client-facing: TC only (keeps GSO for replies).
+    pub backend_ifaces: Vec<String>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Entries of the Maglev array.
+    pub table_entries: u32,
+    /// Entries of conntrack and reverse NAT.
+    pub conntrack_size: u32,
+}
+
+/// One attached program.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    /// Interface.
+    pub iface: String,
+    /// "xdp-native", "xdp-generic" or "tc".
+    pub hook: String,
+    /// Whether an existing pinned link was adopted (program swapped in place).
+    pub adopted: bool,
+    /// Notes, e.g. why XDP was skipped.
+    pub note: Option<String>,
+}
+
+/// The loaded object and what it is attached to.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The object (its maps are pinned).
+    pub ebpf: Ebpf,
+    /// The attachments.
+    pub attachments: Vec<Attachment>,
+    /// Whether pinned maps from an earlier agent were adopted.
+    pub adopted_maps: bool,
+}
+
+/// Loads and attaches.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    pins::prepare()?;
+    let adopted_maps = pins::map_dir().join(map_names::CONNTRACK).exists();
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins::map_dir())
+        .map_max_entries(map_names::MAGLEV, opts.table_entries)
+        .map_max_entries(map_names::CONNTRACK, opts.conntrack_size)
+        .map_max_entries(map_names::REVNAT, opts.conntrack_size)
+        .load(EBPF_OBJECT)
+        .map_err(|e| LoadError::Load(super::error_chain(&e)))?;
+    for (name, want) in [
+        (map_names::MAGLEV, opts.table_entries),
+        (map_names::CONNTRACK, opts.conntrack_size),
+        (map_names::REVNAT, opts.conntrack_size),
+    ] {
+        let found = MapInfo::from_pin(pins::map_dir().join(name))
+            .map_err(|e| LoadError::Load(format!("{name}: {}", super::error_chain(&e))))?
+            .max_entries();
+        if found != want {
+            return Err(LoadError::Size { name, found, want });
+        }
+    }
+
+    let mut attachments = Vec::new();
+    let mut wanted: Vec<PathBuf> = Vec::new();
+    {
+        let prog: &mut Xdp = program(&mut ebpf, program_names::XDP)?;
+        for iface in &opts.client_ifaces {
+            if let Some(a) = attach_xdp(prog, iface, opts.xdp_mode)? {
+                wanted.push(pins::link_path("xdp", iface));
+                attachments.push(a);
+            } else {
+                attachments.push(Attachment {
+                    iface: iface.clone(),
+                    hook: "none".into(),
+                    adopted: false,
+                    note: Some("native XDP is not supported here; the TC program steers alone".into()),
+                });
+            }
+        }
+    }
+    let prog: &mut SchedClassifier = program(&mut ebpf, program_names::TC)?;
+    for iface in opts.client_ifaces.iter().chain(&opts.backend_ifaces) {
+        attachments.push(attach_tc(prog, iface)?);
+        wanted.push(pins::link_path("tc", iface));
+    }
+    remove_stale_links(&wanted);
+    Ok(Loaded { ebpf, attachments, adopted_maps })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    T: 'a + LoadProgram,
+{
+    let p = ebpf.program_mut(name).ok_or(LoadError::Program { name, reason: "not in the object".into() })?;
+    let p: &mut T = p.try_into().map_err(|e| LoadError::Program { name, reason: super::error_chain(&e) })?;
+    p.load_program().map_err(|e| LoadError::Program { name, reason: super::error_chain(&e) })?;
+    Ok(p)
+}
+
+/// Loading, the same for both program kinds (aya has no common trait for it).
+pub trait LoadProgram {
+    /// Loads the program into the kernel (verifier) unless it already is.
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+impl LoadProgram for Xdp {
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
+        if self.fd().is_ok() { Ok(()) } else { self.load() }
+    }
+}
+
+impl LoadProgram for SchedClassifier {
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
+        if self.fd().is_ok() { Ok(()) } else { self.load() }
+    }
+}
+
+fn pinned(path: &Path) -> Option<FdLink> {
+    PinnedLink::from_pin(path).ok().map(FdLink::from)
+}
+
+fn attach_xdp(prog: &mut Xdp, iface: &str, mode: XdpMode) -> Result<Option<Attachment>, LoadError> {
+    let path = pins::link_path("xdp", iface);
+    let err = |reason: String| LoadError::Attach { kind: "xdp", iface: iface.to_string(), reason };
+    if let Some(fd) = pinned(&path) {
+        // An earlier agent's link: swap our program in atomically.
+        let link = XdpLink::try_from(fd).map_err(|e| err(super::error_chain(&e)))?;
+        let id = prog.attach_to_link(link).map_err(|e| err(super::error_chain(&e)))?;
+        let link = prog.take_link(id).map_err(|e| err(super::error_chain(&e)))?;
+        drop(FdLink::try_from(link).map_err(|e| err(super::error_chain(&e)))?);
+        return Ok(Some(Attachment { iface: iface.into(), hook: "xdp".into(), adopted: true, note: None }));
+    }
+    let (try_mode, hook) = match mode {
+        XdpMode::Auto | XdpMode::Native => (aya::programs::XdpMode::Driver, "xdp-native"),
+        XdpMode::Generic => (aya::programs::XdpMode::Skb, "xdp-generic"),
+    };
+    let id = match prog.attach(iface, try_mode) {
+        Ok(id) => id,
+        Err(e) if mode == XdpMode::Auto => {
+            tracing::info!(iface, error = %super::error_chain(&e), "native XDP unavailable; TC alone steers here");
+            return Ok(None);
+        }
+        Err(e) => return Err(err(super::error_chain(&e))),
+    };
+    let link = prog.take_link(id).map_err(|e| err(super::error_chain(&e)))?;
+    let fd = FdLink::try_from(link).map_err(|e| {
+        err(format!("the kernel gave no bpf_link ({}); it is too old to pin XDP links", super::error_chain(&e)))
+    })?;
+    fd.pin(&path).map_err(|e| err(format!("pinning {}: {}", path.display(), super::error_chain(&e))))?;
+    Ok(Some(Attachment { iface: iface.into(), hook: hook.into(), adopted: false, note: None }))
+}
+
+fn attach_tc(prog: &mut SchedClassifier, iface: &str) -> Result<Attachment, LoadError> {
+    let path = pins::link_path("tc", iface);
+    let err = |reason: String| LoadError::Attach { kind: "tc", iface: iface.to_string(), reason };
+    if let Some(fd) = pinned(&path) {
+        let link = SchedClassifierLink::try_from(fd).map_err(|e| err(super::error_chain(&e)))?;
+        let id = prog.attach_to_link(link).map_err(|e| err(super::error_chain(&e)))?;
+        let link = prog.take_link(id).map_err(|e| err(super::error_chain(&e)))?;
+        drop(FdLink::try_from(link).map_err(|e| err(super::error_chain(&e)))?);
+        return Ok(Attachment { iface: iface.into(), hook: "tc".into(), adopted: true, note: None });
+    }
+    let id = prog.attach(iface, TcAttachType::Ingress).map_err(|e| err(super::error_chain(&e)))?;
+    let link = prog.take_link(id).map_err(|e| err(super::error_chain(&e)))?;
+    let fd = FdLink::try_from(link)
+        .map_err(|e| err(format!("no TCX link ({}); a kernel of 6.6 or later is needed", super::error_chain(&e))))?;
+    fd.pin(&path).map_err(|e| err(format!("pinning {}: {}", path.display(), super::error_chain(&e))))?;
+    Ok(Attachment { iface: iface.into(), hook: "tc".into(), adopted: false, note: None })
+}
+
+/// Unpins links of an earlier agent on interfaces this one does not use, which detaches them.
+fn remove_stale_links(wanted: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(pins::link_dir()) else { return };
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if !wanted.contains(&p) {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!(pin = %p.display(), "removed a link this configuration no longer uses"),
+                Err(e) => tracing::warn!(pin = %p.display(), error = %e, "cannot remove a stale link"),
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! `BPF_PROG_TEST_RUN` tests of the real embedded object: seeded maps, crafted frames, and checks
+//! of verdicts, rewritten bytes (addresses, ports, MACs, checksums), conntrack and counters.
+//! They need root (CI is root) and say so when they skip.
+
+#[path = "support/bpf.rs"]
+mod bpf;
+
+use bpf::*;
+use edge_common::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+fn client(port: u16) -> (std::net::Ipv4Addr, u16) {
+    (CLIENT, port)
+}
+
+/// Sends a SYN through XDP and returns the rewritten view.
+fn syn(h: &mut Harness, port: u16) -> View {
+    let (v, out) = h.xdp(&frame(client(port), (VIP, 80), PROTO_TCP, SYN, &[]));
+    assert_eq!(v, XDP_REDIRECT, "a SYN to the VIP is redirected toward its backend");
+    view(&out)
+}
+
+#[test]
+fn syn_to_vip_is_full_natted_toward_a_backend() {
+    if !require_root("syn_to_vip_is_full_natted_toward_a_backend") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let out = syn(&mut h, 40000);
+        assert!(BACKENDS.contains(&out.dst), "destination is a backend: {out:?}");
+        assert_eq!(out.dport, 8080);
+        assert_eq!(out.src, VIP, "source is the SNAT address");
+        assert!((NAT_PORTS.0..=NAT_PORTS.1).contains(&out.sport), "NAT port {} in range", out.sport);
+        assert_eq!(out.dmac, BACKEND_MAC, "next hop MAC from bpf_fib_lookup");
+        assert!(out.ip_ok && out.l4_ok, "checksums stay valid: {out:?}");
+
+        let flow = h.flow(&flow_key(client(40000), 80, PROTO_TCP)).expect("conntrack entry");
+        assert_eq!(flow.state, CT_NEW);
+        assert_eq!(u16::from_be(flow.nat_port), out.sport);
+        let backend = BACKENDS.iter().position(|b| *b == out.dst).unwrap() as u32 + 1;
+        assert_eq!(flow.backend, backend);
+        let nat = h.nat(&nat_key(out.dst, flow.nat_port, PROTO_TCP)).expect("reverse NAT entry");
+        assert_eq!(nat.client_addr, u32::from(CLIENT).to_be());
+        assert_eq!(h.event(Event::NewFlow), 1);
+        assert_eq!(h.event(Event::Forwarded), 1);
+        let c = h.backend_counters(backend);
+        assert_eq!((c.packets, c.new_flows), (1, 1));
+        assert_eq!(c.bytes, 54);
+    });
+}
+
+#[test]
+fn established_flow_keeps_its_backend_when_the_table_changes() {
+    if !require_root("established_flow_keeps_its_backend_when_the_table_changes") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let first = syn(&mut h, 40001);
+        let backend = BACKENDS.iter().position(|b| *b == first.dst).unwrap() as u32 + 1;
+        // Swap in a table (generation 1) that holds only another backend.
+        let other = backend % 3 + 1;
+        h.write_table(1, &[other]);
+        h.set_service(80, PROTO_TCP, 1, 1, 0);
+        let (v, out) = h.xdp(&frame(client(40001), (VIP, 80), PROTO_TCP, ACK, b"GET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(v, XDP_REDIRECT);
+        let out = view(&out);
+        assert_eq!((out.dst, out.sport), (first.dst, first.sport), "same backend and NAT port");
+        assert!(out.ip_ok && out.l4_ok);
+        // A new flow uses the new table.
+        let new = syn(&mut h, 40002);
+        assert_eq!(new.dst, BACKENDS[other as usize - 1]);
+    });
+}
+
+#[test]
+fn replies_are_translated_back_by_tc() {
+    if !require_root("replies_are_translated_back_by_tc") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let fwd = syn(&mut h, 40003);
+        let reply = frame((fwd.dst, 8080), (VIP, fwd.sport), PROTO_TCP, SYN | ACK, &[]);
+        let (v, out) = h.tc(&reply);
+        assert_eq!(v, TC_ACT_REDIRECT, "the reply is redirected toward the client");
+        let out = view(&out);
+        assert_eq!((out.src, out.sport, out.dst, out.dport), (VIP, 80, CLIENT, 40003));
+        assert_eq!(out.dmac, CLIENT_MAC);
+        assert!(out.ip_ok && out.l4_ok, "checksums stay valid: {out:?}");
+        assert_eq!(h.flow(&flow_key(client(40003), 80, PROTO_TCP)).unwrap().state, CT_ESTABLISHED);
+        assert_eq!(h.event(Event::Replied), 1);
+        // The same reply through XDP (the one-interface case) is translated alike.
+        let (v, out) = h.xdp(&reply);
+        assert_eq!(v, XDP_REDIRECT);
+        let out = view(&out);
+        assert_eq!((out.src, out.sport, out.dst, out.dport), (VIP, 80, CLIENT, 40003));
+        assert!(out.ip_ok && out.l4_ok);
+    });
+}
+
+#[test]
+fn tc_steers_client_packets_too() {
+    if !require_root("tc_steers_client_packets_too") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let (v, out) = h.tc(&frame(client(40004), (VIP, 80), PROTO_TCP, SYN, &[]));
+        assert_eq!(v, TC_ACT_REDIRECT);
+        let out = view(&out);
+        assert!(BACKENDS.contains(&out.dst) && out.ip_ok && out.l4_ok, "{out:?}");
+    });
+}
+
+#[test]
+fn fin_marks_closing_and_a_new_syn_starts_a_new_flow() {
+    if !require_root("fin_marks_closing_and_a_new_syn_starts_a_new_flow") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        syn(&mut h, 40005);
+        let key = flow_key(client(40005), 80, PROTO_TCP);
+        let (v, _) = h.xdp(&frame(client(40005), (VIP, 80), PROTO_TCP, FIN | ACK, &[]));
+        assert_eq!(v, XDP_REDIRECT, "the FIN itself is forwarded");
+        assert_eq!(h.flow(&key).unwrap().state, CT_CLOSING);
+        let before = h.event(Event::NewFlow);
+        syn(&mut h, 40005);
+        assert_eq!(h.event(Event::NewFlow), before + 1, "a SYN on a closing flow is a new flow");
+        assert_eq!(h.flow(&key).unwrap().state, CT_NEW);
+    });
+}
+
+#[test]
+fn rst_removes_the_flow_and_its_nat_entry() {
+    if !require_root("rst_removes_the_flow_and_its_nat_entry") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let out = syn(&mut h, 40006);
+        let key = flow_key(client(40006), 80, PROTO_TCP);
+        let nat = nat_key(out.dst, out.sport.to_be(), PROTO_TCP);
+        assert!(h.nat(&nat).is_some());
+        let (v, fwd) = h.xdp(&frame(client(40006), (VIP, 80), PROTO_TCP, RST, &[]));
+        assert_eq!(v, XDP_REDIRECT, "the RST is forwarded to the backend");
+        assert!(view(&fwd).l4_ok);
+        assert!(h.flow(&key).is_none() && h.nat(&nat).is_none(), "both entries are gone");
+        // A later ACK of that flow is unknown: dropped and counted.
+        let (v, _) = h.xdp(&frame(client(40006), (VIP, 80), PROTO_TCP, ACK, &[]));
+        assert_eq!(v, XDP_DROP);
+        assert_eq!(h.event(Event::DropNoFlow), 1);
+    });
+}
+
+#[test]
+fn udp_flows_stick_and_keep_a_zero_checksum() {
+    if !require_root("udp_flows_stick_and_keep_a_zero_checksum") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(53, PROTO_UDP, 3, 0);
+        let q = frame(client(5353), (VIP, 53), PROTO_UDP, 0, b"query");
+        let (v, a) = h.xdp(&q);
+        assert_eq!(v, XDP_REDIRECT);
+        let a = view(&a);
+        assert!(a.ip_ok && a.l4_ok && a.l4_csum != 0, "{a:?}");
+        let (_, b) = h.xdp(&q);
+        let b = view(&b);
+        assert_eq!((a.dst, a.sport), (b.dst, b.sport), "the same UDP flow keeps backend and NAT port");
+        assert_eq!(h.event(Event::NewFlow), 1);
+        let none = frame_with(client(5354), (VIP, 53), PROTO_UDP, 0, b"q", &[], false);
+        let (v, out) = h.xdp(&none);
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(view(&out).l4_csum, 0, "no UDP checksum stays none");
+        // The reply.
+        let (v, r) = h.tc(&frame((a.dst, 8080), (VIP, a.sport), PROTO_UDP, 0, b"answer"));
+        assert_eq!(v, TC_ACT_REDIRECT);
+        let r = view(&r);
+        assert_eq!((r.src, r.sport, r.dst, r.dport), (VIP, 53, CLIENT, 5353));
+        assert!(r.ip_ok && r.l4_ok);
+    });
+}
+
+#[test]
+fn ip_options_are_kept_and_checksums_fixed() {
+    if !require_root("ip_options_are_kept_and_checksums_fixed") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        // Two NOPs and an end-of-options list, padded to 4 bytes.
+        let f = frame_with(client(40007), (VIP, 80), PROTO_TCP, SYN, &[], &[1, 1, 1, 0], true);
+        let (v, out) = h.xdp(&f);
+        assert_eq!(v, XDP_REDIRECT);
+        let out = view(&out);
+        assert!(BACKENDS.contains(&out.dst) && out.ip_ok && out.l4_ok, "{out:?}");
+    });
+}
+
+#[test]
+fn source_hash_sends_every_flow_of_a_client_to_one_backend() {
+    if !require_root("source_hash_sends_every_flow_of_a_client_to_one_backend") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, SVC_HASH_SOURCE);
+        let dsts: std::collections::HashSet<_> = (0..20).map(|i| syn(&mut h, 41000 + i).dst).collect();
+        assert_eq!(dsts.len(), 1, "one client address, one backend");
+        h.set_service(80, PROTO_TCP, 0, 3, 0);
+        let dsts: std::collections::HashSet<_> = (0..30).map(|i| syn(&mut h, 42000 + i).dst).collect();
+        assert!(dsts.len() >= 2, "the 5-tuple hash spreads a client's flows");
+    });
+}
+
+#[test]
+fn no_backend_drops_and_counts() {
+    if !require_root("no_backend_drops_and_counts") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        h.set_service(80, PROTO_TCP, 0, 0, 0);
+        let (v, _) = h.xdp(&frame(client(40008), (VIP, 80), PROTO_TCP, SYN, &[]));
+        assert_eq!(v, XDP_DROP);
+        assert_eq!(h.event(Event::DropNoBackend), 1);
+        assert_eq!(h.flows(), 0);
+    });
+}
+
+#[test]
+fn partial_checksums_go_to_tc() {
+    if !require_root("partial_checksums_go_to_tc") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let mut f = frame(client(40009), (VIP, 80), PROTO_TCP, SYN, &[]);
+        // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not complemented.
+        let mut s: u32 = 0;
+        for w in [CLIENT.octets(), VIP.octets()].concat().chunks(2) {
+            s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        s += 6 + 20;
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&(s as u16).to_be_bytes());
+        let (v, out) = h.xdp(&f);
+        assert_eq!((v, out), (XDP_PASS, f.clone()), "passed untouched");
+        assert_eq!(h.event(Event::PartialCsumPassed), 1);
+        assert_eq!(h.flows(), 0, "XDP left the state alone");
+    });
+}
+
+#[test]
+fn everything_else_passes_untouched() {
+    if !require_root("everything_else_passes_untouched") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let other_port = frame(client(40010), (VIP, 22), PROTO_TCP, SYN, &[]);
+        let other_addr = frame(client(40010), (std::net::Ipv4Addr::new(10, 0, 0, 99), 80), PROTO_TCP, SYN, &[]);
+        let udp_same_port = frame(client(40010), (VIP, 80), PROTO_UDP, 0, b"x");
+        let mut ipv6 = vec![0u8; 74];
+        ipv6[12] = 0x86;
+        ipv6[13] = 0xdd;
+        ipv6[14] = 0x60;
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        let mut icmp = frame(client(1), (VIP, 1), PROTO_TCP, 0, &[]);
+        icmp[14 + 9] = 1;
+        let mut frag = frame(client(40011), (VIP, 80), PROTO_TCP, SYN, &[]);
+        frag[14 + 6] = 0x20; // more fragments
+        for (name, f) in [
+            ("other port", &other_port),
+            ("other address", &other_addr),
+            ("udp to a tcp service", &udp_same_port),
+            ("ipv6", &ipv6),
+            ("arp", &arp),
+            ("icmp", &icmp),
+            ("fragment", &frag),
+        ] {
+            let (v, out) = h.xdp(f);
+            assert_eq!(v, XDP_PASS, "{name}: XDP passes");
+            assert_eq!(&out, f, "{name}: untouched");
+            let (v, out) = h.tc(f);
+            assert_eq!(v, TC_ACT_OK, "{name}: TC passes");
+            assert_eq!(&out, f, "{name}: untouched by TC");
+        }
+        assert_eq!(h.flows(), 0);
+        assert_eq!(h.event(Event::FragmentPassed), 2);
+    });
+}
+
+#[test]
+fn truncated_and_malformed_frames() {
+    if !require_root("truncated_and_malformed_frames") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let full = frame(client(40012), (VIP, 80), PROTO_TCP, SYN, &[]);
+        // Every prefix of a SYN to the VIP: too short for Ethernet or IPv4 passes (not ours to
+        // judge), an IPv4 header that names the VIP but cuts the TCP header is dropped.
+        // (The kernel refuses test frames shorter than an Ethernet header, as NICs drop them.)
+        for len in 14..full.len() {
+            let (v, _) = h.xdp(&full[..len]);
+            let expect = if len < 14 + 20 { XDP_PASS } else { XDP_DROP };
+            assert_eq!(v, expect, "prefix of {len} bytes");
+        }
+        let mut bad_ihl = full.clone();
+        bad_ihl[14] = 0x43;
+        assert_eq!(h.xdp(&bad_ihl).0, XDP_DROP, "IHL below 5 toward the VIP");
+        let mut bad_off = full.clone();
+        bad_off[14 + 20 + 12] = 0x30;
+        assert_eq!(h.xdp(&bad_off).0, XDP_DROP, "TCP data offset below 5 toward the VIP");
+        assert!(h.event(Event::DropMalformed) >= 3);
+        // The same toward another address passes.
+        let mut elsewhere = bad_ihl.clone();
+        elsewhere[14 + 19] = 99;
+        assert_eq!(h.xdp(&elsewhere).0, XDP_PASS);
+        assert_eq!(h.tc(&bad_ihl).0, TC_ACT_SHOT);
+        assert_eq!(h.flows(), 0);
+    });
+}
+
+#[test]
+fn random_garbage_only_passes_or_drops() {
+    if !require_root("random_garbage_only_passes_or_drops") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let mut rng = fastrand::Rng::with_seed(0xed9e);
+        let base = frame(client(40013), (std::net::Ipv4Addr::new(10, 0, 0, 77), 80), PROTO_TCP, SYN, b"payload");
+        for i in 0..5000 {
+            let mut f: Vec<u8> = if i % 2 == 0 {
+                // Mutate a plausible frame (not for a VIP).
+                let mut f = base.clone();
+                for _ in 0..rng.usize(1..8) {
+                    let at = rng.usize(0..f.len());
+                    f[at] = rng.u8(..);
+                }
+                f
+            } else {
+                (0..rng.usize(14..120)).map(|_| rng.u8(..)).collect()
+            };
+            // At least an Ethernet header: the kernel refuses shorter test frames.
+            f.truncate(rng.usize(14..=f.len()));
+            let vip = f.len() >= 34 && f[30..34] == VIP.octets();
+            let (xv, _) = h.xdp(&f);
+            // The kernel refuses skb test frames that claim IPv4 without a whole IPv4 header.
+            let short_ip = f[12..14] == [0x08, 0x00] && f.len() < 34;
+            let tv = if short_ip { TC_ACT_OK } else { h.tc(&f).0 };
+            if vip {
+                assert!(xv != 0, "XDP_ABORTED on frame {i}: {f:02x?}");
+                continue;
+            }
+            assert!(xv == XDP_PASS || xv == XDP_DROP, "frame {i}: XDP verdict {xv} for {f:02x?}");
+            assert!(tv == TC_ACT_OK || tv == TC_ACT_SHOT, "frame {i}: TC verdict {tv} for {f:02x?}");
+        }
+    });
+}
+
+/// ns per packet in the kernel for an established flow, a new flow and a non-VIP packet, next to
+/// an XDP program that only returns XDP_PASS, in the same run. A benchmark, not a test: run it
+/// with `cargo xtask bench prog` (or `cargo test --test ebpf_prog -- --ignored --nocapture`).
+#[test]
+#[ignore = "benchmark; run by cargo xtask bench prog"]
+fn bench_ns_per_packet() {
+    if !require_root("bench_ns_per_packet") {
+        return;
+    }
+    in_test_netns(|| {
+        const REPEAT: u32 = 1_000_000;
+        let c = client(50000);
+        let floor = bpf::xdp_pass_floor_ns(&frame(c, (MIRROR, 80), PROTO_TCP, ACK, &[]), REPEAT);
+
+        let mut h = Harness::load();
+        h.seed_mirror(80, PROTO_TCP, c);
+        assert_eq!(h.xdp(&frame(c, (MIRROR, 80), PROTO_TCP, SYN, &[])).0, XDP_REDIRECT);
+        let ack = frame(c, (MIRROR, 80), PROTO_TCP, ACK, b"GET / HTTP/1.1\r\n\r\n");
+        let before = h.event(Event::Forwarded);
+        let established = h.xdp_ns(&ack, REPEAT);
+        assert_eq!(h.event(Event::Forwarded) - before, u64::from(REPEAT), "every run was steered");
+
+        let other = h.xdp_ns(&frame(c, (std::net::Ipv4Addr::new(10, 0, 0, 77), 80), PROTO_TCP, ACK, &[]), REPEAT);
+
+        // A new flow on every run: UDP flows that idle out at once, so each datagram releases the
+        // previous flow and takes the whole new-flow path (service and table lookup, SNAT port
+        // reservation, two inserts).
+        let mut h = Harness::load();
+        h.seed_mirror(53, PROTO_UDP, c);
+        h.set_udp_timeout_ns(0);
+        let before = h.event(Event::NewFlow);
+        let new_flow = h.xdp_ns(&frame(c, (MIRROR, 53), PROTO_UDP, 0, b"query"), REPEAT);
+        assert_eq!(h.event(Event::NewFlow) - before, u64::from(REPEAT), "every run took the new-flow path");
+        println!("xdp_pass_floor_ns {floor:.1}");
+        println!("established_ns {established:.1} ({:.2}x floor)", established / floor);
+        println!("new_flow_ns {new_flow:.1} ({:.2}x floor)", new_flow / floor);
+        println!("non_vip_ns {other:.1} ({:.2}x floor)", other / floor);
+    });
+}
