@@ -1,0 +1,398 @@
+//! Behavioural tests of the `edge-agent` binary between real network namespaces (see
+//! `support/netns.rs`): a client, the agent, and three backends, with traffic through the VIP.
+//!
+//! Every scenario runs against both data planes where it applies: `ebpf` (XDP/TC on `l0`, full
+//! NAT) and `userspace` (the TCP proxy listening on the VIP). They need root and skip otherwise.
+//! eBPF pins are global to the host (`/sys/fs/bpf/edge`), so the tests of this file run one at a
+//! time, and every eBPF test removes the pins before and after it (`edge-agent cleanup`).
+//!
+//! Set `EDGE_TEST_LOG=debug` to have the agents log at that level; a failing assertion prints the
+//! tail of the agent's log, and the full log is kept in the temporary directory.
+
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::net::SocketAddrV4;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use netns::{Agent, BACKENDS, Backends, BpfCleanup, KeepAlive, Topology, VIP, eventually, tally};
+
+/// The agent binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+/// Client socket timeout.
+const T: Duration = Duration::from_secs(3);
+/// How long an agent may take to become ready.
+const READY: Duration = Duration::from_secs(20);
+/// How long a change (health, drain, strategy) may take to reach new flows.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// One test at a time: eBPF pins are host-wide.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The data plane under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ebpf,
+    Userspace,
+}
+
+/// The VIP's HTTP service.
+fn vip80() -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, 80)
+}
+
+/// `run` arguments for the HTTP service on VIP:80 over the three backends, HTTP health checks
+/// every 200 ms with rise 2 and fall 2, plus `extra`. eBPF agents get `--cleanup`.
+fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = match mode {
+        Mode::Ebpf => {
+            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
+        }
+        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
+    };
+    for b in BACKENDS {
+        args.extend(["--backend".to_string(), format!("{b}:80")]);
+    }
+    let common = [
+        "--health-check",
+        "http",
+        "--health-path",
+        "/healthz",
+        "--health-interval",
+        "200ms",
+        "--rise",
+        "2",
+        "--fall",
+        "2",
+        "--admin",
+        "127.0.0.1:9901",
+    ];
+    args.extend(common.iter().chain(extra).map(|s| s.to_string()));
+    args
+}
+
+fn words(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A running scenario. Fields drop in order: the agent first, the namespaces, then the pins.
+struct Env {
+    agent: Agent,
+    backends: Backends,
+    topo: Topology,
+    _pins: Option<BpfCleanup>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Env {
+    /// Namespaces, HTTP backends on port 80, and an agent started with `args` that is ready and
+    /// passes traffic through the VIP.
+    fn start(mode: Mode, args: &[String]) -> Self {
+        let serial = serial();
+        let pins = (mode == Mode::Ebpf).then(|| BpfCleanup::new(BIN));
+        let topo = Topology::new();
+        let backends = topo.start_tcp_backends(80);
+        let mut agent = Agent::spawn(&topo, BIN, &words(args));
+        agent.wait_ready(READY);
+        let env = Self { agent, backends, topo, _pins: pins, _serial: serial };
+        let want = match mode {
+            Mode::Ebpf => "ebpf",
+            Mode::Userspace => "userspace",
+        };
+        let state = env.state();
+        assert_eq!(state["dataplane"]["mode"], want, "the agent runs another data plane: {state}\n{}", env.log());
+        let passes = eventually(SETTLE, || env.topo.http_get(vip80(), T).is_ok());
+        assert!(passes, "no request through the VIP succeeded within {SETTLE:?} of readiness\n{}", env.log());
+        env
+    }
+
+    /// The agent's log tail, for assertion messages.
+    fn log(&self) -> String {
+        format!("--- agent log (tail) ---\n{}\n--- end of agent log ---", self.agent.log_tail())
+    }
+
+    /// `GET /admin/state`.
+    fn state(&self) -> serde_json::Value {
+        self.agent.admin_json("/admin/state").unwrap_or_else(|e| panic!("GET /admin/state failed: {e}\n{}", self.log()))
+    }
+
+    /// A new connection's answer (the backend's address), or a panic that shows the log.
+    fn get(&self, what: &str) -> String {
+        match self.topo.http_get(vip80(), T) {
+            Ok(body) => body.trim().to_string(),
+            Err(e) => panic!("{what}: request through the VIP failed: {e}\n{}", self.log()),
+        }
+    }
+
+    /// Whether `n` new connections in a row avoid the backend `ip` (and succeed).
+    fn avoids(&self, ip: &str, n: usize) -> bool {
+        (0..n).all(|_| self.topo.http_get(vip80(), T).is_ok_and(|b| b.trim() != ip))
+    }
+
+    /// Opens keep-alive connections until one lands on backend `ip` (at most 30 tries).
+    fn keep_alive_on(&self, ip: &str) -> KeepAlive {
+        for _ in 0..30 {
+            let mut ka = KeepAlive::connect(&self.topo, vip80(), T)
+                .unwrap_or_else(|e| panic!("keep-alive connect failed: {e}\n{}", self.log()));
+            let b = ka.get().unwrap_or_else(|e| panic!("keep-alive request failed: {e}\n{}", self.log()));
+            if b.trim() == ip {
+                return ka;
+            }
+        }
+        panic!("no keep-alive connection landed on {ip} in 30 tries\n{}", self.log());
+    }
+
+    /// Backend `ip:80` in `GET /admin/backends`.
+    fn admin_backend(&self, ip: &str) -> serde_json::Value {
+        let list = self
+            .agent
+            .admin_json("/admin/backends")
+            .unwrap_or_else(|e| panic!("GET /admin/backends failed: {e}\n{}", self.log()));
+        let address = format!("{ip}:80");
+        list.as_array()
+            .and_then(|l| l.iter().find(|b| b["address"] == address.as_str()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{address} is not in GET /admin/backends: {list}"))
+    }
+
+    /// An admin call that must answer 200.
+    fn admin_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        match self.agent.admin(method, path, body) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => panic!("{method} {path}: HTTP {status}: {body}\n{}", self.log()),
+            Err(e) => panic!("{method} {path} failed: {e}\n{}", self.log()),
+        }
+    }
+}
+
+/// Asserts that a keep-alive connection still answers from `ip`.
+fn assert_still_on(env: &Env, ka: &mut KeepAlive, ip: &str, when: &str) {
+    match ka.get() {
+        Ok(b) => assert_eq!(b.trim(), ip, "{when}: the established connection moved backends\n{}", env.log()),
+        Err(e) => panic!("{when}: the established connection to {ip} broke: {e}\n{}", env.log()),
+    }
+}
+
+/// Generates one `#[test]` per data plane around a body taking the [`Mode`]:
+/// `per_mode!(body, ebpf_test_name, userspace_test_name)`.
+macro_rules! per_mode {
+    ($body:ident, $ebpf:ident, $userspace:ident) => {
+        #[test]
+        fn $ebpf() {
+            if !netns::require_root(stringify!($ebpf)) {
+                return;
+            }
+            $body(Mode::Ebpf);
+        }
+
+        #[test]
+        fn $userspace() {
+            if !netns::require_root(stringify!($userspace)) {
+                return;
+            }
+            $body(Mode::Userspace);
+        }
+    };
+}
+
+per_mode!(round_robin_spreads, ebpf_round_robin_spreads, userspace_round_robin_spreads);
+per_mode!(
+    unhealthy_backend_gets_no_new_flows,
+    ebpf_unhealthy_backend_gets_no_new_flows,
+    userspace_unhealthy_backend_gets_no_new_flows
+);
+per_mode!(
+    drained_backend_finishes_established_flows,
+    ebpf_drained_backend_finishes_established_flows,
+    userspace_drained_backend_finishes_established_flows
+);
+per_mode!(
+    strategy_switch_affects_new_flows_only,
+    ebpf_strategy_switch_affects_new_flows_only,
+    userspace_strategy_switch_affects_new_flows_only
+);
+
+/// 60 new connections reach all three backends, each at least 10 times.
+fn round_robin_spreads(mode: Mode) {
+    let env = Env::start(mode, &agent_args(mode, &[]));
+    let answers: Vec<String> = (0..60).map(|i| env.get(&format!("connection {i}"))).collect();
+    let counts = tally(answers.iter().map(String::as_str));
+    for ip in BACKENDS {
+        let n = counts.get(&ip.to_string()).copied().unwrap_or(0);
+        assert!(n >= 10, "{ip} got {n} of 60 connections ({counts:?})\n{}", env.log());
+    }
+}
+
+/// A backend whose health check fails gets no new connections within fall × interval (plus
+/// slack), while a connection established to it before keeps working.
+fn unhealthy_backend_gets_no_new_flows(mode: Mode) {
+    let env = Env::start(mode, &agent_args(mode, &[]));
+    let target = BACKENDS[1].to_string();
+    let i = env.backends.index_of(&target).expect("the target is a backend");
+    let mut ka = env.keep_alive_on(&target);
+
+    env.backends.set_healthy(i, false);
+    let marked = eventually(SETTLE, || env.admin_backend(&target)["state"] == "unhealthy");
+    assert!(
+        marked,
+        "{target} was not marked unhealthy within {SETTLE:?}: {}\n{}",
+        env.admin_backend(&target),
+        env.log()
+    );
+    let avoided = eventually(SETTLE, || env.avoids(&target, 6));
+    assert!(avoided, "new connections still reach the unhealthy {target} after {SETTLE:?}\n{}", env.log());
+    for n in 0..30 {
+        let b = env.get(&format!("connection {n} after {target} failed"));
+        assert_ne!(b, target, "connection {n} reached the unhealthy backend\n{}", env.log());
+    }
+
+    for n in 0..2 {
+        assert_still_on(&env, &mut ka, &target, &format!("request {n} after {target} failed its checks"));
+    }
+}
+
+/// A drained backend gets no new connections; its established connection keeps working.
+fn drained_backend_finishes_established_flows(mode: Mode) {
+    let env = Env::start(mode, &agent_args(mode, &[]));
+    let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
+        .unwrap_or_else(|e| panic!("keep-alive connect failed: {e}\n{}", env.log()));
+    let target =
+        ka.get().unwrap_or_else(|e| panic!("keep-alive request failed: {e}\n{}", env.log())).trim().to_string();
+
+    let backend = env.admin_backend(&target);
+    let id = backend["id"].as_str().unwrap_or_else(|| panic!("backend without an id: {backend}")).to_string();
+    let drained = env.admin_ok("POST", &format!("/admin/backends/{id}/drain"), None);
+    assert!(drained.contains("\"draining\""), "POST drain did not report the backend draining: {drained}");
+
+    assert_still_on(&env, &mut ka, &target, "right after the drain");
+    let avoided = eventually(SETTLE, || env.avoids(&target, 6));
+    assert!(avoided, "new connections still reach the drained {target} after {SETTLE:?}\n{}", env.log());
+    for n in 0..30 {
+        let b = env.get(&format!("connection {n} after draining {target}"));
+        assert_ne!(b, target, "connection {n} reached the drained backend\n{}", env.log());
+    }
+    assert_still_on(&env, &mut ka, &target, "after 30 new connections");
+}
+
+/// Switching the strategy leaves established connections on their backends; new connections
+/// follow the new strategy (with the source as hash key, all land on one backend).
+fn strategy_switch_affects_new_flows_only(mode: Mode) {
+    let env = Env::start(mode, &agent_args(mode, &["--strategy", "round-robin"]));
+    let mut conns: Vec<(KeepAlive, String)> = (0..6)
+        .map(|n| {
+            let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
+                .unwrap_or_else(|e| panic!("keep-alive {n}: connect failed: {e}\n{}", env.log()));
+            let b = ka.get().unwrap_or_else(|e| panic!("keep-alive {n}: request failed: {e}\n{}", env.log()));
+            (ka, b.trim().to_string())
+        })
+        .collect();
+    let before = tally(conns.iter().map(|(_, b)| b.as_str()));
+    assert!(before.len() >= 2, "round robin put 6 connections on {before:?}\n{}", env.log());
+
+    env.admin_ok("PUT", "/admin/strategy", Some(r#"{"strategy":"consistent-hash"}"#));
+    for (n, (ka, b)) in conns.iter_mut().enumerate() {
+        assert_still_on(&env, ka, b, &format!("keep-alive {n} after the switch to consistent-hash"));
+    }
+    for n in 0..20 {
+        env.get(&format!("connection {n} after the switch to consistent-hash"));
+    }
+
+    env.admin_ok("PUT", "/admin/strategy", Some(r#"{"strategy":"consistent-hash","hash_key":"source"}"#));
+    let one_backend = || {
+        let answers: Vec<String> = (0..5).filter_map(|_| env.topo.http_get(vip80(), T).ok()).collect();
+        answers.len() == 5 && tally(answers.iter().map(String::as_str)).len() == 1
+    };
+    let settled = eventually(SETTLE, one_backend);
+    assert!(settled, "hashing by source did not settle on one backend within {SETTLE:?}\n{}", env.log());
+    let answers: Vec<String> = (0..20).map(|n| env.get(&format!("connection {n} hashed by source"))).collect();
+    let counts = tally(answers.iter().map(String::as_str));
+    assert_eq!(counts.len(), 1, "20 connections from one client address spread over {counts:?}\n{}", env.log());
+    for (n, (ka, b)) in conns.iter_mut().enumerate() {
+        assert_still_on(&env, ka, b, &format!("keep-alive {n} after hashing by source"));
+    }
+}
+
+/// eBPF only (userspace connections end with the proxy): an established flow keeps working while
+/// the agent is dead (SIGKILL; the pinned programs keep steering) and after a new agent adopts
+/// the pins; new connections work again.
+#[test]
+fn ebpf_flows_survive_agent_restart() {
+    if !netns::require_root("ebpf_flows_survive_agent_restart") {
+        return;
+    }
+    let args: Vec<String> = agent_args(Mode::Ebpf, &[]).into_iter().filter(|a| a != "--cleanup").collect();
+    let mut env = Env::start(Mode::Ebpf, &args);
+    let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
+        .unwrap_or_else(|e| panic!("keep-alive connect failed: {e}\n{}", env.log()));
+    let target =
+        ka.get().unwrap_or_else(|e| panic!("keep-alive request failed: {e}\n{}", env.log())).trim().to_string();
+
+    env.agent.kill9();
+    for n in 0..2 {
+        assert_still_on(&env, &mut ka, &target, &format!("request {n} while the agent is dead"));
+    }
+
+    env.agent = Agent::spawn(&env.topo, BIN, &words(&args));
+    env.agent.wait_ready(READY);
+    let state = env.state();
+    assert_eq!(state["dataplane"]["adopted"], true, "the new agent did not adopt the pins: {state}\n{}", env.log());
+    assert_still_on(&env, &mut ka, &target, "after the agent restarted");
+    let passes = eventually(SETTLE, || env.topo.http_get(vip80(), T).is_ok());
+    assert!(passes, "no new connection succeeded within {SETTLE:?} of the restart\n{}", env.log());
+    for n in 0..10 {
+        env.get(&format!("new connection {n} after the restart"));
+    }
+    assert_still_on(&env, &mut ka, &target, "after new connections");
+}
+
+/// eBPF only (the userspace proxy has no UDP): datagrams from different client ports spread over
+/// the backends; datagrams of one flow (same client port) stick to one backend. TCP listeners on
+/// the same port serve the (TCP) health checks.
+#[test]
+fn ebpf_udp_spreads_and_sticks() {
+    if !netns::require_root("ebpf_udp_spreads_and_sticks") {
+        return;
+    }
+    let _serial = serial();
+    let _pins = BpfCleanup::new(BIN);
+    let topo = Topology::new();
+    let _health = topo.start_tcp_backends(53);
+    let _udp = topo.start_udp_backends(53);
+    let mut args: Vec<String> =
+        ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:53/udp", "--cleanup"].map(String::from).to_vec();
+    for b in BACKENDS {
+        args.extend(["--backend".to_string(), format!("{b}:53")]);
+    }
+    let common = ["--health-check", "tcp", "--health-interval", "200ms", "--rise", "2", "--fall", "2"];
+    args.extend(common.iter().chain(&["--admin", "127.0.0.1:9901"]).map(|s| s.to_string()));
+    let mut agent = Agent::spawn(&topo, BIN, &words(&args));
+    agent.wait_ready(READY);
+    let log = |agent: &Agent| format!("--- agent log (tail) ---\n{}\n--- end of agent log ---", agent.log_tail());
+    let vip = SocketAddrV4::new(VIP, 53);
+
+    let passes = eventually(SETTLE, || topo.udp_query(None, vip, Duration::from_millis(500)).is_ok());
+    assert!(passes, "no UDP query through the VIP was answered within {SETTLE:?}\n{}", log(&agent));
+
+    let answers: Vec<String> = (0..30u16)
+        .map(|i| {
+            topo.udp_query(Some(40_000 + i), vip, T)
+                .unwrap_or_else(|e| panic!("query from port {} failed: {e}\n{}", 40_000 + i, log(&agent)))
+        })
+        .collect();
+    let counts = tally(answers.iter().map(String::as_str));
+    assert!(counts.len() >= 2, "30 UDP flows all went to {counts:?}\n{}", log(&agent));
+
+    let same: Vec<String> = (0..5)
+        .map(|n| {
+            topo.udp_query(Some(41_000), vip, T)
+                .unwrap_or_else(|e| panic!("query {n} from port 41000 failed: {e}\n{}", log(&agent)))
+        })
+        .collect();
+    let counts = tally(same.iter().map(String::as_str));
+    assert_eq!(counts.len(), 1, "5 datagrams of one flow went to {counts:?}\n{}", log(&agent));
+}
