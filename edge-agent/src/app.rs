@@ -1,9 +1,13 @@
 //! Wiring: builds every component from a [`Config`], starts them, and stops them in order.
 //!
-//! Start order: TLS material and the backends file are checked first (bad input fails before any
-//! socket opens), then the data-plane decision, the monitor (discovery + probes), the balancer,
-//! the listeners, the admin API. Shutdown: stop accepting, let connections finish for up to
-//! `--drain-timeout`, then return.
+//! Start order: TLS material and the backends files are checked first (bad input fails before any
+//! socket opens), then the data-plane decision, one monitor (discovery + probes) and one balancer
+//! per service, the listeners, the admin API. Shutdown: stop accepting, let connections finish for
+//! up to `--drain-timeout`, then return.
+//!
+//! Services: `--listen` and `--listen-tcp` serve the first service. In eBPF mode every service
+//! with a VIP is a `ServiceInput` of the dataplane actor; otherwise each TCP VIP gets a userspace
+//! TCP listener bound to its own service's selector (`dataplane::fallback_listeners`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin};
 use crate::balance::HashKey;
 use crate::balance::balancer::{self, BalancerConfig, BalancerHandle};
-use crate::config::{CheckKind, Config, USERSPACE_DEFAULT_HASH_KEY};
+use crate::config::{CheckKind, Config, Origin, ServiceConfig, USERSPACE_DEFAULT_HASH_KEY};
 use crate::dataplane::actor::{Actor, ActorConfig, ServiceInput};
 use crate::dataplane::collector::KernelCollector;
 use crate::dataplane::kmaps::Maps;
@@ -27,7 +31,8 @@ use crate::health::monitor::MonitorConfig;
 use crate::health::{HealthCheck, HttpCheck, Monitor, MonitorHandle, TcpCheck};
 use crate::metrics::Metrics;
 use crate::proxy::tls::{self, TlsError};
-use crate::proxy::workers::{self, Loads, WorkerContext, WorkerSockets, acceptors, bind_group};
+use crate::proxy::workers::{self, Listener, Loads, WorkerContext, WorkerSockets, acceptors, bind_group};
+use crate::service::ServiceHandle;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,14 @@ pub enum StartError {
     /// The backends file.
     #[error("invalid --backends-file: {0}")]
     BackendsFile(#[from] FileError),
+    /// The backends file of a `[[service]]`.
+    #[error("invalid backends-file of [[service]] '{service}': {source}")]
+    ServiceBackendsFile {
+        /// The service.
+        service: String,
+        /// The error.
+        source: FileError,
+    },
     /// The eBPF data plane could not start (`--mode ebpf`).
     #[error("{0}")]
     Ebpf(String),
@@ -59,6 +72,22 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The configuration has no service.
+    #[error("no service to run; give --backend or --backends-file, or [[service]] tables in --config")]
+    NoService,
+    /// The userspace listener on a `[[service]]` VIP could not bind.
+    #[error(
+        "cannot listen on {addr}, the vip of [[service]] '{service}' (the userspace proxy serves it): {source}; \
+         pick a free address or stop the process using it"
+    )]
+    BindService {
+        /// The service.
+        service: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// A running agent.
@@ -70,10 +99,12 @@ pub struct AgentHandle {
     pub tcp_addrs: Vec<SocketAddr>,
     /// Bound admin address.
     pub admin_addr: Option<SocketAddr>,
-    /// Backend state.
+    /// The first service's backend state.
     pub monitor: MonitorHandle,
-    /// Strategy and selector.
+    /// The first service's strategy and selector.
     pub balancer: BalancerHandle,
+    /// Every service, in configuration order.
+    pub services: Vec<ServiceHandle>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The data-plane decision.
@@ -87,19 +118,39 @@ async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
 }
 
-/// Starts the agent.
-pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
-    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
-    let mut sources: Vec<Box<dyn Discover>> = Vec::new();
-    if !cfg.backends.is_empty() {
-        sources.push(Box::new(Fixed::new(cfg.backends.clone())));
+/// Opens a service's discovery sources (a backends file is read now, so a bad one stops the start).
+async fn sources(s: &ServiceConfig) -> Result<Vec<Box<dyn Discover>>, StartError> {
+    let mut out: Vec<Box<dyn Discover>> = Vec::new();
+    if !s.backends.is_empty() {
+        out.push(Box::new(Fixed::new(s.backends.clone())));
     }
-    if let Some(path) = &cfg.backends_file {
+    if let Some(path) = &s.backends_file {
         let p = path.clone();
         let src = tokio::task::spawn_blocking(move || FileSource::open(&p))
             .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        sources.push(Box::new(src));
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let src = match (src, &s.origin) {
+            (Ok(src), _) => src,
+            (Err(e), Origin::TopLevel) => return Err(StartError::BackendsFile(e)),
+            (Err(source), Origin::File(_)) => {
+                return Err(StartError::ServiceBackendsFile { service: s.name.clone(), source });
+            }
+        };
+        out.push(Box::new(src));
+    }
+    Ok(out)
+}
+
+/// Starts the agent.
+pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
+    if cfg.services.is_empty() {
+        // Config::validate never returns this; a hand-built Config might.
+        return Err(StartError::NoService);
+    }
+    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+    let mut all_sources = Vec::with_capacity(cfg.services.len());
+    for s in &cfg.services {
+        all_sources.push(sources(s).await?);
     }
     let decide_cfg = cfg.clone();
     let (dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))
@@ -116,34 +167,39 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     }
     let metrics = Arc::new(metrics);
     dataplane.record(&metrics);
-    let mut cfg = cfg;
-    if loaded.is_none()
-        && let Some(addr) = dataplane::fallback_listener(&cfg)
-    {
-        tracing::info!(%addr, "the userspace proxy serves the --vip as a TCP listener");
-        cfg.listen_tcp.push(addr);
-    }
+    let fallback = if loaded.is_none() { dataplane::fallback_listeners(&cfg) } else { Vec::new() };
 
     let checker: Arc<dyn HealthCheck> = match &cfg.check {
         CheckKind::Tcp => Arc::new(TcpCheck),
         CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
     };
-    let monitor = Monitor::spawn(
-        MonitorConfig { health: cfg.health.clone(), drain_timeout: cfg.drain_timeout },
-        checker,
-        metrics.clone(),
-        sources,
-    );
-    let balancer = balancer::spawn(
-        BalancerConfig {
-            default_key: if loaded.is_some() { HashKey::FiveTuple } else { USERSPACE_DEFAULT_HASH_KEY },
-            table_size: cfg.table_size,
-            policy: cfg.on_no_backend,
-        },
-        cfg.strategy.clone(),
-        monitor.subscribe(),
-        metrics.clone(),
-    );
+    let several = cfg.services.len() > 1;
+    let mut services: Vec<ServiceHandle> = Vec::with_capacity(cfg.services.len());
+    for (i, (s, sources)) in cfg.services.iter().zip(all_sources).enumerate() {
+        // With several services, their monitors' and balancers' logs carry the service's name.
+        let span = if several { tracing::info_span!("service", name = %s.name) } else { tracing::Span::none() };
+        let (monitor, balancer) = span.in_scope(|| {
+            let monitor = Monitor::spawn(
+                MonitorConfig { health: cfg.health.clone(), drain_timeout: cfg.drain_timeout },
+                checker.clone(),
+                metrics.clone(),
+                sources,
+            );
+            let balancer = balancer::spawn(
+                BalancerConfig {
+                    default_key: if loaded.is_some() { HashKey::FiveTuple } else { USERSPACE_DEFAULT_HASH_KEY },
+                    table_size: cfg.table_size,
+                    policy: cfg.on_no_backend,
+                    publish_info: i == 0,
+                },
+                s.strategy.clone(),
+                monitor.subscribe(),
+                metrics.clone(),
+            );
+            (monitor, balancer)
+        });
+        services.push(ServiceHandle { name: s.name.clone(), vip: s.vip, monitor, balancer, listeners: Vec::new() });
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -156,11 +212,12 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             sweep: SweepConfig::new(e.udp_timeout, e.tcp_timeout),
             cleanup: e.cleanup,
         };
-        let inputs = cfg
-            .ebpf
-            .vip
-            .map(|vip| ServiceInput { vip, monitor: monitor.clone(), strategy: balancer.subscribe() })
-            .into_iter()
+        let inputs = services
+            .iter()
+            .filter_map(|s| {
+                let vip = s.vip?;
+                Some(ServiceInput { vip, monitor: s.monitor.clone(), strategy: s.balancer.subscribe() })
+            })
             .collect();
         let actor = Actor::new(loaded, maps, actor_cfg, inputs, metrics.clone())
             .map_err(|e| StartError::Ebpf(e.to_string()))?;
@@ -177,20 +234,31 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             bind_group(*addr, workers).map_err(|source| StartError::Bind { flag: "listen", addr: *addr, source })?;
         tracing::info!(addr = %bound, tls = tls.is_some(), workers, "http listener ready");
         http_addrs.push(bound);
-        for (w, s) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
-            w.http.push((s, tls.clone()));
+        services[0].listeners.push(bound);
+        let selector = services[0].balancer.selector();
+        for (w, acceptor) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
+            w.http.push((Listener { acceptor, selector: selector.clone() }, tls.clone()));
         }
     }
-    for addr in &cfg.listen_tcp {
-        let (bound, socks) = bind_group(*addr, workers).map_err(|source| StartError::Bind {
-            flag: "listen-tcp",
-            addr: *addr,
-            source,
+    // --listen-tcp serves the first service; each fallback listener its own service's VIP.
+    let tcp_listeners =
+        cfg.listen_tcp.iter().map(|a| (0, *a, false)).chain(fallback.iter().map(|(i, a)| (*i, *a, true)));
+    for (i, addr, is_fallback) in tcp_listeners {
+        let (bound, socks) = bind_group(addr, workers).map_err(|source| match &cfg.services[i].origin {
+            Origin::File(_) if is_fallback => {
+                StartError::BindService { service: cfg.services[i].name.clone(), addr, source }
+            }
+            _ => StartError::Bind { flag: "listen-tcp", addr, source },
         })?;
+        if is_fallback {
+            tracing::info!(service = %services[i].name, addr = %bound, "the userspace proxy serves the VIP as a TCP listener");
+        }
         tracing::info!(addr = %bound, workers, "tcp listener ready");
         tcp_addrs.push(bound);
-        for (w, s) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
-            w.tcp.push(s);
+        services[i].listeners.push(bound);
+        let selector = services[i].balancer.selector();
+        for (w, acceptor) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
+            w.tcp.push(Listener { acceptor, selector: selector.clone() });
         }
     }
     let admin_listener = match cfg.admin {
@@ -198,7 +266,6 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         None => None,
     };
     let ctx = WorkerContext {
-        selector: balancer.selector(),
         metrics: metrics.clone(),
         cfg: cfg.proxy.clone(),
         shutdown: shutdown_rx.clone(),
@@ -216,8 +283,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         let addr = l.local_addr().ok();
         admin_addr = addr;
         let admin = Arc::new(Admin {
-            monitor: monitor.clone(),
-            balancer: balancer.clone(),
+            services: services.clone(),
             metrics: metrics.clone(),
             dataplane: dataplane.clone(),
             token: cfg.admin_token.clone(),
@@ -233,8 +299,9 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         http_addrs,
         tcp_addrs,
         admin_addr,
-        monitor,
-        balancer,
+        monitor: services[0].monitor.clone(),
+        balancer: services[0].balancer.clone(),
+        services,
         metrics,
         dataplane,
         shutdown,

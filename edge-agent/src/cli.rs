@@ -35,8 +35,8 @@ pub enum Command {
 /// `edge-agent run` flags, unvalidated.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
-    /// TOML file with any of these settings (keys are the long flag names); flags and EDGE_*
-    /// variables override it.
+    /// TOML file with any of these settings (keys are the long flag names), plus [[service]] tables
+    /// for more services; flags and EDGE_* variables override it.
     #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -54,8 +54,8 @@ pub struct RunArgs {
     #[arg(long, env = "EDGE_BACKENDS_FILE", value_name = "PATH")]
     pub backends_file: Option<String>,
 
-    /// Data plane: auto, ebpf or userspace [default: auto: eBPF when --vip is given and the host
-    /// can load and attach it, otherwise userspace].
+    /// Data plane: auto, ebpf or userspace [default: auto: eBPF when --vip (or a [[service]]) is
+    /// given and the host can load and attach it, otherwise userspace].
     #[arg(long, env = "EDGE_MODE", value_name = "MODE")]
     pub mode: Option<String>,
     /// Client-facing interface for the eBPF data plane (repeatable) [default: lo, for the probe].
@@ -169,6 +169,10 @@ pub struct RunArgs {
     /// Log level or directives, e.g. info or info,edge_agent=debug [default: info].
     #[arg(long, env = "EDGE_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// The `[[service]]` tables of `--config` (no flag: a service needs a table of its own).
+    #[arg(skip)]
+    pub services: Vec<crate::config::RawService>,
 }
 
 /// `edge-agent demo` flags.

@@ -20,3 +20,4 @@ pub mod histogram;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod service;

@@ -3,8 +3,14 @@
 //! Label sets are bounded: backend address, state, strategy, reason — never a client address.
 //! The data path never touches a `Family` (whose map sits behind a lock): each backend resolves its
 //! handles once, into [`BackendMetrics`], and the request path only does atomic increments.
+//!
+//! Several services share one registry. Per-backend series are labelled by backend address only,
+//! so a backend address that two services list is counted together (one set of series, the state
+//! gauge showing the last change from either); its series stay until the last service forgets it.
+//! `ready` is 1 once every service's monitor is ready.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
@@ -145,6 +151,10 @@ pub struct Metrics {
     pub ebpf_expired: Family<ReasonLabel, Counter>,
     /// Maglev tables written to the kernel.
     pub ebpf_table_swaps: Counter,
+    /// Monitors sharing this registry, and how many of them are ready.
+    readiness: Mutex<(usize, usize)>,
+    /// How many monitors (services) hold each backend's handles.
+    backend_users: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for Metrics {
@@ -186,6 +196,8 @@ impl Metrics {
             ebpf_flows: Family::default(),
             ebpf_expired: Family::default(),
             ebpf_table_swaps: Counter::default(),
+            readiness: Mutex::default(),
+            backend_users: Mutex::default(),
         };
         r.register("requests", "HTTP requests by backend and status class", m.requests.clone());
         r.register_with_unit(
@@ -252,8 +264,24 @@ impl Metrics {
         out
     }
 
-    /// Resolves a backend's handles; call once per backend.
+    /// Counts a new monitor (one per service): the agent is not ready until it is.
+    pub fn monitor_started(&self) {
+        let mut r = self.readiness.lock().unwrap_or_else(PoisonError::into_inner);
+        r.0 += 1;
+        self.ready.set(i64::from(r.1 >= r.0));
+    }
+
+    /// Counts a monitor that became ready; `ready` turns 1 with the last one.
+    pub fn monitor_ready(&self) {
+        let mut r = self.readiness.lock().unwrap_or_else(PoisonError::into_inner);
+        r.1 += 1;
+        self.ready.set(i64::from(r.1 >= r.0));
+    }
+
+    /// Resolves a backend's handles; call once per backend and service (a backend several
+    /// services list shares one set of series, kept until each of them called `forget_backend`).
     pub fn backend(&self, id: &str) -> BackendMetrics {
+        *self.backend_users.lock().unwrap_or_else(PoisonError::into_inner).entry(id.to_string()).or_insert(0) += 1;
         let b = || BackendLabel { backend: id.to_string() };
         let kind = |kind| BackendKindLabels { backend: id.to_string(), kind };
         let class = |class| RequestLabels { backend: id.to_string(), class };
@@ -273,8 +301,19 @@ impl Metrics {
         }
     }
 
-    /// Drops a removed backend's series so that label sets stay bounded.
+    /// Drops a removed backend's series so that label sets stay bounded, unless another service
+    /// still lists the same address.
     pub fn forget_backend(&self, id: &str) {
+        {
+            let mut users = self.backend_users.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = users.get_mut(id) {
+                *n = n.saturating_sub(1);
+                if *n > 0 {
+                    return;
+                }
+                users.remove(id);
+            }
+        }
         let b = BackendLabel { backend: id.to_string() };
         for c in STATUS_CLASSES {
             self.requests.remove(&RequestLabels { backend: id.to_string(), class: c });
@@ -395,6 +434,29 @@ mod tests {
         assert!(out.contains("edge_request_duration_seconds_bucket"), "{out}");
         m.forget_backend("10.0.0.1:80");
         assert!(!m.render().contains("10.0.0.1:80"));
+    }
+
+    #[test]
+    fn shared_backend_series_stay_until_the_last_user_forgets() {
+        let m = Metrics::new();
+        let (a, b) = (m.backend("10.0.0.1:80"), m.backend("10.0.0.1:80"));
+        a.tcp_rx.inc_by(3);
+        b.tcp_rx.inc_by(4);
+        m.forget_backend("10.0.0.1:80");
+        assert!(m.render().contains("edge_tcp_bytes_total{backend=\"10.0.0.1:80\",kind=\"rx\"} 7"), "counted together");
+        m.forget_backend("10.0.0.1:80");
+        assert!(!m.render().contains("10.0.0.1:80"));
+    }
+
+    #[test]
+    fn ready_waits_for_every_monitor() {
+        let m = Metrics::new();
+        m.monitor_started();
+        m.monitor_started();
+        m.monitor_ready();
+        assert_eq!(m.ready.get(), 0);
+        m.monitor_ready();
+        assert_eq!(m.ready.get(), 1);
     }
 
     #[test]

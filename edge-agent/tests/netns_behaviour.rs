@@ -58,23 +58,25 @@ fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
     for b in BACKENDS {
         args.extend(["--backend".to_string(), format!("{b}:80")]);
     }
-    let common = [
-        "--health-check",
-        "http",
-        "--health-path",
-        "/healthz",
-        "--health-interval",
-        "200ms",
-        "--rise",
-        "2",
-        "--fall",
-        "2",
-        "--admin",
-        "127.0.0.1:9901",
-    ];
-    args.extend(common.iter().chain(extra).map(|s| s.to_string()));
+    args.extend(COMMON.iter().chain(extra).map(|s| s.to_string()));
     args
 }
+
+/// Health checks and admin address of every HTTP scenario.
+const COMMON: [&str; 12] = [
+    "--health-check",
+    "http",
+    "--health-path",
+    "/healthz",
+    "--health-interval",
+    "200ms",
+    "--rise",
+    "2",
+    "--fall",
+    "2",
+    "--admin",
+    "127.0.0.1:9901",
+];
 
 fn words(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
@@ -216,6 +218,11 @@ per_mode!(
     ebpf_strategy_switch_affects_new_flows_only,
     userspace_strategy_switch_affects_new_flows_only
 );
+per_mode!(
+    two_services_balance_to_their_own_backends,
+    ebpf_two_services_balance_to_their_own_backends,
+    userspace_two_services_balance_to_their_own_backends
+);
 
 /// 60 new connections reach all three backends, each at least 10 times.
 fn round_robin_spreads(mode: Mode) {
@@ -314,6 +321,79 @@ fn strategy_switch_affects_new_flows_only(mode: Mode) {
     assert_eq!(counts.len(), 1, "20 connections from one client address spread over {counts:?}\n{}", env.log());
     for (n, (ka, b)) in conns.iter_mut().enumerate() {
         assert_still_on(&env, ka, b, &format!("keep-alive {n} after hashing by source"));
+    }
+}
+
+/// A config file in the temporary directory, removed on drop.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(tag: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("edge-netns-{}-{tag}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        Self(path)
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Two `[[service]]` tables on two ports of the VIP: `web` (port 80) over the first two backends,
+/// `alt` (port 81) over the third (all backends listen on port 80). Each port's connections reach
+/// only its own service's backends, and a drain by name (`?service=web`) leaves `alt` alone.
+fn two_services_balance_to_their_own_backends(mode: Mode) {
+    let [b0, b1, b2] = BACKENDS;
+    let config = ConfigFile::new(
+        &format!("{mode:?}"),
+        &format!(
+            "[[service]]\nname = \"web\"\nvip = \"{VIP}:80\"\nbackend = [\"{b0}:80\", \"{b1}:80\"]\n\n\
+             [[service]]\nname = \"alt\"\nvip = \"{VIP}:81\"\nbackend = [\"{b2}:80\"]\n"
+        ),
+    );
+    let mut args: Vec<String> = match mode {
+        Mode::Ebpf => ["--mode", "ebpf", "--iface", "l0", "--cleanup"].map(String::from).to_vec(),
+        Mode::Userspace => ["--mode", "userspace"].map(String::from).to_vec(),
+    };
+    args.extend(["--config".to_string(), config.0.display().to_string()]);
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let env = Env::start(mode, &args);
+    let alt = SocketAddrV4::new(VIP, 81);
+    let get_alt = |what: &str| match env.topo.http_get(alt, T) {
+        Ok(body) => body.trim().to_string(),
+        Err(e) => panic!("{what}: request through {alt} failed: {e}\n{}", env.log()),
+    };
+
+    let web_answers: Vec<String> = (0..30).map(|i| env.get(&format!("web connection {i}"))).collect();
+    let counts = tally(web_answers.iter().map(String::as_str));
+    let (ip0, ip1, ip2) = (b0.to_string(), b1.to_string(), b2.to_string());
+    assert!(
+        counts.keys().all(|k| *k == ip0 || *k == ip1),
+        "web (port 80) reached a backend of another service: {counts:?}\n{}",
+        env.log()
+    );
+    assert_eq!(counts.len(), 2, "30 web connections did not reach both of its backends: {counts:?}\n{}", env.log());
+    for i in 0..10 {
+        assert_eq!(get_alt(&format!("alt connection {i}")), ip2, "alt (port 81) left its backend\n{}", env.log());
+    }
+
+    let list = env.agent.admin_json("/admin/services").unwrap_or_else(|e| panic!("GET /admin/services: {e}"));
+    let names: Vec<&str> =
+        list.as_array().map(|l| l.iter().filter_map(|s| s["name"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(names, ["web", "alt"], "GET /admin/services: {list}");
+    assert_eq!(list[1]["vip"], format!("{VIP}:81"), "{list}");
+    assert_eq!(list[1]["backends"][0]["address"], format!("{ip2}:80"), "{list}");
+
+    let other = env.agent.admin("POST", &format!("/admin/backends/{ip2}:80/drain?service=web"), None);
+    assert!(matches!(other, Ok((404, _))), "draining alt's backend under web's name: {other:?}");
+    env.admin_ok("POST", &format!("/admin/backends/{ip0}:80/drain?service=web"), None);
+    let avoided = eventually(SETTLE, || env.avoids(&ip0, 6));
+    assert!(avoided, "new web connections still reach the drained {ip0} after {SETTLE:?}\n{}", env.log());
+    for i in 0..10 {
+        assert_eq!(env.get(&format!("web connection {i} after the drain")), ip1, "{}", env.log());
+        assert_eq!(get_alt(&format!("alt connection {i} after web's drain")), ip2, "{}", env.log());
     }
 }
 

@@ -1,11 +1,17 @@
 //! The admin API (`--admin`, default 127.0.0.1:9901), separate from traffic listeners.
 //!
-//! `GET /admin/backends`, `POST /admin/backends/{id}/drain|undrain`, `GET|PUT /admin/strategy`,
-//! `GET /admin/state`, `GET /healthz`, `GET /readyz`, `GET /metrics`. Responses are JSON (metrics
-//! are OpenMetrics text). With `--admin-token`, mutating calls need `Authorization: Bearer TOKEN`.
-//! Reads go to snapshots; commands go through the same channels as everything else (the monitor
-//! for drains, the balancer for strategy), so the admin API never mutates state itself.
+//! `GET /admin/services`, `GET /admin/backends`, `POST /admin/backends/{id}/drain|undrain`,
+//! `GET|PUT /admin/strategy`, `GET /admin/state`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! Responses are JSON (metrics are OpenMetrics text). With `--admin-token`, mutating calls need
+//! `Authorization: Bearer TOKEN`. Reads go to snapshots; commands go through the same channels as
+//! everything else (the monitor for drains, the balancer for strategy), so the admin API never
+//! mutates state itself.
+//!
+//! With several services, the backend, strategy and state calls act on the first service unless
+//! the query names another (`?service=NAME`, see `query`), so a single-service agent's API is
+//! unchanged; `/readyz` waits for every service.
 
+mod query;
 pub mod views;
 
 use std::convert::Infallible;
@@ -27,9 +33,10 @@ use crate::backend::State;
 use crate::balance::StrategySpec;
 use crate::balance::balancer::BalancerHandle;
 use crate::dataplane::DataplaneStatus;
-use crate::health::{CommandError, MonitorHandle};
+use crate::health::CommandError;
 use crate::metrics::Metrics;
-use views::{BackendJson, Counts, StateJson, StrategyJson};
+use crate::service::{self, ServiceHandle};
+use views::{BackendJson, Counts, ServiceJson, StateJson, StrategyJson};
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -37,10 +44,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// Everything the admin API reads or commands.
 #[derive(Debug)]
 pub struct Admin {
-    /// Backend state.
-    pub monitor: MonitorHandle,
-    /// Strategy.
-    pub balancer: BalancerHandle,
+    /// Every service (backend state, strategy), the default first.
+    pub services: Vec<ServiceHandle>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Data-plane status.
@@ -89,13 +94,30 @@ impl Admin {
             .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
     }
 
-    fn strategy_json(&self, spec: &StrategySpec) -> StrategyJson {
-        StrategyJson { strategy: spec.kind.to_string(), hash_key: Some(self.balancer.effective_key(spec).to_string()) }
+    /// The service the query names (`?service=NAME`), or the first; the error status and message
+    /// otherwise.
+    fn service(&self, query: Option<&str>) -> Result<&ServiceHandle, (StatusCode, String)> {
+        let name = query::param(query, "service");
+        service::find(&self.services, name.as_deref()).ok_or_else(|| match name {
+            Some(n) => (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no service named '{n}'; the services are {}; see GET /admin/services",
+                    self.services.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no service is running".to_string()),
+        })
+    }
+
+    fn ready(&self) -> bool {
+        service::all_ready(&self.services)
     }
 
     /// Routes one request.
     pub async fn route(&self, req: Request<Incoming>) -> Resp {
         let path = req.uri().path().trim_end_matches('/').to_string();
+        let query = req.uri().query().map(str::to_string);
         let method = req.method().clone();
         let mutating = matches!(method, Method::POST | Method::PUT);
         if mutating && !self.authorized(&req) {
@@ -105,14 +127,24 @@ impl Admin {
             return r;
         }
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-            (Method::GET, ["readyz"]) => {
-                let ready = self.monitor.is_ready();
+        // Calls on one service resolve it first, so that an unknown name is a 404 whatever the call.
+        let svc = match segments.as_slice() {
+            ["admin", "backends", ..] | ["admin", "strategy"] | ["admin", "state"] => {
+                match self.service(query.as_deref()) {
+                    Ok(s) => Some(s),
+                    Err((status, msg)) => return error(status, msg),
+                }
+            }
+            _ => None,
+        };
+        match (method.clone(), segments.as_slice(), svc) {
+            (Method::GET, ["healthz"], _) => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+            (Method::GET, ["readyz"], _) => {
+                let ready = self.ready();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 json(status, &serde_json::json!({ "ready": ready }))
             }
-            (Method::GET, ["metrics"]) => {
+            (Method::GET, ["metrics"], _) => {
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -120,35 +152,38 @@ impl Admin {
                 );
                 r
             }
-            (Method::GET, ["admin", "backends"]) => {
-                let set = self.monitor.snapshot();
+            (Method::GET, ["admin", "services"], _) => {
+                let list: Vec<ServiceJson> = self.services.iter().map(service_json).collect();
+                json(StatusCode::OK, &list)
+            }
+            (Method::GET, ["admin", "backends"], Some(svc)) => {
+                let set = svc.monitor.snapshot();
                 let list: Vec<BackendJson> = set.backends.iter().map(BackendJson::from).collect();
                 json(StatusCode::OK, &list)
             }
-            (Method::GET, ["admin", "backends", id]) => match self.monitor.snapshot().get(id) {
+            (Method::GET, ["admin", "backends", id], Some(svc)) => match svc.monitor.snapshot().get(id) {
                 Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
-                None => error(StatusCode::NOT_FOUND, CommandError::NotFound((*id).to_string()).to_string()),
+                None => error(StatusCode::NOT_FOUND, not_found(svc, id, &self.services)),
             },
-            (Method::POST, ["admin", "backends", id, action @ ("drain" | "undrain")]) => {
+            (Method::POST, ["admin", "backends", id, action @ ("drain" | "undrain")], Some(svc)) => {
                 let id = (*id).to_string();
-                let r =
-                    if *action == "drain" { self.monitor.drain(&id).await } else { self.monitor.undrain(&id).await };
+                let r = if *action == "drain" { svc.monitor.drain(&id).await } else { svc.monitor.undrain(&id).await };
                 match r {
-                    Ok(()) => match self.monitor.snapshot().get(&id) {
+                    Ok(()) => match svc.monitor.snapshot().get(&id) {
                         Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
-                        None => error(StatusCode::NOT_FOUND, CommandError::NotFound(id).to_string()),
+                        None => error(StatusCode::NOT_FOUND, not_found(svc, &id, &self.services)),
                     },
-                    Err(e @ CommandError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+                    Err(CommandError::NotFound(_)) => error(StatusCode::NOT_FOUND, not_found(svc, &id, &self.services)),
                     Err(e @ CommandError::Removed(_)) => error(StatusCode::CONFLICT, e.to_string()),
                     Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 }
             }
-            (Method::GET, ["admin", "strategy"]) => {
-                json(StatusCode::OK, &self.strategy_json(&self.balancer.strategy()))
+            (Method::GET, ["admin", "strategy"], Some(svc)) => {
+                json(StatusCode::OK, &strategy_json(&svc.balancer, &svc.balancer.strategy()))
             }
-            (Method::PUT, ["admin", "strategy"]) => self.put_strategy(req).await,
-            (Method::GET, ["admin", "state"]) => {
-                let set = self.monitor.snapshot();
+            (Method::PUT, ["admin", "strategy"], Some(svc)) => put_strategy(&svc.balancer, req).await,
+            (Method::GET, ["admin", "state"], Some(svc)) => {
+                let set = svc.monitor.snapshot();
                 let mut counts = Counts { total: set.backends.len(), ..Default::default() };
                 for b in &set.backends {
                     match b.state() {
@@ -161,9 +196,11 @@ impl Admin {
                 let state = StateJson {
                     version: env!("CARGO_PKG_VERSION"),
                     uptime_seconds: (self.started.elapsed().as_secs_f64() * 1e3).round() / 1e3,
-                    ready: self.monitor.is_ready(),
+                    ready: self.ready(),
                     dataplane: &self.dataplane,
-                    strategy: self.strategy_json(&self.balancer.strategy()),
+                    service: svc.name.clone(),
+                    services: self.services.len(),
+                    strategy: strategy_json(&svc.balancer, &svc.balancer.strategy()),
                     listen: self.listen.iter().map(ToString::to_string).collect(),
                     listen_tcp: self.listen_tcp.iter().map(ToString::to_string).collect(),
                     tls: self.tls,
@@ -172,48 +209,80 @@ impl Admin {
                 };
                 json(StatusCode::OK, &state)
             }
-            (_, ["healthz" | "readyz" | "metrics"])
-            | (_, ["admin", "backends"])
-            | (_, ["admin", "backends", _])
-            | (_, ["admin", "state"]) => method_not_allowed("GET"),
-            (_, ["admin", "backends", _, "drain" | "undrain"]) => method_not_allowed("POST"),
-            (_, ["admin", "strategy"]) => method_not_allowed("GET, PUT"),
+            (_, ["healthz" | "readyz" | "metrics"], _)
+            | (_, ["admin", "services"], _)
+            | (_, ["admin", "backends"], _)
+            | (_, ["admin", "backends", _], _)
+            | (_, ["admin", "state"], _) => method_not_allowed("GET"),
+            (_, ["admin", "backends", _, "drain" | "undrain"], _) => method_not_allowed("POST"),
+            (_, ["admin", "strategy"], _) => method_not_allowed("GET, PUT"),
             _ => error(
                 StatusCode::NOT_FOUND,
-                format!("no such endpoint {method} {path}; see GET /admin/state and GET /admin/backends"),
+                format!(
+                    "no such endpoint {method} {path}; see GET /admin/state, GET /admin/services and GET /admin/backends"
+                ),
             ),
         }
     }
+}
 
-    async fn put_strategy(&self, req: Request<Incoming>) -> Resp {
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
-            }
-        };
-        let parsed: StrategyJson = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "invalid JSON: {e}; send {{\"strategy\": \"consistent-hash\", \"hash_key\": \"header:x-user-id\"}} (hash_key optional)"
-                    ),
-                );
-            }
-        };
-        let spec = match StrategySpec::parse(&parsed.strategy, parsed.hash_key.as_deref()) {
-            Ok(s) => s,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        };
-        match self.balancer.set_strategy(spec.clone()).await {
-            Some(prev) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "previous": self.strategy_json(&prev), "current": self.strategy_json(&spec) }),
-            ),
-            None => error(StatusCode::SERVICE_UNAVAILABLE, "the balancer stopped; the agent is shutting down"),
+/// A backend id the service does not have. With several services the id may belong to another
+/// one, so the message names the service it looked in.
+fn not_found(svc: &ServiceHandle, id: &str, all: &[ServiceHandle]) -> String {
+    if all.len() > 1 {
+        let n = &svc.name;
+        format!(
+            "service '{n}' has no backend with id '{id}'; list its ids with GET /admin/backends?service={n}, \
+             or name another service with ?service=NAME"
+        )
+    } else {
+        CommandError::NotFound(id.to_string()).to_string()
+    }
+}
+
+async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>) -> Resp {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
         }
+    };
+    let parsed: StrategyJson = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid JSON: {e}; send {{\"strategy\": \"consistent-hash\", \"hash_key\": \"header:x-user-id\"}} (hash_key optional)"
+                ),
+            );
+        }
+    };
+    let spec = match StrategySpec::parse(&parsed.strategy, parsed.hash_key.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match balancer.set_strategy(spec.clone()).await {
+        Some(prev) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "previous": strategy_json(balancer, &prev), "current": strategy_json(balancer, &spec) }),
+        ),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "the balancer stopped; the agent is shutting down"),
+    }
+}
+
+fn strategy_json(balancer: &BalancerHandle, spec: &StrategySpec) -> StrategyJson {
+    StrategyJson { strategy: spec.kind.to_string(), hash_key: Some(balancer.effective_key(spec).to_string()) }
+}
+
+fn service_json(s: &ServiceHandle) -> ServiceJson {
+    ServiceJson {
+        name: s.name.clone(),
+        vip: s.vip.map(|v| v.to_string()),
+        ready: s.monitor.is_ready(),
+        strategy: strategy_json(&s.balancer, &s.balancer.strategy()),
+        listeners: s.listeners.iter().map(ToString::to_string).collect(),
+        backends: s.monitor.snapshot().backends.iter().map(BackendJson::from).collect(),
     }
 }
 

@@ -68,6 +68,23 @@ pub struct StrategyJson {
     pub hash_key: Option<String>,
 }
 
+/// One service in `GET /admin/services`.
+#[derive(Debug, Serialize)]
+pub struct ServiceJson {
+    /// Its name, for `?service=NAME`.
+    pub name: String,
+    /// Its VIP (`IPV4:PORT[/udp]`), if any.
+    pub vip: Option<String>,
+    /// Whether its first discovery and probe round is done.
+    pub ready: bool,
+    /// Its strategy.
+    pub strategy: StrategyJson,
+    /// The userspace listeners serving it (none when only the eBPF data plane does).
+    pub listeners: Vec<String>,
+    /// Its backends, as in `GET /admin/backends`.
+    pub backends: Vec<BackendJson>,
+}
+
 /// Counts of backends by state.
 #[derive(Debug, Default, Serialize)]
 pub struct Counts {
@@ -94,6 +111,10 @@ pub struct StateJson<'a> {
     pub ready: bool,
     /// Data plane.
     pub dataplane: &'a DataplaneStatus,
+    /// The service the strategy and backend counts are of (`?service=NAME`, else the first).
+    pub service: String,
+    /// How many services run.
+    pub services: usize,
     /// Strategy in force.
     pub strategy: StrategyJson,
     /// HTTP listeners.

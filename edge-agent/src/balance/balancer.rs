@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::{HashKey, NoBackendPolicy, Selector, StrategyKind, StrategySpec};
 use crate::backend::BackendSet;
@@ -22,6 +23,10 @@ pub struct BalancerConfig {
     pub table_size: u32,
     /// No-backend policy.
     pub policy: NoBackendPolicy,
+    /// Whether `edge_strategy` shows this balancer's strategy. It has no service label (adding one
+    /// would change the series every dashboard reads), so only the first service's balancer sets it;
+    /// `GET /admin/services` shows every service's strategy.
+    pub publish_info: bool,
 }
 
 /// A handle to the balancer.
@@ -92,12 +97,14 @@ pub fn spawn(
     };
     let selector = Arc::new(ArcSwap::from_pointee(build(&initial, &set)));
     let key0 = initial.hash_key.clone().unwrap_or_else(|| cfg.default_key.clone());
-    record_strategy(&metrics, &initial, &key0);
+    if cfg.publish_info {
+        record_strategy(&metrics, &initial, &key0);
+    }
     let (strategy_tx, strategy_rx) = watch::channel(initial.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<(StrategySpec, oneshot::Sender<StrategySpec>)>(8);
     let published = selector.clone();
     let default_key = cfg.default_key.clone();
-    tokio::spawn(async move {
+    let task = async move {
         let mut spec = initial;
         let mut last = (selection_key(&set), all_key(&set));
         loop {
@@ -121,12 +128,16 @@ pub fn spawn(
                     let key = next.hash_key.clone().unwrap_or_else(|| cfg.default_key.clone());
                     tracing::info!(from = %prev.kind, to = %next.kind, hash_key = %key, "strategy switched");
                     metrics.strategy_switches.inc();
-                    record_strategy(&metrics, &next, &key);
+                    if cfg.publish_info {
+                        record_strategy(&metrics, &next, &key);
+                    }
                     strategy_tx.send_replace(next);
                     let _ = reply.send(prev);
                 }
             }
         }
-    });
+    };
+    // The caller's span (the service, when there are several) labels the logs.
+    tokio::spawn(task.in_current_span());
     BalancerHandle { selector, strategy: strategy_rx, commands: cmd_tx, default_key }
 }

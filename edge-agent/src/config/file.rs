@@ -6,6 +6,10 @@
 //! backend = ["10.0.1.2:8080", "10.0.1.3:8080,weight=2"]
 //! health-path = "/healthz"
 //! rise = 2
+//!
+//! [[service]]                        # more services: see `service`
+//! vip = "10.0.0.6:443"
+//! backend = ["10.0.2.2:443"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use crate::cli::RunArgs;
 
-fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
+pub(super) fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
     match v {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Integer(i) => Ok(i.to_string()),
@@ -23,7 +27,7 @@ fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
     }
 }
 
-fn list(key: &str, v: &toml::Value) -> Result<Vec<String>, String> {
+pub(super) fn list(key: &str, v: &toml::Value) -> Result<Vec<String>, String> {
     match v {
         toml::Value::Array(a) => a.iter().map(|x| scalar(key, x)).collect(),
         other => Ok(vec![scalar(key, other)?]),
@@ -104,9 +108,11 @@ pub fn merge_str(raw: &mut RunArgs, path: &Path, text: &str) -> Result<(), Confi
             "cpu-pinning" => one!(cpu_pinning),
             "log-format" => one!(log_format),
             "log-level" => one!(log_level),
+            // No flag gives services, so the file's tables are the only ones.
+            "service" => raw.services = super::service::from_toml(path, value)?,
             _ => {
                 return Err(err(format!(
-                    "unknown key '{key}'; keys are the long flag names of 'edge-agent run', e.g. listen, backend, health-interval"
+                    "unknown key '{key}'; keys are the long flag names of 'edge-agent run', e.g. listen, backend, health-interval, and [[service]] tables"
                 )));
             }
         }

@@ -1,9 +1,13 @@
 //! The validated configuration: built once from [`RunArgs`] (flags, `EDGE_*`, `--config`), so that
 //! everything after start works with typed values and every mistake is reported up front, naming
 //! the flag and the fix.
+//!
+//! Services (`service`): the top-level `--vip`/`--backend`/`--backends-file` make the first one,
+//! each `[[service]]` table of the config file another, each with its own backends and strategy.
 
 mod ebpf;
 mod file;
+mod service;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use crate::health::HealthConfig;
 
 pub use ebpf::{DEFAULT_SNAT_PORTS, EbpfConfig, Proto, Vip, XdpMode};
 pub use file::merge_str as merge_config_str;
+pub use service::{DEFAULT_NAME as DEFAULT_SERVICE_NAME, MAX_SERVICES, Origin, RawService, ServiceConfig};
 
 /// A configuration mistake.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,8 +58,8 @@ fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> Config
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeChoice {
-    /// eBPF when `--vip` is given and the host can load and attach it; otherwise userspace
-    /// (without `--vip`, probe eBPF and report the result).
+    /// eBPF when a service has a VIP (`--vip` or `[[service]]`) and the host can load and attach
+    /// it; otherwise userspace (without any VIP, probe eBPF and report the result).
     Auto,
     /// The eBPF data plane, or fail at start.
     Ebpf,
@@ -126,10 +131,10 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// TCP listeners.
     pub listen_tcp: Vec<SocketAddr>,
-    /// Backends from `--backend`.
-    pub backends: Vec<BackendSpec>,
-    /// `--backends-file`.
-    pub backends_file: Option<PathBuf>,
+    /// Every service, never empty: the top-level one (`--backend`/`--backends-file`, with `--vip`
+    /// if given) first when it has backends, then each `[[service]]`. `--listen` and
+    /// `--listen-tcp` serve the first.
+    pub services: Vec<ServiceConfig>,
     /// Data plane choice.
     pub mode: ModeChoice,
     /// Interface for the eBPF probe (the first `--iface`, or lo).
@@ -140,7 +145,7 @@ pub struct Config {
     pub check: CheckKind,
     /// Probe timing and hysteresis.
     pub health: HealthConfig,
-    /// Strategy at start.
+    /// The top-level strategy: the first service's, and the default of every `[[service]]`.
     pub strategy: StrategySpec,
     /// Maglev table size.
     pub table_size: u32,
@@ -212,6 +217,11 @@ fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
 }
 
 impl Config {
+    /// The services with a VIP (those the eBPF data plane steers), in order.
+    pub fn vips(&self) -> impl Iterator<Item = Vip> + '_ {
+        self.services.iter().filter_map(|s| s.vip)
+    }
+
     /// Validates raw arguments, reading `--config` first if given.
     pub fn from_args(mut raw: RunArgs) -> Result<Self, ConfigError> {
         if let Some(path) = raw.config.clone() {
@@ -235,9 +245,10 @@ impl Config {
             .map(|s| listen_addr("listen-tcp", s))
             .collect::<Result<Vec<_>, _>>()?;
         let ebpf = ebpf::validate(raw)?;
-        if listen.is_empty() && listen_tcp.is_empty() && ebpf.vip.is_none() {
+        let file_services = !raw.services.is_empty();
+        if listen.is_empty() && listen_tcp.is_empty() && ebpf.vip.is_none() && !file_services {
             return Err(ConfigError::Usage(
-                "nothing to listen on; give --listen ADDR for HTTP, --listen-tcp ADDR for TCP (for example --listen :8080) or --vip ADDR:PORT for the eBPF data plane".into(),
+                "nothing to listen on; give --listen ADDR for HTTP, --listen-tcp ADDR for TCP (for example --listen :8080), --vip ADDR:PORT for the eBPF data plane, or [[service]] tables in --config".into(),
             ));
         }
         let mut all: Vec<SocketAddr> = listen.iter().chain(&listen_tcp).copied().collect();
@@ -255,7 +266,8 @@ impl Config {
             backends.push(b);
         }
         let backends_file = raw.backends_file.as_deref().map(PathBuf::from);
-        if backends.is_empty() && backends_file.is_none() {
+        // With [[service]] tables the top-level backends are optional, unless --vip needs them.
+        if backends.is_empty() && backends_file.is_none() && (!file_services || ebpf.vip.is_some()) {
             return Err(ConfigError::Usage(
                 "no backends; give --backend HOST:PORT (repeatable) or --backends-file PATH".into(),
             ));
@@ -272,9 +284,9 @@ impl Config {
             }
         };
         if mode == ModeChoice::Ebpf {
-            if ebpf.vip.is_none() {
+            if ebpf.vip.is_none() && !file_services {
                 return Err(ConfigError::Usage(
-                    "--mode ebpf needs a service; give --vip ADDR:PORT (a local address), for example --vip 10.0.0.5:80".into(),
+                    "--mode ebpf needs a service; give --vip ADDR:PORT (a local address), for example --vip 10.0.0.5:80, or [[service]] tables in --config".into(),
                 ));
             }
             if ebpf.ifaces.is_empty() {
@@ -426,17 +438,29 @@ impl Config {
             ));
         }
 
+        let strategy = StrategySpec { kind, hash_key };
+        let top = (!backends.is_empty() || backends_file.is_some()).then(|| ServiceConfig {
+            name: ebpf.vip.map_or_else(|| service::DEFAULT_NAME.to_string(), |v| v.to_string()),
+            vip: ebpf.vip,
+            backends,
+            backends_file,
+            strategy: strategy.clone(),
+            origin: Origin::TopLevel,
+        });
+        let listeners = listen.iter().map(|a| ("listen", *a)).chain(listen_tcp.iter().map(|a| ("listen-tcp", *a)));
+        let cx = service::Context { mode, strategy: &strategy, listeners: listeners.collect() };
+        let services = service::validate(top, &raw.services, &cx)?;
+
         Ok(Self {
             listen,
             listen_tcp,
-            backends,
-            backends_file,
+            services,
             mode,
             iface,
             ebpf,
             check,
             health,
-            strategy: StrategySpec { kind, hash_key },
+            strategy,
             table_size,
             on_no_backend,
             admin,

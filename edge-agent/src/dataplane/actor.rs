@@ -143,14 +143,9 @@ impl Actor {
             .filter_map(|i| actor.maps.backends.get(&i, 0).ok().map(|b| (i, b)))
             .filter(|(_, b)| b.flags & BE_ACTIVE != 0)
             .collect();
-        for (i, input) in inputs.into_iter().enumerate() {
-            let id = i as u32 + 1;
-            let key = ServiceKey {
-                addr: u32::from(input.vip.addr).to_be(),
-                port: input.vip.port.to_be(),
-                proto: input.vip.proto.number(),
-                _pad: 0,
-            };
+        let keys: Vec<ServiceKey> = inputs.iter().map(|i| service_key(i.vip)).collect();
+        let service_ids = actor.service_ids(&keys)?;
+        for ((input, key), id) in inputs.into_iter().zip(keys).zip(service_ids) {
             let mut ids = HashMap::new();
             for (kid, b) in adopted.iter().filter(|(_, b)| b.service == id) {
                 ids.insert(super::kmaps::backend_addr(b), *kid);
@@ -177,6 +172,16 @@ impl Actor {
             let _ = actor.maps.services.remove(&k);
         }
         Ok(actor)
+    }
+
+    /// A service id per key, see [`assign_service_ids`].
+    fn service_ids(&self, keys: &[ServiceKey]) -> Result<Vec<u32>, WriteError> {
+        let earlier: BTreeSet<u32> = self.maps.services.iter().filter_map(Result::ok).map(|(_, v)| v.id).collect();
+        let old: Vec<Option<u32>> = keys.iter().map(|k| self.maps.services.get(k, 0).ok().map(|v| v.id)).collect();
+        assign_service_ids(&old, &earlier).ok_or_else(|| WriteError {
+            map: "services",
+            reason: format!("more than {} services; the maps hold no more", edge_common::MAX_SERVICES),
+        })
     }
 
     /// Runs until `shutdown` turns true.
@@ -236,14 +241,19 @@ impl Actor {
             self.retiring.remove(&i);
             self.used.remove(&i);
         }
+        // The gauge is labelled by backend address only: a backend that several services list has
+        // one kernel id per service, and its series is their sum.
+        let mut per_backend: HashMap<&str, u64> = HashMap::new();
         for s in &self.services {
             for (name, id) in &s.ids {
-                let n = self.flows.get(id).copied().unwrap_or(0);
-                self.metrics
-                    .ebpf_flows
-                    .get_or_create(&crate::metrics::BackendLabel { backend: name.clone() })
-                    .set(n as i64);
+                *per_backend.entry(name).or_insert(0) += self.flows.get(id).copied().unwrap_or(0);
             }
+        }
+        for (name, n) in per_backend {
+            self.metrics
+                .ebpf_flows
+                .get_or_create(&crate::metrics::BackendLabel { backend: name.to_string() })
+                .set(n as i64);
         }
     }
 
@@ -305,7 +315,9 @@ impl Actor {
                 self.maps.backends.set(id, BackendValue::default(), 0).map_err(werr("backends"))?;
                 self.services[index].ids.remove(&name);
                 self.retiring.insert(id);
-                self.metrics.ebpf_flows.remove(&crate::metrics::BackendLabel { backend: name.clone() });
+                if !self.services.iter().any(|s| s.ids.contains_key(&name)) {
+                    self.metrics.ebpf_flows.remove(&crate::metrics::BackendLabel { backend: name.clone() });
+                }
                 tracing::info!(backend = %name, id, "backend removed from the eBPF maps");
             }
         }
@@ -380,6 +392,31 @@ impl Actor {
     }
 }
 
+/// Service ids (1..=MAX_SERVICES) for services whose keys had the ids `old` in the services map
+/// of an earlier agent (`earlier`: every id that map holds). A VIP keeps its earlier id: its
+/// adopted backends and its live table are filed under it, so services added, removed or
+/// reordered in the configuration across a restart leave the others' flows and tables alone. New
+/// VIPs take the lowest id no earlier service used, else the lowest free one. `None` when there
+/// are more services than ids.
+fn assign_service_ids(old: &[Option<u32>], earlier: &BTreeSet<u32>) -> Option<Vec<u32>> {
+    let valid = 1..=edge_common::MAX_SERVICES;
+    let mut taken = BTreeSet::new();
+    // An earlier id is kept unless out of range or already kept by another key.
+    let mut ids: Vec<Option<u32>> =
+        old.iter().map(|o| o.filter(|id| valid.contains(id) && taken.insert(*id))).collect();
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        let unused = valid.clone().find(|i| !taken.contains(i) && !earlier.contains(i));
+        let free = unused.or_else(|| valid.clone().find(|i| !taken.contains(i)))?;
+        taken.insert(free);
+        *id = Some(free);
+    }
+    ids.into_iter().collect()
+}
+
+fn service_key(vip: Vip) -> ServiceKey {
+    ServiceKey { addr: u32::from(vip.addr).to_be(), port: vip.port.to_be(), proto: vip.proto.number(), _pad: 0 }
+}
+
 /// The per-VIP entry (port 0, protocol 0) the data path uses to recognise malformed packets aimed
 /// at a VIP.
 fn catch_all(k: &ServiceKey) -> ServiceKey {
@@ -422,4 +459,25 @@ async fn first_of(mut futs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) 
         std::task::Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ids_stay_with_their_vips() {
+        let none = BTreeSet::new();
+        assert_eq!(assign_service_ids(&[None, None, None], &none), Some(vec![1, 2, 3]), "a fresh start");
+        let earlier: BTreeSet<u32> = [1, 2].into();
+        // Reordered: each VIP keeps its id; a new VIP skips the ids earlier services used.
+        assert_eq!(assign_service_ids(&[Some(2), None, Some(1)], &earlier), Some(vec![2, 3, 1]));
+        // A removed service's id is reused only when nothing else is free.
+        let full: BTreeSet<u32> = (1..=16).collect();
+        assert_eq!(assign_service_ids(&[None, Some(5)], &full), Some(vec![1, 5]));
+        // Out-of-range or duplicate earlier ids are replaced.
+        assert_eq!(assign_service_ids(&[Some(0), Some(99), Some(3), Some(3)], &none), Some(vec![1, 2, 3, 4]));
+        assert_eq!(assign_service_ids(&[None; 17], &none), None);
+        assert_eq!(assign_service_ids(&[None; 16], &none).map(|v| v.len()), Some(16));
+    }
 }

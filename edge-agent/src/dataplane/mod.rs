@@ -1,9 +1,10 @@
 //! The data plane choice and the eBPF data plane's agent side.
 //!
 //! `decide` picks what runs: `--mode userspace` the proxy; `--mode ebpf` the eBPF data plane or a
-//! start failure that says why; `--mode auto` the eBPF data plane when a `--vip` is given and it
-//! loads and attaches, otherwise the proxy (the reason is logged and shown in `/admin/state`).
-//! Without `--vip`, auto only probes (load, attach to `--iface`, detach) and reports.
+//! start failure that says why; `--mode auto` the eBPF data plane when a service has a VIP (`--vip`
+//! or `[[service]]`) and it loads and attaches, otherwise the proxy (the reason is logged and shown
+//! in `/admin/state`). Without any VIP, auto only probes (load, attach to `--iface`, detach) and
+//! reports. When the proxy runs instead, `fallback_listeners` says where it serves the VIPs.
 //!
 //! The eBPF side: `loader` loads the embedded object (`object`) with its maps pinned or adopted
 //! (`pins`) and attaches it; `actor` is the only writer of the maps (`kmaps`), following the
@@ -26,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use crate::config::{Config, ModeChoice};
+use crate::config::{Config, ModeChoice, Origin, Proto};
 use crate::metrics::{Metrics, ModeLabel};
 pub(crate) use crate::proxy::error_chain as chain;
 
@@ -101,10 +102,13 @@ impl DataplaneStatus {
         let requested = cfg.mode;
         match requested {
             ModeChoice::Userspace => Ok((Self::userspace(requested, "--mode userspace".into(), None), None)),
-            ModeChoice::Auto if cfg.ebpf.vip.is_none() => {
+            ModeChoice::Auto if cfg.vips().next().is_none() => {
                 let report = probe::probe(&cfg.iface);
                 let reason = if report.capable {
-                    format!("eBPF is available ({}), but no --vip is given, so the userspace proxy runs", report.reason)
+                    format!(
+                        "eBPF is available ({}), but no --vip or [[service]] is given, so the userspace proxy runs",
+                        report.reason
+                    )
                 } else {
                     format!("eBPF is not available ({}); running the userspace proxy", report.reason)
                 };
@@ -117,7 +121,7 @@ impl DataplaneStatus {
                         mode: "ebpf",
                         reason: format!(
                             "the eBPF data plane steers {} in the kernel{}",
-                            cfg.ebpf.vip.map(|v| v.to_string()).unwrap_or_default(),
+                            cfg.vips().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
                             if loaded.adopted_maps { " (adopted the pinned maps of an earlier agent)" } else { "" }
                         ),
                         ebpf_probe: None,
@@ -153,9 +157,7 @@ fn start_ebpf(cfg: &Config) -> Result<loader::Loaded, EbpfStartError> {
         netinfo::ifindex(i)?;
     }
     let local = netinfo::local_addrs()?;
-    if let Some(vip) = e.vip
-        && !local.iter().any(|(_, a)| *a == vip.addr)
-    {
+    if let Some(vip) = cfg.vips().find(|v| !local.iter().any(|(_, a)| *a == v.addr)) {
         return Err(EbpfStartError::NotLocal(vip.addr));
     }
     if let Some((klo, khi)) = kernel_port_range() {
@@ -166,7 +168,7 @@ fn start_ebpf(cfg: &Config) -> Result<loader::Loaded, EbpfStartError> {
     }
     // Interfaces toward the backends get the TC program for replies.
     let mut backend_ifaces: Vec<String> = Vec::new();
-    for b in &cfg.backends {
+    for b in cfg.services.iter().flat_map(|s| &s.backends) {
         let IpAddr::V4(addr) = b.addr.ip() else { continue };
         let src = netinfo::source_for(addr)?;
         if let Some(i) = netinfo::iface_of(src)?
@@ -193,9 +195,59 @@ fn kernel_port_range() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
-/// The listener the userspace fallback uses for a TCP `--vip` when no listener is configured.
-pub fn fallback_listener(cfg: &Config) -> Option<SocketAddr> {
-    let v = cfg.ebpf.vip?;
-    (v.proto == crate::config::Proto::Tcp && cfg.listen.is_empty() && cfg.listen_tcp.is_empty())
-        .then(|| SocketAddr::new(IpAddr::V4(v.addr), v.port))
+/// The TCP listeners the userspace proxy opens for services' VIPs when the eBPF data plane does not
+/// run: (index into `cfg.services`, address). A `[[service]]` is always served on its VIP; the
+/// `--vip` service only when no `--listen`/`--listen-tcp` is configured (those serve it then, as
+/// before several services existed). UDP VIPs are never here: config validation refuses them
+/// outside `--mode ebpf`.
+pub fn fallback_listeners(cfg: &Config) -> Vec<(usize, SocketAddr)> {
+    let no_listeners = cfg.listen.is_empty() && cfg.listen_tcp.is_empty();
+    cfg.services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| no_listeners || matches!(s.origin, Origin::File(_)))
+        .filter_map(|(i, s)| s.vip.map(|v| (i, v)))
+        .filter(|(_, v)| v.proto == Proto::Tcp)
+        .map(|(i, v)| (i, SocketAddr::new(IpAddr::V4(v.addr), v.port)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RunArgs;
+
+    fn cfg(f: impl FnOnce(&mut RunArgs)) -> Config {
+        let mut raw = RunArgs { mode: Some("userspace".into()), ..Default::default() };
+        f(&mut raw);
+        let text = "[[service]]\nvip = \"10.0.0.5:81\"\nbackend = \"10.0.1.2:80\"\n\
+                    [[service]]\nvip = \"10.0.0.6:82\"\nbackend = \"10.0.1.3:80\"\n";
+        crate::config::merge_config_str(&mut raw, std::path::Path::new("c.toml"), text).unwrap();
+        Config::validate(&raw).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn fallback_listeners_cover_every_tcp_service() {
+        let c = cfg(|r| {
+            r.vip = Some("10.0.0.5:80".into());
+            r.backend = vec!["10.0.1.1:80".into()];
+        });
+        let want = vec![(0, addr("10.0.0.5:80")), (1, addr("10.0.0.5:81")), (2, addr("10.0.0.6:82"))];
+        assert_eq!(fallback_listeners(&c), want);
+
+        // --listen-tcp serves the --vip service, as before; the tables keep their own listeners.
+        let c = cfg(|r| {
+            r.vip = Some("10.0.0.5:80".into());
+            r.backend = vec!["10.0.1.1:80".into()];
+            r.listen_tcp = vec!["127.0.0.1:9000".into()];
+        });
+        assert_eq!(fallback_listeners(&c), want[1..].to_vec());
+
+        let c = cfg(|_| {});
+        assert_eq!(fallback_listeners(&c), vec![(0, addr("10.0.0.5:81")), (1, addr("10.0.0.6:82"))]);
+    }
 }

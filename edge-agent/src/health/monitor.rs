@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::{HealthCheck, HealthConfig, Hysteresis, ProbeError};
 use crate::backend::{BackendId, BackendSet, BackendShared, BackendSpec, BackendView, ProbeSummary, State};
@@ -169,16 +170,21 @@ impl Monitor {
             names.push(Arc::<str>::from(name));
             let errors = metrics.discovery_errors.get_or_create_owned(&SourceLabel { source: name.into() });
             let sink = Sink::new(i, name, update_tx.clone(), errors);
-            tokio::spawn(async move {
-                if src.run(sink).await.is_err() {
-                    tracing::debug!(source = name, "discovery source stopped: monitor gone");
+            tokio::spawn(
+                async move {
+                    if src.run(sink).await.is_err() {
+                        tracing::debug!(source = name, "discovery source stopped: monitor gone");
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         drop(update_tx);
+        metrics.monitor_started();
         if names.is_empty() {
             // No source at all: nothing to wait for.
             let _ = ready_tx.send(true);
+            metrics.monitor_ready();
         }
         let actor = Actor {
             sources: vec![None; names.len()],
@@ -194,7 +200,8 @@ impl Monitor {
             next_epoch: 0,
             dirty: false,
         };
-        tokio::spawn(actor.run(update_rx, probe_rx, cmd_rx));
+        // The caller's span (the service, when there are several) labels the actor's logs.
+        tokio::spawn(actor.run(update_rx, probe_rx, cmd_rx).in_current_span());
         MonitorHandle { backends: set_rx, ready: ready_rx, commands: cmd_tx }
     }
 }
@@ -486,7 +493,7 @@ impl Actor {
         }
         if self.sources.iter().all(Option::is_some) && self.pending_first.is_empty() {
             tracing::info!(backends = self.entries.len(), "ready: first discovery and probe round complete");
-            self.metrics.ready.set(1);
+            self.metrics.monitor_ready();
             let _ = self.ready_tx.send(true);
         }
     }

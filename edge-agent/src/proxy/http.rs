@@ -51,7 +51,7 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// The HTTP proxy of one worker, shared by all its connections.
+/// The HTTP proxy of one listener on one worker, shared by the listener's connections.
 #[derive(Debug)]
 pub struct HttpProxy {
     selector: Arc<ArcSwap<Selector>>,
@@ -83,7 +83,7 @@ struct Outgoing {
 }
 
 impl HttpProxy {
-    /// Builds the proxy for one worker.
+    /// Builds the proxy for one listener on one worker.
     pub fn new(selector: Arc<ArcSwap<Selector>>, metrics: Arc<Metrics>, cfg: ProxyConfig) -> Self {
         let reason = |reason| metrics.retries.get_or_create_owned(&ReasonLabel { reason });
         Self {

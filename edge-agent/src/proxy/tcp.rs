@@ -59,7 +59,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// The TCP proxy shared by all TCP listeners.
+/// The TCP proxy of one listener on one worker: it balances over the selector of the service the
+/// listener serves.
 #[derive(Debug)]
 pub struct TcpProxy {
     selector: Arc<ArcSwap<Selector>>,

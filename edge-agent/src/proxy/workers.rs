@@ -8,8 +8,13 @@
 //! which halved throughput and doubled tail latency on those runs. A client connection, its requests and the upstream
 //! connections serving them all stay on one thread: no work stealing, no cross-thread wake-ups,
 //! which is most of what a tokio multi-thread runtime spends on a proxy's short requests. This is
-//! the model HAProxy, NGINX and Envoy use. Only the selector snapshot and the metric atomics are
+//! the model HAProxy, NGINX and Envoy use. Only the selector snapshots and the metric atomics are
 //! shared between workers.
+//!
+//! Each listener carries the selector of the service it serves ([`Listener`]): with several
+//! services, each VIP's TCP listener balances over its own backends. A worker builds one proxy per
+//! listener, so the request path still does a single `ArcSwap::load` of a selector it already
+//! holds, with no lookup by service.
 //!
 //! With `--cpu-pinning on` (the default) worker `i` is bound to the `i`-th CPU the process may
 //! use. Unpinned, the scheduler's wake-affine placement now and then puts both workers of a
@@ -183,12 +188,21 @@ impl Acceptor {
     }
 }
 
+/// One worker's end of one listener, with what the listener serves.
+#[derive(Debug)]
+pub struct Listener {
+    /// The shared socket and the handoff channels.
+    pub acceptor: AcceptorParts,
+    /// The selector of the service this listener serves.
+    pub selector: Arc<ArcSwap<Selector>>,
+}
+
 /// What one worker serves.
 pub struct WorkerSockets {
-    /// HTTP listeners: (acceptor, TLS acceptor if any).
-    pub http: Vec<(AcceptorParts, Option<tokio_rustls::TlsAcceptor>)>,
+    /// HTTP listeners, each with its TLS acceptor if any.
+    pub http: Vec<(Listener, Option<tokio_rustls::TlsAcceptor>)>,
     /// TCP listeners.
-    pub tcp: Vec<AcceptorParts>,
+    pub tcp: Vec<Listener>,
 }
 
 impl std::fmt::Debug for WorkerSockets {
@@ -225,8 +239,6 @@ fn pin_to(cpu: usize) -> io::Result<()> {
 /// Shared inputs for every worker.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
-    /// The selector snapshot.
-    pub selector: Arc<ArcSwap<Selector>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Proxy settings.
@@ -258,21 +270,21 @@ pub fn spawn(index: usize, sockets: WorkerSockets, ctx: WorkerContext) -> io::Re
             }
         };
         rt.block_on(async move {
-            let http = Arc::new(super::http::HttpProxy::new(ctx.selector.clone(), ctx.metrics.clone(), ctx.cfg.clone()));
-            let tcp = Arc::new(super::tcp::TcpProxy::new(ctx.selector.clone(), ctx.metrics.clone(), ctx.cfg.clone()));
             let mut loops = tokio::task::JoinSet::new();
             for (l, tls) in sockets.http {
-                match l.register() {
-                    Ok(l) => {
-                        loops.spawn(super::http::serve(l, http.clone(), tls, ctx.shutdown.clone(), ctx.drain_timeout));
+                let http = Arc::new(super::http::HttpProxy::new(l.selector, ctx.metrics.clone(), ctx.cfg.clone()));
+                match l.acceptor.register() {
+                    Ok(a) => {
+                        loops.spawn(super::http::serve(a, http, tls, ctx.shutdown.clone(), ctx.drain_timeout));
                     }
                     Err(e) => tracing::error!(worker = index, error = %e, "cannot register an HTTP listener"),
                 }
             }
             for l in sockets.tcp {
-                match l.register() {
-                    Ok(l) => {
-                        loops.spawn(super::tcp::serve(l, tcp.clone(), ctx.shutdown.clone(), ctx.drain_timeout));
+                let tcp = Arc::new(super::tcp::TcpProxy::new(l.selector, ctx.metrics.clone(), ctx.cfg.clone()));
+                match l.acceptor.register() {
+                    Ok(a) => {
+                        loops.spawn(super::tcp::serve(a, tcp, ctx.shutdown.clone(), ctx.drain_timeout));
                     }
                     Err(e) => tracing::error!(worker = index, error = %e, "cannot register a TCP listener"),
                 }
