@@ -6,7 +6,7 @@
 mod bpf;
 
 use bpf::*;
-use edge_common::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE};
+use edge_common::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -141,6 +141,60 @@ fn fin_marks_closing_and_a_new_syn_starts_a_new_flow() {
         syn(&mut h, 40005);
         assert_eq!(h.event(Event::NewFlow), before + 1, "a SYN on a closing flow is a new flow");
         assert_eq!(h.flow(&key).unwrap().state, CT_NEW);
+    });
+}
+
+#[test]
+fn a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port() {
+    if !require_root("a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let first = syn(&mut h, 40010);
+        let key = flow_key(client(40010), 80, PROTO_TCP);
+        // The backend closes first (HTTP with Connection: close): it will sit in TIME_WAIT.
+        let fin = frame((first.dst, 8080), (VIP, first.sport), PROTO_TCP, FIN | ACK, &[]);
+        assert_eq!(h.tc(&fin).0, TC_ACT_REDIRECT);
+        assert_eq!(h.flow(&key).unwrap().state, CT_TIME_WAIT);
+        // The client reuses its port: same backend (same 5-tuple, same table) and the same SNAT
+        // port, so the backend sees the tuple of its TIME_WAIT connection and accepts the SYN.
+        let again = syn(&mut h, 40010);
+        assert_eq!((again.dst, again.sport), (first.dst, first.sport));
+        assert_eq!(h.flow(&key).unwrap().state, CT_NEW);
+        // A client that closes first leaves the flow closing (no TIME_WAIT at the backend).
+        let (v, _) = h.xdp(&frame(client(40010), (VIP, 80), PROTO_TCP, FIN | ACK, &[]));
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(h.flow(&key).unwrap().state, CT_CLOSING);
+    });
+}
+
+#[test]
+fn a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on() {
+    if !require_root("a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on") {
+        return;
+    }
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        // One backend, so every flow competes for the same SNAT ports.
+        h.seed_service(80, PROTO_TCP, 1, 0);
+        let port = NAT_PORTS.0 + 7;
+        let out = syn(&mut h, port);
+        assert_eq!(out.sport, port, "a client port inside the SNAT range is kept, as masquerading does");
+        // Another client address with the same port cannot have it: it gets another free port.
+        let other = std::net::Ipv4Addr::new(10, 9, 9, 9);
+        let (v, out2) = h.xdp(&frame((other, port), (VIP, 80), PROTO_TCP, SYN, &[]));
+        assert_eq!(v, XDP_REDIRECT);
+        let out2 = view(&out2);
+        assert_ne!(out2.sport, port);
+        assert!((NAT_PORTS.0..=NAT_PORTS.1).contains(&out2.sport));
+        // Client ports outside the range map to a port chosen from the tuple: the same tuple gets
+        // the same port after its flow was released.
+        let a = syn(&mut h, 50000);
+        let (v, _) = h.xdp(&frame(client(50000), (VIP, 80), PROTO_TCP, RST, &[]));
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(syn(&mut h, 50000).sport, a.sport);
     });
 }
 

@@ -69,8 +69,18 @@ pub const BE_ACTIVE: u32 = 1;
 pub const CT_NEW: u8 = 0;
 /// Packets flowed both ways (a reply was seen).
 pub const CT_ESTABLISHED: u8 = 1;
-/// A FIN was seen in either direction: the agent ages the entry out after a short idle time.
+/// The client sent the first FIN: the backend closes passively and keeps no TIME_WAIT, so the agent
+/// ages the entry (and frees its SNAT port) after a short idle time.
 pub const CT_CLOSING: u8 = 2;
+/// The backend sent the first FIN: it holds the connection in TIME_WAIT (60 s on Linux), and a new
+/// connection from the same SNAT address and port would be refused by its PAWS check unless it
+/// comes from the same client tuple. The agent keeps the SNAT port reserved for that long.
+pub const CT_TIME_WAIT: u8 = 3;
+
+/// Whether a flow state means a FIN was seen (the flow is over once the last packets pass).
+pub const fn ct_is_closing(state: u8) -> bool {
+    state == CT_CLOSING || state == CT_TIME_WAIT
+}
 
 /// A service key: where clients send packets.
 #[repr(C)]

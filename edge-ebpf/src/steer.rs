@@ -4,17 +4,21 @@
 //! the caller applies the returned [`Rewrite`] in its own way (XDP writes bytes and checksums
 //! itself, TC uses the skb helpers that also handle checksum offload and GSO).
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use edge_common::{
-    BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, Event, FlowKey, FlowValue, LAST_SEEN_GRANULARITY_NS,
-    NatKey, NatValue, PROTO_TCP, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings, flow_hash, table_index,
+    BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, FlowKey, FlowValue,
+    LAST_SEEN_GRANULARITY_NS, NatKey, NatValue, PROTO_TCP, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings,
+    flow_hash, table_index,
 };
 
 use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
-/// How many random SNAT ports a new flow tries before it is dropped as "ports exhausted".
+/// How many SNAT ports a new flow tries before it is dropped as "ports exhausted".
 const NAT_PORT_TRIES: u32 = 8;
+/// Step between a flow's SNAT port candidates (the golden ratio in 32 bits: successive candidates
+/// spread over the whole range instead of clustering).
+const NAT_PORT_STEP: u32 = 0x9e37_79b1;
 
 /// The new addresses and ports of a packet (network order).
 #[derive(Clone, Copy)]
@@ -125,7 +129,7 @@ fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
         let flow = unsafe { *ct };
         let reuse = if tcp {
             // A SYN on a closing flow is the client reusing its port: a new flow.
-            !(syn && flow.state == CT_CLOSING)
+            !(syn && edge_common::ct_is_closing(flow.state))
         } else {
             now.saturating_sub(flow.last_seen_ns) < settings.udp_timeout_ns
         };
@@ -138,7 +142,7 @@ fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
             if tcp && p.tcp_flags & TCP_RST != 0 {
                 forget(&fkey, &flow, &be, p.proto);
             } else {
-                touch(ct, &flow, now, p.tcp_flags & TCP_FIN != 0);
+                touch(ct, &flow, now, p.tcp_flags & TCP_FIN != 0, CT_CLOSING);
             }
             add(&SERVICE_STATS, svc.id, len, false);
             add(&BACKEND_STATS, flow.backend, len, false);
@@ -181,15 +185,29 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
     let nat = NatValue { client_addr: p.src, vip: p.dst, client_port: p.sport, vip_port: p.dport, backend: id };
     let mut nkey = NatKey::for_backend(&be, 0, p.proto);
     let count = settings.nat_port_count.max(1);
+    // The SNAT port is a function of the client's tuple (its own port when that lies in the range,
+    // like masquerading): a client that reuses its port gets the backend-side tuple it had before,
+    // which the backend's TIME_WAIT accepts (its timestamps continue), while a different client
+    // tuple landing on a port in TIME_WAIT would be refused by PAWS and stall for a SYN timeout.
+    let client_port = u32::from(u16::from_be(p.sport));
+    let start = if client_port.wrapping_sub(settings.nat_port_min) < count {
+        client_port - settings.nat_port_min
+    } else if svc.flags & SVC_HASH_SOURCE == 0 {
+        hash
+    } else {
+        flow_hash(p.src, p.dst, p.sport, p.dport, p.proto, false)
+    };
     let mut got = false;
-    for _ in 0..NAT_PORT_TRIES {
-        let r = unsafe { bpf_get_prandom_u32() };
-        nkey.nat_port = ((settings.nat_port_min + r % count) as u16).to_be();
+    let mut i: u32 = 0;
+    while i < NAT_PORT_TRIES {
+        let offset = start.wrapping_add(i.wrapping_mul(NAT_PORT_STEP)) % count;
+        nkey.nat_port = ((settings.nat_port_min + offset) as u16).to_be();
         // BPF_NOEXIST: the port is ours only if no other flow to this backend holds it.
         if REVNAT.insert(nkey, nat, 1).is_ok() {
             got = true;
             break;
         }
+        i += 1;
     }
     if !got {
         return Verdict::Drop(Event::DropNatPorts);
@@ -237,7 +255,8 @@ fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, len: u64) -> Verdict {
                 // SAFETY: as above.
                 unsafe { (*ct).state = CT_ESTABLISHED };
             }
-            touch(ct, &flow, now, fin);
+            // A first FIN from the backend means the backend will sit in TIME_WAIT.
+            touch(ct, &flow, now, fin, CT_TIME_WAIT);
         }
     }
     if let Some(be) = BACKENDS.get(nat.backend) {
@@ -255,16 +274,17 @@ fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, len: u64) -> Verdict {
     })
 }
 
-/// Refreshes the coarse last-seen time, and marks the flow closing on a FIN.
+/// Refreshes the coarse last-seen time, and on the first FIN marks the flow `closing` (the state
+/// that says which side closed first).
 #[inline(always)]
-fn touch(ct: *mut FlowValue, flow: &FlowValue, now: u64, fin: bool) {
+fn touch(ct: *mut FlowValue, flow: &FlowValue, now: u64, fin: bool, closing: u8) {
     // SAFETY: `ct` points at a live map value (see `forward`).
     unsafe {
         if now.saturating_sub(flow.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
             (*ct).last_seen_ns = now;
         }
-        if fin && flow.state != CT_CLOSING {
-            (*ct).state = CT_CLOSING;
+        if fin && !edge_common::ct_is_closing(flow.state) {
+            (*ct).state = closing;
         }
     }
 }

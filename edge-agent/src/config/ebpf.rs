@@ -77,6 +77,8 @@ pub enum XdpMode {
     Native,
     /// Generic (skb) XDP: works everywhere, slower than TC.
     Generic,
+    /// No XDP: the TC program steers alone (keeps GSO both ways; the fastest choice on veth).
+    Off,
 }
 
 /// Settings of the eBPF data plane.
@@ -121,8 +123,9 @@ pub(super) fn validate(raw: &RunArgs) -> Result<EbpfConfig, ConfigError> {
         None | Some("auto") => XdpMode::Auto,
         Some("native") | Some("drv") => XdpMode::Native,
         Some("generic") | Some("skb") => XdpMode::Generic,
+        Some("off") | Some("none") => XdpMode::Off,
         Some(_) => {
-            return Err(invalid("xdp-mode", raw.xdp_mode.as_deref().unwrap_or(""), "use auto, native or generic"));
+            return Err(invalid("xdp-mode", raw.xdp_mode.as_deref().unwrap_or(""), "use auto, native, generic or off"));
         }
     };
     let snat_ports = match raw.snat_ports.as_deref() {

@@ -220,7 +220,7 @@ pub struct FlowRow {
     pub backend: u32,
     /// SNAT port.
     pub nat_port: u16,
-    /// new, established, closing.
+    /// new, established, closing (client closed first), time_wait (backend closed first).
     pub state: &'static str,
     /// Since the last packet (coarse, 1 s).
     pub idle_ms: u64,
@@ -263,6 +263,7 @@ fn state_name(s: u8) -> &'static str {
         edge_common::CT_NEW => "new",
         edge_common::CT_ESTABLISHED => "established",
         edge_common::CT_CLOSING => "closing",
+        edge_common::CT_TIME_WAIT => "time_wait",
         _ => "?",
     }
 }

@@ -75,6 +75,40 @@ pub fn iface_of(addr: Ipv4Addr) -> Result<Option<String>, NetError> {
     Ok(local_addrs()?.into_iter().find(|(_, a)| *a == addr).map(|(n, _)| n))
 }
 
+/// The driver of interface `name` (`ethtool -i`), e.g. "veth", "ena", "virtio_net"; `None` when
+/// the interface does not answer the ethtool query.
+pub fn driver(name: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
+    // erom_version[32], reserved2[12], n_priv_flags, n_stats, testinfo_len, eedump_len, regdump_len.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 32 * 4 + 12 + 4 * 5] };
+    // SAFETY: a zeroed ifreq; the name fits (checked above) and stays NUL-terminated.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO writes at most size_of::<DrvInfo>() bytes into
+    // `info`, which outlives the call; `req` points at it.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +119,7 @@ mod tests {
         assert!(ifindex("no-such-if0").is_err());
         assert_eq!(iface_of(Ipv4Addr::LOCALHOST).unwrap().as_deref(), Some("lo"));
         assert_eq!(source_for(Ipv4Addr::LOCALHOST).unwrap(), Ipv4Addr::LOCALHOST);
+        assert_eq!(driver("no-such-if0"), None);
+        assert_eq!(driver("an-interface-name-far-too-long"), None);
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use edge_common::{CT_CLOSING, CT_NEW, FlowKey, FlowValue, NatKey, PROTO_UDP};
+use edge_common::{CT_CLOSING, CT_NEW, CT_TIME_WAIT, FlowKey, FlowValue, NatKey, PROTO_UDP};
 
 use super::kmaps::{Maps, monotonic_ns};
 
@@ -17,8 +17,11 @@ pub struct SweepConfig {
     pub udp_timeout: Duration,
     /// Established TCP flows.
     pub tcp_timeout: Duration,
-    /// TCP flows after a FIN (like Linux's TIME_WAIT-ish `nf_conntrack_tcp_timeout_fin_wait`).
+    /// TCP flows the client closed first (the backend keeps no TIME_WAIT).
     pub closing_timeout: Duration,
+    /// TCP flows the backend closed first: their SNAT port stays reserved while the backend may
+    /// still hold the connection in TIME_WAIT (60 s on Linux), so no other client tuple gets it.
+    pub time_wait_timeout: Duration,
     /// TCP flows whose SYN never got an answer.
     pub syn_timeout: Duration,
 }
@@ -30,6 +33,7 @@ impl SweepConfig {
             udp_timeout,
             tcp_timeout,
             closing_timeout: Duration::from_secs(10),
+            time_wait_timeout: Duration::from_secs(61),
             syn_timeout: Duration::from_secs(30),
         }
     }
@@ -63,6 +67,7 @@ pub fn expired(
     }
     match v.state {
         CT_CLOSING => (idle > cfg.closing_timeout).then_some("tcp_closed"),
+        CT_TIME_WAIT => (idle > cfg.time_wait_timeout).then_some("tcp_closed"),
         CT_NEW => (idle > cfg.syn_timeout).then_some("tcp_syn_unanswered"),
         _ => (idle > cfg.tcp_timeout).then_some("tcp_idle"),
     }
@@ -81,7 +86,7 @@ pub fn sweep(maps: &mut Maps, cfg: &SweepConfig) -> Report {
             Some(reason) => doomed.push((k, v, reason)),
             None => {
                 report.referenced.insert(v.backend);
-                if v.state != CT_CLOSING {
+                if !edge_common::ct_is_closing(v.state) {
                     *report.live.entry(v.backend).or_default() += 1;
                 }
             }
@@ -117,6 +122,8 @@ mod tests {
         assert_eq!(expired(&cfg, now, &udp, &flow(CT_NEW, 29), true), None);
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_CLOSING, 11), true), Some("tcp_closed"));
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_CLOSING, 9), true), None);
+        assert_eq!(expired(&cfg, now, &tcp, &flow(CT_TIME_WAIT, 11), true), None, "the backend may be in TIME_WAIT");
+        assert_eq!(expired(&cfg, now, &tcp, &flow(CT_TIME_WAIT, 62), true), Some("tcp_closed"));
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_NEW, 31), true), Some("tcp_syn_unanswered"));
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_ESTABLISHED, 3000), true), None);
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_ESTABLISHED, 3601), true), Some("tcp_idle"));
