@@ -235,6 +235,25 @@ fn round_robin_spreads(mode: Mode) {
     }
 }
 
+/// The same spread with native XDP forced on the veth (`auto` leaves XDP off there): real TCP
+/// through the XDP program, which steers what it can and hands partial-checksum frames to TC.
+#[test]
+fn ebpf_native_xdp_round_robin_spreads() {
+    if !netns::require_root("ebpf_native_xdp_round_robin_spreads") {
+        return;
+    }
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &["--xdp-mode", "native"]));
+    let state = env.agent.admin_json("/admin/state").expect("admin state");
+    let hooks = state.to_string();
+    assert!(hooks.contains("xdp-native"), "XDP attached natively: {hooks}");
+    let answers: Vec<String> = (0..60).map(|i| env.get(&format!("connection {i}"))).collect();
+    let counts = tally(answers.iter().map(String::as_str));
+    for ip in BACKENDS {
+        let n = counts.get(&ip.to_string()).copied().unwrap_or(0);
+        assert!(n >= 10, "{ip} got {n} of 60 connections ({counts:?})\n{}", env.log());
+    }
+}
+
 /// A backend whose health check fails gets no new connections within fall × interval (plus
 /// slack), while a connection established to it before keeps working.
 fn unhealthy_backend_gets_no_new_flows(mode: Mode) {

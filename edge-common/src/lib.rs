@@ -255,6 +255,33 @@ pub struct Settings {
     pub nat_port_count: u32,
     /// A UDP flow idle longer than this picks a backend again.
     pub udp_timeout_ns: u64,
+    /// How many entries of `vips` are used.
+    pub vip_count: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Every VIP address (network order), each once: the data path compares a packet's
+    /// destination with these before any hash lookup, which keeps both other traffic and
+    /// established flows off the services map.
+    pub vips: [u32; MAX_SERVICES as usize],
+}
+
+impl Settings {
+    /// Whether `addr` (network order) is a VIP address.
+    #[inline(always)]
+    pub fn is_vip(&self, addr: u32) -> bool {
+        // Only the used entries are compared (usually one); the bound keeps the verifier sure
+        // of the index.
+        let n = if self.vip_count < MAX_SERVICES { self.vip_count as usize } else { MAX_SERVICES as usize };
+        let mut i = 0;
+        while i < n {
+            // `get`, not indexing: a data-path program must have no panic branch.
+            if self.vips.get(i) == Some(&addr) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
 /// What happened to a packet, counted per CPU in the events map. Drops carry their reason.

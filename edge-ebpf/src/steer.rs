@@ -52,15 +52,25 @@ pub enum Verdict {
 /// Decides what to do with a parsed packet of `len` bytes.
 #[inline(always)]
 pub fn decide(p: &Packet, len: u64) -> Verdict {
-    let skey = service_key(p);
-    // SAFETY: the value is only read; the agent replaces whole values with single updates.
-    if let Some(svc) = unsafe { SERVICES.get(skey) } {
-        let svc = *svc;
-        return forward(p, &svc, len);
+    // Until the agent has written the settings nothing is steered (and counted as such).
+    let Some(settings) = settings() else { return Verdict::Pass(Event::NotConfigured) };
+    // A VIP address can also be a SNAT address (one interface, one host address), so a packet to
+    // it that is neither a flow's nor a service's may still be a reply.
+    if settings.is_vip(p.dst) {
+        // Every packet but a TCP SYN first looks for its flow: an established flow needs no
+        // service lookup (its backend is in the flow), so the common case costs one hash lookup.
+        if let Some((fkey, ct, flow, now)) = live_flow(p, settings) {
+            return established(p, &fkey, ct, &flow, now, len);
+        }
+        // Without a live flow the service decides; a port that is no service's may be a reply.
+        // SAFETY: the value is only read; the agent replaces whole values with single updates.
+        if let Some(svc) = unsafe { SERVICES.get(service_key(p)) } {
+            let svc = *svc;
+            return forward(p, &svc, settings, len);
+        }
     }
     // Replies go to a SNAT port: anything else skips the reverse-NAT lookup, which keeps the
     // cost of traffic that is not ours low.
-    let Some(settings) = settings() else { return Verdict::Pass(Event::Passed) };
     if u32::from(u16::from_be(p.dport)).wrapping_sub(settings.nat_port_min) >= settings.nat_port_count {
         return Verdict::Pass(Event::Passed);
     }
@@ -71,6 +81,32 @@ pub fn decide(p: &Packet, len: u64) -> Verdict {
         return reply(p, &nkey, &nat, len);
     }
     Verdict::Pass(Event::Passed)
+}
+
+/// The live flow of a packet to a VIP address, unless it is a TCP SYN (which may start a new flow
+/// on a closing one) or a UDP flow that idled out.
+#[inline(always)]
+fn live_flow(p: &Packet, settings: &Settings) -> Option<(FlowKey, *mut FlowValue, FlowValue, u64)> {
+    let tcp = p.proto == PROTO_TCP;
+    if tcp && p.tcp_flags & TCP_SYN != 0 {
+        return None;
+    }
+    let fkey = flow_key(p);
+    let ct = CONNTRACK.get_ptr_mut(fkey)?;
+    // SAFETY: see `forward`.
+    let flow = unsafe { *ct };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if tcp || now.saturating_sub(flow.last_seen_ns) < settings.udp_timeout_ns {
+        Some((fkey, ct, flow, now))
+    } else {
+        None
+    }
+}
+
+/// The conntrack key of a packet from a client.
+#[inline(always)]
+fn flow_key(p: &Packet) -> FlowKey {
+    FlowKey { src_addr: p.src, dst_addr: p.dst, src_port: p.sport, dst_port: p.dport, proto: p.proto, _pad: [0; 3] }
 }
 
 /// The service a packet is addressed to.
@@ -102,23 +138,15 @@ pub fn ours(p: &Packet) -> bool {
 }
 
 #[inline(always)]
-fn settings() -> Option<Settings> {
-    let s = *SETTINGS.get(0)?;
+fn settings() -> Option<&'static Settings> {
+    let s = SETTINGS.get(0)?;
     if s.nat_port_count == 0 { None } else { Some(s) }
 }
 
 #[inline(always)]
-fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
-    let Some(settings) = settings() else { return Verdict::Pass(Event::NotConfigured) };
+fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Verdict {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fkey = FlowKey {
-        src_addr: p.src,
-        dst_addr: p.dst,
-        src_port: p.sport,
-        dst_port: p.dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
+    let fkey = flow_key(p);
     let tcp = p.proto == PROTO_TCP;
     let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
 
@@ -134,27 +162,7 @@ fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
             now.saturating_sub(flow.last_seen_ns) < settings.udp_timeout_ns
         };
         if reuse {
-            let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::Drop(Event::DropStaleBackend) };
-            if be.flags & BE_ACTIVE == 0 {
-                return Verdict::Drop(Event::DropStaleBackend);
-            }
-            let be = *be;
-            if tcp && p.tcp_flags & TCP_RST != 0 {
-                forget(&fkey, &flow, &be, p.proto);
-            } else {
-                touch(ct, &flow, now, p.tcp_flags & TCP_FIN != 0, CT_CLOSING);
-            }
-            add(&SERVICE_STATS, svc.id, len, false);
-            add(&BACKEND_STATS, flow.backend, len, false);
-            return Verdict::Forward(Rewrite {
-                src: be.snat_addr,
-                dst: be.addr,
-                sport: flow.nat_port,
-                dport: be.port,
-                reply: false,
-                backend: flow.backend,
-                now,
-            });
+            return established(p, &fkey, ct, &flow, now, len);
         }
         // The old flow is over: release its SNAT port before it gets a new one.
         if let Some(be) = BACKENDS.get(flow.backend) {
@@ -164,7 +172,33 @@ fn forward(p: &Packet, svc: &ServiceValue, len: u64) -> Verdict {
     } else if tcp && !syn {
         return Verdict::Drop(Event::DropNoFlow);
     }
-    new_flow(p, svc, &settings, &fkey, now, len)
+    new_flow(p, svc, settings, &fkey, now, len)
+}
+
+/// A packet of a live flow: it follows the flow's backend, whatever the table says now.
+#[inline(always)]
+fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue, now: u64, len: u64) -> Verdict {
+    let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::Drop(Event::DropStaleBackend) };
+    if be.flags & BE_ACTIVE == 0 {
+        return Verdict::Drop(Event::DropStaleBackend);
+    }
+    let be = *be;
+    if p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0 {
+        forget(fkey, flow, &be, p.proto);
+    } else {
+        touch(ct, flow, now, p.tcp_flags & TCP_FIN != 0, CT_CLOSING);
+    }
+    add(&SERVICE_STATS, be.service, len, false);
+    add(&BACKEND_STATS, flow.backend, len, false);
+    Verdict::Forward(Rewrite {
+        src: be.snat_addr,
+        dst: be.addr,
+        sport: flow.nat_port,
+        dport: be.port,
+        reply: false,
+        backend: flow.backend,
+        now,
+    })
 }
 
 #[inline(always)]

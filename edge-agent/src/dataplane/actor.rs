@@ -131,10 +131,21 @@ impl Actor {
             _loaded: loaded,
         };
         let (lo, hi) = actor.cfg.snat_ports;
+        let mut vips = [0u32; edge_common::MAX_SERVICES as usize];
+        let mut vip_count = 0;
+        for addr in inputs.iter().map(|i| u32::from(i.vip.addr).to_be()) {
+            if !vips[..vip_count].contains(&addr) && vip_count < vips.len() {
+                vips[vip_count] = addr;
+                vip_count += 1;
+            }
+        }
         let settings = Settings {
             nat_port_min: u32::from(lo),
             nat_port_count: u32::from(hi - lo) + 1,
             udp_timeout_ns: actor.cfg.sweep.udp_timeout.as_nanos() as u64,
+            vip_count: vip_count as u32,
+            _pad: 0,
+            vips,
         };
         actor.maps.settings.set(0, settings, 0).map_err(werr("settings"))?;
 

@@ -114,6 +114,13 @@ impl Harness {
                     nat_port_min: u32::from(NAT_PORTS.0),
                     nat_port_count: u32::from(NAT_PORTS.1 - NAT_PORTS.0) + 1,
                     udp_timeout_ns: 30_000_000_000,
+                    vip_count: 1,
+                    _pad: 0,
+                    vips: {
+                        let mut v = [0; edge_common::MAX_SERVICES as usize];
+                        v[0] = u32::from(VIP).to_be();
+                        v
+                    },
                 },
                 0,
             )
@@ -149,6 +156,8 @@ impl Harness {
         let mut s = settings.get(&0, 0).unwrap();
         s.nat_port_min = u32::from(client.1);
         s.nat_port_count = 1;
+        s.vips[s.vip_count as usize] = u32::from(MIRROR).to_be();
+        s.vip_count += 1;
         settings.set(0, s, 0).unwrap();
     }
 
