@@ -48,6 +48,36 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     http(&bin)
 }
 
+/// Stops what l4-peers.sh leaves behind. Its exit trap runs under `set -e` and ends at the first
+/// `kill` of a process that is already gone (HAProxy, stopped earlier), so the candidate agent
+/// after it keeps running and the namespaces stay. The script is shared, so the fix lives here.
+fn reap_l4_leftovers(bin: &std::path::Path) {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    let mut pids = Vec::new();
+    for pid in procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let mut args = cmdline.split(|b| *b == 0);
+        if args.next() == Some(bin.as_os_str().as_encoded_bytes()) && args.next() == Some(b"run".as_slice()) {
+            pids.push(pid.to_string());
+        }
+    }
+    if !pids.is_empty() {
+        println!("stopping the candidate agent that l4-peers.sh left running (pids {})", pids.join(" "));
+        let _ = Command::new("kill").args(&pids).status();
+        for _ in 0..50 {
+            if pids.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    for ns in ["e4c", "e4l", "e4b"] {
+        if std::path::Path::new("/run/netns").join(ns).exists() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
 fn l4(bin: &std::path::Path) -> anyhow::Result<()> {
     let script = root().join("../shared/bench/l4-peers.sh");
     if !script.is_file() {
@@ -62,6 +92,7 @@ fn l4(bin: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("running {} (direct, nftables, HAProxy TCP and edge eBPF; same backends and load)", script.display());
     let out = Command::new("bash").arg(&script).env("CANDIDATE", &candidate).output().context("running l4-peers.sh")?;
+    reap_l4_leftovers(bin);
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     // name -> mode -> requests/s of each round
