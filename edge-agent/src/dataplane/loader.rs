@@ -164,13 +164,33 @@ pub trait LoadProgram {
 
 impl LoadProgram for Xdp {
     fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
-        if self.fd().is_ok() { Ok(()) } else { self.load() }
+        if self.fd().is_ok() { Ok(()) } else { retry_interrupted(|| self.load()) }
     }
 }
 
 impl LoadProgram for SchedClassifier {
     fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
-        if self.fd().is_ok() { Ok(()) } else { self.load() }
+        if self.fd().is_ok() { Ok(()) } else { retry_interrupted(|| self.load()) }
+    }
+}
+
+/// Runs a program load, again (up to 5 times) while it fails with EAGAIN. The verifier gives up
+/// with EAGAIN when a signal is pending for the loading thread, which says nothing about the
+/// program; libbpf retries the same way.
+pub fn retry_interrupted(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
+            {
+                tracing::debug!(attempt, "the verifier was interrupted by a signal; loading again");
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -47,7 +47,8 @@ fn attach_detach(iface: &str, dir: &std::path::Path) -> Result<(), String> {
     })?;
     let prog = ebpf.program_mut(XDP).ok_or_else(|| format!("the embedded object has no program {XDP}"))?;
     let xdp: &mut Xdp = prog.try_into().map_err(|e| format!("{XDP} is not an XDP program: {e}"))?;
-    xdp.load().map_err(|e| format!("the kernel refused the XDP program: {}", super::error_chain(&e)))?;
+    super::loader::retry_interrupted(|| xdp.load())
+        .map_err(|e| format!("the kernel refused the XDP program: {}", super::error_chain(&e)))?;
     let link = xdp.attach(iface, XdpMode::Default).map_err(|e| format!("attaching XDP to {iface} failed: {e}"))?;
     xdp.detach(link).map_err(|e| format!("detaching XDP from {iface} failed: {e}"))
 }

@@ -11,6 +11,7 @@ use std::process::Command;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
+use edge_agent::dataplane::loader::retry_interrupted;
 use edge_agent::dataplane::object::EBPF_OBJECT;
 use edge_common::{
     BE_ACTIVE, BackendValue, Counters, Event, FlowKey, FlowValue, NatKey, NatValue, ServiceKey, ServiceValue, Settings,
@@ -101,9 +102,9 @@ impl Harness {
             .load(EBPF_OBJECT)
             .expect("load the eBPF object");
         let xdp: &mut Xdp = ebpf.program_mut(program_names::XDP).unwrap().try_into().unwrap();
-        xdp.load().expect("the verifier accepts the XDP program");
+        retry_interrupted(|| xdp.load()).expect("the verifier accepts the XDP program");
         let tc: &mut SchedClassifier = ebpf.program_mut(program_names::TC).unwrap().try_into().unwrap();
-        tc.load().expect("the verifier accepts the TC program");
+        retry_interrupted(|| tc.load()).expect("the verifier accepts the TC program");
         let mut h = Self { ebpf, dir };
         let mut settings: Array<&mut MapData, Settings> =
             Array::try_from(h.ebpf.map_mut(map_names::SETTINGS).unwrap()).unwrap();
