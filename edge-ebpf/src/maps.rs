@@ -9,7 +9,7 @@ use edge_common::{
     ServiceKey, ServiceValue, Settings,
 };
 
-/// (VIP, port, protocol) → service, plus one catch-all entry per VIP (port 0, protocol 0).
+/// (VIP, port, protocol) → service.
 #[map(name = "EDGE_SVC_V1")]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES * 2, 0);
 

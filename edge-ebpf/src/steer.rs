@@ -137,8 +137,9 @@ pub fn ours(p: &Packet) -> bool {
     unsafe { SERVICES.get(skey).is_some() || REVNAT.get(nkey).is_some() }
 }
 
+/// The agent's settings, once it has written them.
 #[inline(always)]
-fn settings() -> Option<&'static Settings> {
+pub fn settings() -> Option<&'static Settings> {
     let s = SETTINGS.get(0)?;
     if s.nat_port_count == 0 { None } else { Some(s) }
 }

@@ -12,7 +12,7 @@ use edge_common::Event;
 
 use crate::csum::{is_partial, replace2, replace4};
 use crate::fib::{FIB_NO_NEIGH, FIB_SUCCESS, route};
-use crate::maps::{SERVICES, count};
+use crate::maps::count;
 use crate::parse::{OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, Parsed, parse, ptr_at};
 use crate::steer::{Rewrite, Verdict, decide, ours};
 
@@ -79,13 +79,11 @@ fn malformed(dst: u32) -> u32 {
     }
 }
 
-/// Whether any service uses `addr` as its VIP. Malformed packets carry no trustworthy port, so
-/// this looks for the catch-all entry the agent writes per VIP (port 0, protocol 0).
+/// Whether any service uses `addr` as its VIP (malformed packets carry no trustworthy port, so
+/// the address alone decides), from the VIP list in the settings.
 #[inline(always)]
 pub fn is_vip_addr(addr: u32) -> bool {
-    let key = edge_common::ServiceKey { addr, port: 0, proto: 0, _pad: 0 };
-    // SAFETY: read-only lookup.
-    unsafe { SERVICES.get(key) }.is_some()
+    crate::steer::settings().is_some_and(|s| s.is_vip(addr))
 }
 
 #[inline(always)]

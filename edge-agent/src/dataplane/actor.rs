@@ -176,7 +176,9 @@ impl Actor {
         }
         actor.used = adopted.iter().map(|(i, _)| *i).collect();
         // Services of an earlier configuration that this one does not have.
-        let keep: Vec<ServiceKey> = actor.services.iter().flat_map(|s| [s.key, catch_all(&s.key)]).collect();
+        // (Earlier layouts also wrote a per-VIP catch-all entry, port 0; the VIP list in the
+        // settings replaced it, so such entries go too.)
+        let keep: Vec<ServiceKey> = actor.services.iter().map(|s| s.key).collect();
         let stale: Vec<ServiceKey> =
             actor.maps.services.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
         for k in stale {
@@ -387,7 +389,6 @@ impl Actor {
             _pad: 0,
         };
         self.maps.services.insert(svc.key, value, 0).map_err(werr("services"))?;
-        self.maps.services.insert(catch_all(&svc.key), value, 0).map_err(werr("services"))?;
         svc.tables[next as usize] = if table.is_empty() { svc.tables[next as usize].take() } else { Some(table) };
         svc.live = next;
         self.metrics.ebpf_table_swaps.inc();
@@ -426,12 +427,6 @@ fn assign_service_ids(old: &[Option<u32>], earlier: &BTreeSet<u32>) -> Option<Ve
 
 fn service_key(vip: Vip) -> ServiceKey {
     ServiceKey { addr: u32::from(vip.addr).to_be(), port: vip.port.to_be(), proto: vip.proto.number(), _pad: 0 }
-}
-
-/// The per-VIP entry (port 0, protocol 0) the data path uses to recognise malformed packets aimed
-/// at a VIP.
-fn catch_all(k: &ServiceKey) -> ServiceKey {
-    ServiceKey { addr: k.addr, port: 0, proto: 0, _pad: 0 }
 }
 
 fn snat_for(addr: Ipv4Addr, name: &str) -> Ipv4Addr {

@@ -74,7 +74,7 @@ impl Maps {
         })
     }
 
-    /// Services with a port (the per-VIP catch-all entries, port 0, are left out).
+    /// Services with a port (port-0 entries that an earlier layout wrote are left out).
     pub fn services(&self) -> Vec<ServiceRow> {
         let mut out: Vec<ServiceRow> = self
             .services

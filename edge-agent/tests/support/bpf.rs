@@ -209,7 +209,6 @@ impl Harness {
         let v = ServiceValue { id: 1, flags, generation, table_size: TABLE, backends, _pad: 0 };
         let addr = u32::from(VIP).to_be();
         svc.insert(ServiceKey { addr, port: port.to_be(), proto, _pad: 0 }, v, 0).unwrap();
-        svc.insert(ServiceKey { addr, port: 0, proto: 0, _pad: 0 }, v, 0).unwrap();
     }
 
     /// Runs the XDP program once: (verdict, output frame).
