@@ -9,8 +9,8 @@
 
 #![no_std]
 
-/// Version of the map layout; part of every pinned map's name (`EDGE_*_V1`).
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of the map layout; part of every pinned map's name (`EDGE_*_V2`).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Where maps and links are pinned (bpffs).
 pub const PIN_DIR: &str = "/sys/fs/bpf/edge";
@@ -18,25 +18,25 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/edge";
 /// Map names, as the eBPF object defines them and as they are pinned under [`PIN_DIR`].
 pub mod map_names {
     /// [`crate::ServiceKey`] → [`crate::ServiceValue`].
-    pub const SERVICES: &str = "EDGE_SVC_V1";
+    pub const SERVICES: &str = "EDGE_SVC_V2";
     /// Backend id → [`crate::BackendValue`].
-    pub const BACKENDS: &str = "EDGE_BACKENDS_V1";
+    pub const BACKENDS: &str = "EDGE_BACKENDS_V2";
     /// Maglev lookup tables: `u32` backend ids, see [`crate::table_index`].
-    pub const MAGLEV: &str = "EDGE_MAGLEV_V1";
+    pub const MAGLEV: &str = "EDGE_MAGLEV_V2";
     /// Client-side conntrack: [`crate::FlowKey`] → [`crate::FlowValue`].
-    pub const CONNTRACK: &str = "EDGE_CT_V1";
+    pub const CONNTRACK: &str = "EDGE_CT_V2";
     /// Reverse NAT: [`crate::NatKey`] → [`crate::NatValue`].
-    pub const REVNAT: &str = "EDGE_REVNAT_V1";
+    pub const REVNAT: &str = "EDGE_REVNAT_V2";
     /// Per-CPU [`crate::Counters`] by service id.
-    pub const SERVICE_STATS: &str = "EDGE_SVC_STATS_V1";
+    pub const SERVICE_STATS: &str = "EDGE_SVC_STATS_V2";
     /// Per-CPU [`crate::Counters`] by backend id.
-    pub const BACKEND_STATS: &str = "EDGE_BE_STATS_V1";
+    pub const BACKEND_STATS: &str = "EDGE_BE_STATS_V2";
     /// Per-CPU `u64` packet counts by [`crate::Event`].
-    pub const EVENTS: &str = "EDGE_EVENTS_V1";
+    pub const EVENTS: &str = "EDGE_EVENTS_V2";
     /// Single-entry array holding the [`crate::Settings`].
-    pub const SETTINGS: &str = "EDGE_SETTINGS_V1";
+    pub const SETTINGS: &str = "EDGE_SETTINGS_V2";
     /// Per-CPU [`crate::NextHop`] cache by backend id (not pinned: it is rebuilt in a second).
-    pub const NEXTHOP: &str = "EDGE_NEXTHOP_V1";
+    pub const NEXTHOP: &str = "EDGE_NEXTHOP_V2";
 }
 
 /// Program names inside the object.
@@ -45,6 +45,9 @@ pub mod program_names {
     pub const XDP: &str = "edge_xdp";
     /// TC (TCX ingress) program: the same steering as XDP, plus the reply path that must keep GSO.
     pub const TC: &str = "edge_tc";
+    /// Never attached: the agent runs it (`BPF_PROG_TEST_RUN`) to read the kernel's tick counter
+    /// when it calibrates the data path's clock (see [`crate::Settings::clock_ns_per_tick`]).
+    pub const CLOCK: &str = "edge_clock";
 }
 
 /// Most services (VIP, port, protocol) one agent programs.
@@ -96,6 +99,15 @@ pub struct ServiceKey {
     pub _pad: u8,
 }
 
+impl ServiceKey {
+    /// The key of (VIP, port, protocol), network order, built from whole words (see [`words`]).
+    #[inline(always)]
+    pub fn new(addr: u32, port: u16, proto: u8) -> Self {
+        let port = port.to_ne_bytes();
+        words([addr, u32::from_ne_bytes([port[0], port[1], proto, 0])])
+    }
+}
+
 /// What the data path needs to know about a service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,6 +144,27 @@ pub struct BackendValue {
     pub service: u32,
 }
 
+/// Builds a key type from whole 32-bit words in memory order.
+///
+/// The kernel hashes a map key word by word. A key written field by field (bytes and half-words)
+/// makes each of those word loads wait for the stores it overlaps to retire, because a CPU cannot
+/// forward several narrow stores to one wide load; measured, that cost ~10 ns per lookup on the
+/// established-flow path. Writing the key as words avoids it.
+#[inline(always)]
+fn words<T: Copy, const N: usize>(w: [u32; N]) -> T {
+    const { assert!(core::mem::size_of::<T>() == N * 4) };
+    // SAFETY: `T` is one of this crate's `repr(C)` key types, all plain integers without implicit
+    // padding and exactly `N` words long (asserted above), so every bit pattern is a valid `T`.
+    unsafe { core::mem::transmute_copy(&w) }
+}
+
+/// Two ports (network order) as the word they form in a key, in memory order.
+#[inline(always)]
+fn ports_word(first: u16, second: u16) -> u32 {
+    let (a, b) = (first.to_ne_bytes(), second.to_ne_bytes());
+    u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
+}
+
 /// A client-side flow: the packet as the client sent it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -147,7 +180,17 @@ pub struct FlowKey {
     /// Protocol.
     pub proto: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Zero.
+    pub _pad2: u16,
+}
+
+impl FlowKey {
+    /// The flow of a packet from a client (all network order), built from whole words.
+    #[inline(always)]
+    pub fn new(src_addr: u32, dst_addr: u32, src_port: u16, dst_port: u16, proto: u8) -> Self {
+        words([src_addr, dst_addr, ports_word(src_port, dst_port), u32::from_ne_bytes([proto, 0, 0, 0])])
+    }
 }
 
 /// Where a client flow goes.
@@ -162,9 +205,9 @@ pub struct FlowValue {
     pub state: u8,
     /// Zero.
     pub _pad: u8,
-    /// Last packet seen (either direction), `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC at tick
-    /// granularity), and coarser still: it is
-    /// refreshed at most once per [`LAST_SEEN_GRANULARITY_NS`] to keep writes off the fast path.
+    /// Last packet seen (either direction), on the data path's clock (CLOCK_MONOTONIC at tick
+    /// granularity, see [`Settings::clock_ns_per_tick`]), and coarser still: it is refreshed at
+    /// most once per [`LAST_SEEN_GRANULARITY_NS`] to keep writes off the fast path.
     pub last_seen_ns: u64,
     /// When the flow was created.
     pub created_ns: u64,
@@ -188,14 +231,22 @@ pub struct NatKey {
     /// Protocol.
     pub proto: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Zero.
+    pub _pad2: u16,
 }
 
 impl NatKey {
+    /// The key of a reply (all network order), built from whole words.
+    #[inline(always)]
+    pub fn new(backend_addr: u32, snat_addr: u32, backend_port: u16, nat_port: u16, proto: u8) -> Self {
+        words([backend_addr, snat_addr, ports_word(backend_port, nat_port), u32::from_ne_bytes([proto, 0, 0, 0])])
+    }
+
     /// The key of replies from backend `be` to SNAT port `nat_port` (network order).
     #[inline(always)]
-    pub const fn for_backend(be: &BackendValue, nat_port: u16, proto: u8) -> Self {
-        Self { backend_addr: be.addr, snat_addr: be.snat_addr, backend_port: be.port, nat_port, proto, _pad: [0; 3] }
+    pub fn for_backend(be: &BackendValue, nat_port: u16, proto: u8) -> Self {
+        Self::new(be.addr, be.snat_addr, be.port, nat_port, proto)
     }
 }
 
@@ -220,7 +271,7 @@ pub struct NatValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
-    /// `bpf_ktime_get_coarse_ns` after which the entry must be looked up again.
+    /// Time (the data path's clock) after which the entry must be looked up again.
     pub expires_ns: u64,
     /// Egress interface.
     pub ifindex: u32,
@@ -263,9 +314,25 @@ pub struct Settings {
     /// destination with these before any hash lookup, which keeps both other traffic and
     /// established flows off the services map.
     pub vips: [u32; MAX_SERVICES as usize],
+    /// Nanoseconds per kernel tick (1e9 / CONFIG_HZ, rounded as the kernel rounds it).
+    ///
+    /// The data path's clock is `jiffies × clock_ns_per_tick + clock_offset_ns`. `bpf_jiffies64`
+    /// is inlined by the JIT into one load, while `bpf_ktime_get_coarse_ns` is a helper call that
+    /// cost ~15 ns per packet (measured with `BPF_PROG_TEST_RUN`). The kernel does not publish
+    /// its tick rate, so the agent measures it and the offset at start (`dataplane::clock`),
+    /// which makes the clock CLOCK_MONOTONIC to within a tick or two.
+    pub clock_ns_per_tick: u64,
+    /// See [`Self::clock_ns_per_tick`] (wrapping arithmetic).
+    pub clock_offset_ns: u64,
 }
 
 impl Settings {
+    /// The data path's clock for a `jiffies` reading (see [`Self::clock_ns_per_tick`]).
+    #[inline(always)]
+    pub fn clock_ns(&self, jiffies: u64) -> u64 {
+        jiffies.wrapping_mul(self.clock_ns_per_tick).wrapping_add(self.clock_offset_ns)
+    }
+
     /// Whether `addr` (network order) is a VIP address.
     #[inline(always)]
     pub fn is_vip(&self, addr: u32) -> bool {

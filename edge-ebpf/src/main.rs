@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod csum;
 mod fib;
 mod maps;
@@ -26,6 +27,12 @@ use aya_ebpf::programs::{TcContext, XdpContext};
 #[xdp]
 pub fn edge_xdp(ctx: XdpContext) -> u32 {
     xdp::try_steer(&ctx).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+/// Calibration entry point (run by the agent, never attached): see `clock::try_clock`.
+#[xdp]
+pub fn edge_clock(ctx: XdpContext) -> u32 {
+    clock::try_clock(&ctx)
 }
 
 /// TC entry point: thin, returns the verdict of `tc::try_steer`.

@@ -10,39 +10,39 @@ use edge_common::{
 };
 
 /// (VIP, port, protocol) → service.
-#[map(name = "EDGE_SVC_V1")]
+#[map(name = "EDGE_SVC_V2")]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES * 2, 0);
 
 /// Backend id → backend; id 0 is never written ("none").
-#[map(name = "EDGE_BACKENDS_V1")]
+#[map(name = "EDGE_BACKENDS_V2")]
 pub static BACKENDS: Array<BackendValue> = Array::pinned(MAX_BACKENDS, 0);
 
 /// Two generations of Maglev table per service (see `edge_common::table_index`).
-#[map(name = "EDGE_MAGLEV_V1")]
+#[map(name = "EDGE_MAGLEV_V2")]
 pub static MAGLEV: Array<u32> = Array::pinned(1, 0);
 
 /// Client-side conntrack.
-#[map(name = "EDGE_CT_V1")]
+#[map(name = "EDGE_CT_V2")]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(1, 0);
 
 /// Reverse NAT for replies; its keys are also the SNAT port reservations.
-#[map(name = "EDGE_REVNAT_V1")]
+#[map(name = "EDGE_REVNAT_V2")]
 pub static REVNAT: LruHashMap<NatKey, NatValue> = LruHashMap::pinned(1, 0);
 
 /// Per-CPU counters by service id.
-#[map(name = "EDGE_SVC_STATS_V1")]
+#[map(name = "EDGE_SVC_STATS_V2")]
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_SERVICES + 1, 0);
 
 /// Per-CPU counters by backend id.
-#[map(name = "EDGE_BE_STATS_V1")]
+#[map(name = "EDGE_BE_STATS_V2")]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 
 /// Per-CPU packet counts by `edge_common::Event`.
-#[map(name = "EDGE_EVENTS_V1")]
+#[map(name = "EDGE_EVENTS_V2")]
 pub static EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(EVENTS_LEN, 0);
 
 /// The agent's settings (one entry).
-#[map(name = "EDGE_SETTINGS_V1")]
+#[map(name = "EDGE_SETTINGS_V2")]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 /// Counts one packet under `event`.
@@ -70,5 +70,5 @@ pub fn add(map: &PerCpuArray<Counters>, index: u32, bytes: u64, new_flow: bool) 
 }
 
 /// Per-CPU next-hop cache by backend id (not pinned: a new agent's program refills it at once).
-#[map(name = "EDGE_NEXTHOP_V1")]
+#[map(name = "EDGE_NEXTHOP_V2")]
 pub static NEXTHOP: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

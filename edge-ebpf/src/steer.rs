@@ -4,13 +4,13 @@
 //! the caller applies the returned [`Rewrite`] in its own way (XDP writes bytes and checksums
 //! itself, TC uses the skb helpers that also handle checksum offload and GSO).
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use edge_common::{
     BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, FlowKey, FlowValue,
     LAST_SEEN_GRANULARITY_NS, NatKey, NatValue, PROTO_TCP, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings,
     flow_hash, table_index,
 };
 
+use crate::clock::now;
 use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -35,7 +35,7 @@ pub struct Rewrite {
     pub reply: bool,
     /// The backend id for a forwarded packet (its next hop may be cached), 0 for a reply.
     pub backend: u32,
-    /// Coarse time of the decision.
+    /// Time of the decision (the data path's clock).
     pub now: u64,
 }
 
@@ -78,7 +78,7 @@ pub fn decide(p: &Packet, len: u64) -> Verdict {
     // SAFETY: read-only copy of a map value.
     if let Some(nat) = unsafe { REVNAT.get(nkey) } {
         let nat = *nat;
-        return reply(p, &nkey, &nat, len);
+        return reply(p, &nkey, &nat, settings, len);
     }
     Verdict::Pass(Event::Passed)
 }
@@ -95,7 +95,7 @@ fn live_flow(p: &Packet, settings: &Settings) -> Option<(FlowKey, *mut FlowValue
     let ct = CONNTRACK.get_ptr_mut(fkey)?;
     // SAFETY: see `forward`.
     let flow = unsafe { *ct };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = now(settings);
     if tcp || now.saturating_sub(flow.last_seen_ns) < settings.udp_timeout_ns {
         Some((fkey, ct, flow, now))
     } else {
@@ -106,26 +106,19 @@ fn live_flow(p: &Packet, settings: &Settings) -> Option<(FlowKey, *mut FlowValue
 /// The conntrack key of a packet from a client.
 #[inline(always)]
 fn flow_key(p: &Packet) -> FlowKey {
-    FlowKey { src_addr: p.src, dst_addr: p.dst, src_port: p.sport, dst_port: p.dport, proto: p.proto, _pad: [0; 3] }
+    FlowKey::new(p.src, p.dst, p.sport, p.dport, p.proto)
 }
 
 /// The service a packet is addressed to.
 #[inline(always)]
 fn service_key(p: &Packet) -> ServiceKey {
-    ServiceKey { addr: p.dst, port: p.dport, proto: p.proto, _pad: 0 }
+    ServiceKey::new(p.dst, p.dport, p.proto)
 }
 
 /// The reverse-NAT entry a packet would match if it were a reply from a backend.
 #[inline(always)]
 fn reply_key(p: &Packet) -> NatKey {
-    NatKey {
-        backend_addr: p.src,
-        snat_addr: p.dst,
-        backend_port: p.sport,
-        nat_port: p.dport,
-        proto: p.proto,
-        _pad: [0; 3],
-    }
+    NatKey::new(p.src, p.dst, p.sport, p.dport, p.proto)
 }
 
 /// Whether the packet is for a service or a reply to a NAT flow (without changing any state).
@@ -146,7 +139,7 @@ pub fn settings() -> Option<&'static Settings> {
 
 #[inline(always)]
 fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Verdict {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = now(settings);
     let fkey = flow_key(p);
     let tcp = p.proto == PROTO_TCP;
     let syn = tcp && p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
@@ -268,16 +261,9 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
 }
 
 #[inline(always)]
-fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, len: u64) -> Verdict {
-    let fkey = FlowKey {
-        src_addr: nat.client_addr,
-        dst_addr: nat.vip,
-        src_port: nat.client_port,
-        dst_port: nat.vip_port,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, settings: &Settings, len: u64) -> Verdict {
+    let fkey = FlowKey::new(nat.client_addr, nat.vip, nat.client_port, nat.vip_port, p.proto);
+    let now = now(settings);
     if let Some(ct) = CONNTRACK.get_ptr_mut(fkey) {
         // SAFETY: as in `forward`.
         let flow = unsafe { *ct };

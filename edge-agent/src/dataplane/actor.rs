@@ -120,6 +120,7 @@ impl Actor {
         inputs: Vec<ServiceInput>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WriteError> {
+        let clock = loaded.clock;
         let mut actor = Self {
             cfg,
             maps,
@@ -146,6 +147,8 @@ impl Actor {
             vip_count: vip_count as u32,
             _pad: 0,
             vips,
+            clock_ns_per_tick: clock.ns_per_tick,
+            clock_offset_ns: clock.offset_ns,
         };
         actor.maps.settings.set(0, settings, 0).map_err(werr("settings"))?;
 

@@ -15,6 +15,7 @@ use aya::{Ebpf, EbpfLoader};
 use edge_common::{map_names, program_names};
 use serde::Serialize;
 
+use super::clock::{Calibration, ClockError};
 use super::netinfo;
 use super::object::EBPF_OBJECT;
 use super::pins::{self, PinError};
@@ -29,6 +30,9 @@ pub enum LoadError {
     /// The kernel refused the object or a map.
     #[error("loading the eBPF object failed: {0}; this needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BTF")]
     Load(String),
+    /// The data path's clock could not be calibrated.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
     /// Adopted maps have another size than this configuration needs.
     #[error(
         "the pinned map {name} has {found} entries but this configuration needs {want} (another --table-size or --conntrack-size?); keep the old setting, or run `edge-agent cleanup` first (established flows are lost)"
@@ -98,6 +102,8 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// Whether pinned maps from an earlier agent were adopted.
     pub adopted_maps: bool,
+    /// The data path's clock, for the settings.
+    pub clock: Calibration,
 }
 
 /// Loads and attaches.
@@ -124,6 +130,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         }
     }
 
+    let clock = super::clock::calibrate(program(&mut ebpf, program_names::CLOCK)?)?;
+
     let mut attachments = Vec::new();
     let mut wanted: Vec<PathBuf> = Vec::new();
     {
@@ -142,7 +150,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         wanted.push(pins::link_path("tc", iface));
     }
     remove_stale_links(&wanted);
-    Ok(Loaded { ebpf, attachments, adopted_maps })
+    Ok(Loaded { ebpf, attachments, adopted_maps, clock })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

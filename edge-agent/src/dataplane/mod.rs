@@ -7,11 +7,12 @@
 //! reports. When the proxy runs instead, `fallback_listeners` says where it serves the VIPs.
 //!
 //! The eBPF side: `loader` loads the embedded object (`object`) with its maps pinned or adopted
-//! (`pins`) and attaches it; `actor` is the only writer of the maps (`kmaps`), following the
+//! (`pins`), calibrates the data path's clock (`clock`) and attaches it; `actor` is the only writer of the maps (`kmaps`), following the
 //! backends and the strategy (`weights`) and sweeping conntrack (`sweep`); `collector` exports the
 //! kernel counters to Prometheus; `view` renders `edge-agent maps`.
 
 pub mod actor;
+pub mod clock;
 pub mod collector;
 pub mod kmaps;
 pub mod loader;

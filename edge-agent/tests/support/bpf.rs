@@ -11,6 +11,7 @@ use std::process::Command;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
+use edge_agent::dataplane::clock::{Calibration, calibrate};
 use edge_agent::dataplane::loader::retry_interrupted;
 use edge_agent::dataplane::object::EBPF_OBJECT;
 use edge_common::{
@@ -105,6 +106,11 @@ impl Harness {
         retry_interrupted(|| xdp.load()).expect("the verifier accepts the XDP program");
         let tc: &mut SchedClassifier = ebpf.program_mut(program_names::TC).unwrap().try_into().unwrap();
         retry_interrupted(|| tc.load()).expect("the verifier accepts the TC program");
+        let clock: &mut Xdp = ebpf.program_mut(program_names::CLOCK).unwrap().try_into().unwrap();
+        retry_interrupted(|| clock.load()).expect("the verifier accepts the clock program");
+        // The calibration is the host's: once per test process (it takes 100 ms).
+        static CLOCK: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
+        let clock = *CLOCK.get_or_init(|| calibrate(clock).expect("the data path's clock calibrates"));
         let mut h = Self { ebpf, dir };
         let mut settings: Array<&mut MapData, Settings> =
             Array::try_from(h.ebpf.map_mut(map_names::SETTINGS).unwrap()).unwrap();
@@ -122,6 +128,8 @@ impl Harness {
                         v[0] = u32::from(VIP).to_be();
                         v
                     },
+                    clock_ns_per_tick: clock.ns_per_tick,
+                    clock_offset_ns: clock.offset_ns,
                 },
                 0,
             )
@@ -423,7 +431,8 @@ pub fn flow_key(client: (Ipv4Addr, u16), port: u16, proto: u8) -> FlowKey {
         src_port: client.1.to_be(),
         dst_port: port.to_be(),
         proto,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     }
 }
 
@@ -435,26 +444,74 @@ pub fn nat_key(b: Ipv4Addr, nat_port: u16, proto: u8) -> NatKey {
         backend_port: 8080u16.to_be(),
         nat_port,
         proto,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     }
 }
 
-/// ns per run of an XDP program that only returns XDP_PASS (the floor any XDP program pays),
-/// loaded from two raw instructions and run through `BPF_PROG_TEST_RUN` like the real one.
+/// ns per run of an XDP program that only returns XDP_PASS: the cost of `BPF_PROG_TEST_RUN`
+/// itself, the floor every data-path figure is compared with.
 pub fn xdp_pass_floor_ns(frame: &[u8], repeat: u32) -> f64 {
     // r0 = XDP_PASS (2); exit.
-    let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+    raw_xdp_ns(&[0x0000_0002_0000_00b7, 0x0000_0000_0000_0095], frame, repeat)
+}
+
+/// ns per run of an XDP program that looks up one existing 16-byte key in an LRU hash map (the
+/// conntrack map's key size) and passes: what one conntrack lookup costs on this host, with
+/// nothing of edge's around it.
+pub fn lru_lookup_reference_ns(frame: &[u8], repeat: u32) -> f64 {
+    let mut attr = [0u8; 144];
+    attr[0..4].copy_from_slice(&9u32.to_ne_bytes()); // BPF_MAP_TYPE_LRU_HASH
+    attr[4..8].copy_from_slice(&16u32.to_ne_bytes()); // key size
+    attr[8..12].copy_from_slice(&24u32.to_ne_bytes()); // value size
+    attr[12..16].copy_from_slice(&4096u32.to_ne_bytes()); // max entries
+    // SAFETY: the attribute buffer outlives the call.
+    let map = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
+    assert!(map >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+    let key: [u32; 4] = [0x0a00_0001, 0x0a00_0002, 0x5000_c350, 6];
+    let value = [0u8; 24];
+    let mut attr = [0u8; 144];
+    attr[0..4].copy_from_slice(&(map as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(value.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: as above (BPF_MAP_UPDATE_ELEM).
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 2, attr.as_ptr(), attr.len()) };
+    assert_eq!(rc, 0, "BPF_MAP_UPDATE_ELEM: {}", std::io::Error::last_os_error());
+    // One instruction: opcode, registers (src << 4 | dst), offset, immediate.
+    let insn = |op: u8, regs: u8, off: i16, imm: i32| -> u64 {
+        u64::from(op) | u64::from(regs) << 8 | u64::from(off as u16) << 16 | u64::from(imm as u32) << 32
+    };
+    let mut prog = Vec::new();
+    for (i, w) in key.iter().enumerate() {
+        prog.push(insn(0x62, 10, -16 + 4 * i as i16, *w as i32)); // *(u32 *)(r10 - 16 + 4i) = w
+    }
+    prog.push(insn(0xbf, 10 << 4 | 2, 0, 0)); // r2 = r10
+    prog.push(insn(0x07, 2, 0, -16)); // r2 += -16
+    prog.push(insn(0x18, 1 << 4 | 1, 0, map as i32)); // r1 = map (BPF_PSEUDO_MAP_FD), 2 slots
+    prog.push(0);
+    prog.push(insn(0x85, 0, 0, 1)); // call bpf_map_lookup_elem
+    prog.push(insn(0xb7, 0, 0, 2)); // r0 = XDP_PASS
+    prog.push(insn(0x95, 0, 0, 0)); // exit
+    let ns = raw_xdp_ns(&prog, frame, repeat);
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(map as i32) };
+    ns
+}
+
+/// Loads raw XDP instructions, runs them `repeat` times on `frame` (they must return XDP_PASS)
+/// and returns ns per run.
+fn raw_xdp_ns(insns: &[u64], frame: &[u8], repeat: u32) -> f64 {
     let license = b"GPL\0";
     let mut attr = [0u8; 144];
     let put32 = |a: &mut [u8; 144], off: usize, v: u32| a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
     let put64 = |a: &mut [u8; 144], off: usize, v: u64| a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
     put32(&mut attr, 0, 6); // BPF_PROG_TYPE_XDP
-    put32(&mut attr, 4, 2); // insn_cnt
+    put32(&mut attr, 4, insns.len() as u32); // insn_cnt
     put64(&mut attr, 8, insns.as_ptr() as u64);
     put64(&mut attr, 16, license.as_ptr() as u64);
     // SAFETY: the attribute buffer and what it points at outlive the call.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) };
-    assert!(fd >= 0, "BPF_PROG_LOAD of the XDP_PASS floor: {}", std::io::Error::last_os_error());
+    assert!(fd >= 0, "BPF_PROG_LOAD of a reference program: {}", std::io::Error::last_os_error());
     let mut out = vec![0u8; frame.len() + 256];
     let mut t = [0u8; 144];
     put32(&mut t, 0, fd as u32); // prog_fd
@@ -465,7 +522,7 @@ pub fn xdp_pass_floor_ns(frame: &[u8], repeat: u32) -> f64 {
     put32(&mut t, 32, repeat);
     // SAFETY: as above.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, 10, t.as_ptr(), t.len()) };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN of the floor: {}", std::io::Error::last_os_error());
+    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN of a reference program: {}", std::io::Error::last_os_error());
     let retval = u32::from_ne_bytes(t[4..8].try_into().unwrap());
     assert_eq!(retval, 2);
     let duration = u32::from_ne_bytes(t[36..40].try_into().unwrap());
