@@ -39,6 +39,14 @@ pub struct Rewrite {
     pub now: u64,
 }
 
+impl Rewrite {
+    /// A client packet of a flow to backend `id` (`be`), leaving from SNAT port `nat_port`.
+    #[inline(always)]
+    fn to_backend(be: &BackendValue, id: u32, nat_port: u16, now: u64) -> Self {
+        Self { src: be.snat_addr, dst: be.addr, sport: nat_port, dport: be.port, reply: false, backend: id, now }
+    }
+}
+
 /// The decision for one packet.
 pub enum Verdict {
     /// Not ours: pass untouched, counted under the event.
@@ -184,15 +192,7 @@ fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue,
     }
     add(&SERVICE_STATS, be.service, len, false);
     add(&BACKEND_STATS, flow.backend, len, false);
-    Verdict::Forward(Rewrite {
-        src: be.snat_addr,
-        dst: be.addr,
-        sport: flow.nat_port,
-        dport: be.port,
-        reply: false,
-        backend: flow.backend,
-        now,
-    })
+    Verdict::Forward(Rewrite::to_backend(&be, flow.backend, flow.nat_port, now))
 }
 
 #[inline(always)]
@@ -249,15 +249,7 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
     add(&SERVICE_STATS, svc.id, len, true);
     add(&BACKEND_STATS, id, len, true);
     crate::maps::count(Event::NewFlow);
-    Verdict::Forward(Rewrite {
-        src: be.snat_addr,
-        dst: be.addr,
-        sport: nkey.nat_port,
-        dport: be.port,
-        reply: false,
-        backend: id,
-        now,
-    })
+    Verdict::Forward(Rewrite::to_backend(&be, id, nkey.nat_port, now))
 }
 
 #[inline(always)]

@@ -131,6 +131,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
 
     let clock = super::clock::calibrate(program(&mut ebpf, program_names::CLOCK)?)?;
+    tracing::info!(hz = clock.hz, ns_per_tick = clock.ns_per_tick, "calibrated the data path's clock");
 
     let mut attachments = Vec::new();
     let mut wanted: Vec<PathBuf> = Vec::new();
