@@ -11,8 +11,8 @@ use edge_common::{
 };
 
 use crate::clock::now;
-use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add};
-use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add, count};
+use crate::parse::{Packet, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse};
 
 /// How many SNAT ports a new flow tries before it is dropped as "ports exhausted".
 const NAT_PORT_TRIES: u32 = 8;
@@ -49,19 +49,71 @@ impl Rewrite {
 
 /// The decision for one packet.
 pub enum Verdict {
+    /// Pass or drop, counted.
+    Settled(Settled),
+    /// Rewrite and forward.
+    Forward(Rewrite),
+}
+
+/// A packet that is not forwarded; both hooks count it the same and differ only in their codes.
+pub enum Settled {
     /// Not ours: pass untouched, counted under the event.
     Pass(Event),
     /// Drop, counted under the event (the reason).
     Drop(Event),
-    /// Rewrite and forward.
-    Forward(Rewrite),
+}
+
+impl Verdict {
+    #[inline(always)]
+    const fn pass(e: Event) -> Self {
+        Self::Settled(Settled::Pass(e))
+    }
+
+    #[inline(always)]
+    const fn drop(e: Event) -> Self {
+        Self::Settled(Settled::Drop(e))
+    }
+}
+
+impl Settled {
+    /// Counts the event and returns the hook's code for it: `pass` or `drop`.
+    #[inline(always)]
+    pub fn action<A>(self, pass: A, drop: A) -> A {
+        let (event, action) = match self {
+            Settled::Pass(e) => (e, pass),
+            Settled::Drop(e) => (e, drop),
+        };
+        count(event);
+        action
+    }
+}
+
+/// Parses a frame for [`decide`]; a frame that is no TCP/UDP packet to decide on is settled here:
+/// other traffic and fragments pass, a malformed TCP/UDP header toward a VIP address is dropped
+/// (one toward anything else passes; the kernel deals with it as it would without us).
+#[inline(always)]
+pub fn parse_packet(data: usize, data_end: usize) -> Result<Packet, Settled> {
+    match parse(data, data_end) {
+        Parsed::Ok(p) => Ok(p),
+        Parsed::Other => Err(Settled::Pass(Event::Passed)),
+        Parsed::Fragment => Err(Settled::Pass(Event::FragmentPassed)),
+        Parsed::Malformed(dst) if is_vip_addr(dst) => Err(Settled::Drop(Event::DropMalformed)),
+        Parsed::Malformed(_) => Err(Settled::Pass(Event::Passed)),
+    }
+}
+
+/// Whether any service uses `addr` as its VIP (malformed packets carry no trustworthy port, so
+/// the address alone decides), from the VIP list in the settings.
+#[inline(always)]
+fn is_vip_addr(addr: u32) -> bool {
+    settings().is_some_and(|s| s.is_vip(addr))
 }
 
 /// Decides what to do with a parsed packet of `len` bytes.
 #[inline(always)]
 pub fn decide(p: &Packet, len: u64) -> Verdict {
     // Until the agent has written the settings nothing is steered (and counted as such).
-    let Some(settings) = settings() else { return Verdict::Pass(Event::NotConfigured) };
+    let Some(settings) = settings() else { return Verdict::pass(Event::NotConfigured) };
     // A VIP address can also be a SNAT address (one interface, one host address), so a packet to
     // it that is neither a flow's nor a service's may still be a reply.
     if settings.is_vip(p.dst) {
@@ -80,7 +132,7 @@ pub fn decide(p: &Packet, len: u64) -> Verdict {
     // Replies go to a SNAT port: anything else skips the reverse-NAT lookup, which keeps the
     // cost of traffic that is not ours low.
     if u32::from(u16::from_be(p.dport)).wrapping_sub(settings.nat_port_min) >= settings.nat_port_count {
-        return Verdict::Pass(Event::Passed);
+        return Verdict::pass(Event::Passed);
     }
     let nkey = reply_key(p);
     // SAFETY: read-only copy of a map value.
@@ -88,7 +140,7 @@ pub fn decide(p: &Packet, len: u64) -> Verdict {
         let nat = *nat;
         return reply(p, &nkey, &nat, settings, len);
     }
-    Verdict::Pass(Event::Passed)
+    Verdict::pass(Event::Passed)
 }
 
 /// The live flow of a packet to a VIP address, unless it is a TCP SYN (which may start a new flow
@@ -172,7 +224,7 @@ fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Ver
             forget(&fkey, &flow, &be, p.proto);
         }
     } else if tcp && !syn {
-        return Verdict::Drop(Event::DropNoFlow);
+        return Verdict::drop(Event::DropNoFlow);
     }
     new_flow(p, svc, settings, &fkey, now, len)
 }
@@ -180,9 +232,9 @@ fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Ver
 /// A packet of a live flow: it follows the flow's backend, whatever the table says now.
 #[inline(always)]
 fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue, now: u64, len: u64) -> Verdict {
-    let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::Drop(Event::DropStaleBackend) };
+    let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::drop(Event::DropStaleBackend) };
     if be.flags & BE_ACTIVE == 0 {
-        return Verdict::Drop(Event::DropStaleBackend);
+        return Verdict::drop(Event::DropStaleBackend);
     }
     let be = *be;
     if p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0 {
@@ -198,16 +250,16 @@ fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue,
 #[inline(always)]
 fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey, now: u64, len: u64) -> Verdict {
     if svc.backends == 0 || svc.table_size == 0 || svc.id == 0 || svc.generation > 1 {
-        return Verdict::Drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend);
     }
     let hash = flow_hash(p.src, p.dst, p.sport, p.dport, p.proto, svc.flags & SVC_HASH_SOURCE != 0);
     let slot = hash % svc.table_size;
     let Some(&id) = MAGLEV.get(table_index(svc.id, svc.generation, svc.table_size, slot)) else {
-        return Verdict::Drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend);
     };
-    let Some(be) = BACKENDS.get(id) else { return Verdict::Drop(Event::DropNoBackend) };
+    let Some(be) = BACKENDS.get(id) else { return Verdict::drop(Event::DropNoBackend) };
     if id == 0 || be.flags & BE_ACTIVE == 0 {
-        return Verdict::Drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend);
     }
     let be = *be;
     let nat = NatValue { client_addr: p.src, vip: p.dst, client_port: p.sport, vip_port: p.dport, backend: id };
@@ -238,13 +290,13 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
         i += 1;
     }
     if !got {
-        return Verdict::Drop(Event::DropNatPorts);
+        return Verdict::drop(Event::DropNatPorts);
     }
     let flow =
         FlowValue { backend: id, nat_port: nkey.nat_port, state: CT_NEW, _pad: 0, last_seen_ns: now, created_ns: now };
     if CONNTRACK.insert(fkey, flow, 0).is_err() {
         let _ = REVNAT.remove(nkey);
-        return Verdict::Drop(Event::DropConntrack);
+        return Verdict::drop(Event::DropConntrack);
     }
     add(&SERVICE_STATS, svc.id, len, true);
     add(&BACKEND_STATS, id, len, true);

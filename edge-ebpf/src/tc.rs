@@ -10,9 +10,8 @@ use edge_common::{Event, PROTO_UDP};
 
 use crate::fib::{FIB_NO_NEIGH, FIB_SUCCESS, route};
 use crate::maps::count;
-use crate::parse::{ETH_LEN, OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, Parsed, parse, ptr_at};
-use crate::steer::{Rewrite, Verdict, decide};
-use crate::xdp::is_vip_addr;
+use crate::parse::{ETH_LEN, OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, ptr_at};
+use crate::steer::{Rewrite, Verdict, decide, parse_packet};
 
 /// Headers the parser may need in the linear part of the skb: Ethernet, IPv4 with the largest
 /// options, TCP without options.
@@ -27,52 +26,33 @@ pub fn try_steer(ctx: &TcContext) -> Result<i32, ()> {
     }
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let len = u64::from(ctx.len());
-    let p = match parse(data, data_end) {
-        Parsed::Ok(p) => p,
-        Parsed::Other => return Ok(pass(Event::Passed)),
-        Parsed::Fragment => return Ok(pass(Event::FragmentPassed)),
-        Parsed::Malformed(dst) => {
-            if is_vip_addr(dst) {
-                count(Event::DropMalformed);
-                return Ok(TC_ACT_SHOT);
-            }
-            return Ok(pass(Event::Passed));
+    let p = match parse_packet(data, data_end) {
+        Ok(p) => p,
+        Err(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT)),
+    };
+    let rw = match decide(&p, len) {
+        Verdict::Forward(rw) => rw,
+        Verdict::Settled(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT)),
+    };
+    // SAFETY: the context pointer is the program's own __sk_buff.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let fib = route(ctx.skb.skb as *mut _, ifindex, p.proto, &rw);
+    let rc = fib.rc;
+    if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
+        count(Event::DropNoRoute);
+        return Ok(TC_ACT_SHOT);
+    }
+    rewrite(ctx, &p, &rw, (rc == FIB_SUCCESS).then_some((&fib.dmac, &fib.smac)))?;
+    count(if rw.reply { Event::Replied } else { Event::Forwarded });
+    // SAFETY: plain helper calls.
+    let action = unsafe {
+        if rc == FIB_SUCCESS {
+            bpf_redirect(fib.ifindex, 0)
+        } else {
+            bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0)
         }
     };
-    match decide(&p, len) {
-        Verdict::Pass(e) => Ok(pass(e)),
-        Verdict::Drop(e) => {
-            count(e);
-            Ok(TC_ACT_SHOT)
-        }
-        Verdict::Forward(rw) => {
-            // SAFETY: the context pointer is the program's own __sk_buff.
-            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            let fib = route(ctx.skb.skb as *mut _, ifindex, p.proto, &rw);
-            let rc = fib.rc;
-            if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
-                count(Event::DropNoRoute);
-                return Ok(TC_ACT_SHOT);
-            }
-            rewrite(ctx, &p, &rw, (rc == FIB_SUCCESS).then_some((&fib.dmac, &fib.smac)))?;
-            count(if rw.reply { Event::Replied } else { Event::Forwarded });
-            // SAFETY: plain helper calls.
-            let action = unsafe {
-                if rc == FIB_SUCCESS {
-                    bpf_redirect(fib.ifindex, 0)
-                } else {
-                    bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0)
-                }
-            };
-            Ok(action as i32)
-        }
-    }
-}
-
-#[inline(always)]
-fn pass(e: Event) -> i32 {
-    count(e);
-    TC_ACT_OK
+    Ok(action as i32)
 }
 
 #[inline(always)]

@@ -13,51 +13,44 @@ use edge_common::Event;
 use crate::csum::{is_partial, replace2, replace4};
 use crate::fib::{FIB_NO_NEIGH, FIB_SUCCESS, route};
 use crate::maps::count;
-use crate::parse::{OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, Parsed, parse, ptr_at};
-use crate::steer::{Rewrite, Verdict, decide, ours};
+use crate::parse::{OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, ptr_at};
+use crate::steer::{Rewrite, Verdict, decide, ours, parse_packet};
 
 /// Steers one frame.
 #[inline(always)]
 pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let len = (data_end - data) as u64;
-    let p = match parse(data, data_end) {
-        Parsed::Ok(p) => p,
-        Parsed::Other => return Ok(pass(Event::Passed)),
-        Parsed::Fragment => return Ok(pass(Event::FragmentPassed)),
-        Parsed::Malformed(dst) => return Ok(malformed(dst)),
+    let p = match parse_packet(data, data_end) {
+        Ok(p) => p,
+        Err(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP)),
     };
     if !p.udp_no_csum && is_partial(p.l4_csum, p.src, p.dst, p.proto, p.l4_len) {
         // Only TC knows how to finish such a checksum (and XDP cannot tell it apart otherwise).
         return Ok(pass(if ours(&p) { Event::PartialCsumPassed } else { Event::Passed }));
     }
-    match decide(&p, len) {
-        Verdict::Pass(e) => Ok(pass(e)),
-        Verdict::Drop(e) => {
-            count(e);
-            Ok(XDP_DROP)
-        }
-        Verdict::Forward(rw) => {
-            // SAFETY: the context pointer is the program's own xdp_md.
-            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-            let fib = route(ctx.ctx as *mut _, ifindex, p.proto, &rw);
-            let rc = fib.rc;
-            if rc == FIB_NO_NEIGH {
-                return Ok(pass(Event::NeighPassed));
-            }
-            if rc != FIB_SUCCESS {
-                count(Event::DropNoRoute);
-                return Ok(XDP_DROP);
-            }
-            rewrite(data, data_end, &p, &rw, &fib.dmac, &fib.smac)?;
-            count(if rw.reply { Event::Replied } else { Event::Forwarded });
-            if fib.ifindex == ifindex {
-                Ok(XDP_TX)
-            } else {
-                // SAFETY: plain helper call.
-                Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
-            }
-        }
+    let rw = match decide(&p, len) {
+        Verdict::Forward(rw) => rw,
+        Verdict::Settled(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP)),
+    };
+    // SAFETY: the context pointer is the program's own xdp_md.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let fib = route(ctx.ctx as *mut _, ifindex, p.proto, &rw);
+    let rc = fib.rc;
+    if rc == FIB_NO_NEIGH {
+        return Ok(pass(Event::NeighPassed));
+    }
+    if rc != FIB_SUCCESS {
+        count(Event::DropNoRoute);
+        return Ok(XDP_DROP);
+    }
+    rewrite(data, data_end, &p, &rw, &fib.dmac, &fib.smac)?;
+    count(if rw.reply { Event::Replied } else { Event::Forwarded });
+    if fib.ifindex == ifindex {
+        Ok(XDP_TX)
+    } else {
+        // SAFETY: plain helper call.
+        Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
     }
 }
 
@@ -65,25 +58,6 @@ pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
 fn pass(e: Event) -> u32 {
     count(e);
     XDP_PASS
-}
-
-/// A malformed TCP/UDP header: dropped when aimed at a VIP address, passed otherwise (the kernel
-/// deals with it as it would without us).
-#[inline(always)]
-fn malformed(dst: u32) -> u32 {
-    if is_vip_addr(dst) {
-        count(Event::DropMalformed);
-        XDP_DROP
-    } else {
-        pass(Event::Passed)
-    }
-}
-
-/// Whether any service uses `addr` as its VIP (malformed packets carry no trustworthy port, so
-/// the address alone decides), from the VIP list in the settings.
-#[inline(always)]
-pub fn is_vip_addr(addr: u32) -> bool {
-    crate::steer::settings().is_some_and(|s| s.is_vip(addr))
 }
 
 #[inline(always)]
