@@ -11,7 +11,7 @@ use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let workspace = manifest_dir.parent().ok_or_else(|| anyhow!("edge-agent has no parent folder"))?;
+    let workspace = manifest_dir.parent().ok_or_else(|| anyhow!("edge-dataplane has no parent folder"))?;
     let tools = workspace.join("target/tools/bin");
     println!("cargo:rerun-if-changed={}", tools.join("bpf-linker").display());
     println!("cargo:rerun-if-env-changed=AYA_EBPF_TOOLCHAIN");

@@ -17,21 +17,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use edge_core::balance::{self, BalancerConfig, BalancerHandle};
+use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
+use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck};
+use edge_dataplane::{
+    Actor, ActorConfig, DataplaneStats, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
+};
+use edge_proxy::{
+    Listener, Loads, ProxyStats, ServiceTraffic, TlsError, WorkerContext, WorkerSockets, acceptors, allowed_cpus,
+    bind_group, spawn_worker, tls_acceptor,
+};
+
 use crate::admin::{self, Admin};
-use crate::balance::HashKey;
-use crate::balance::balancer::{self, BalancerConfig, BalancerHandle};
-use crate::config::{CheckKind, Config, Origin, ServiceConfig, USERSPACE_DEFAULT_HASH_KEY};
-use crate::dataplane::actor::{Actor, ActorConfig, ServiceInput};
-use crate::dataplane::collector::KernelCollector;
-use crate::dataplane::kmaps::Maps;
-use crate::dataplane::sweep::SweepConfig;
-use crate::dataplane::{self, DataplaneStatus};
-use crate::discovery::{Discover, FileError, FileSource, Fixed};
-use crate::health::monitor::MonitorConfig;
-use crate::health::{HealthCheck, HttpCheck, Monitor, MonitorHandle, TcpCheck};
-use crate::metrics::Metrics;
-use crate::proxy::tls::{self, TlsError};
-use crate::proxy::workers::{self, Listener, Loads, WorkerContext, WorkerSockets, acceptors, bind_group};
+use crate::config::{CheckKind, Config, Origin, ServiceConfig};
+use crate::metrics::{Metrics, Sources};
+use crate::plane::{DataplaneStatus, fallback_listeners};
 use crate::service::ServiceHandle;
 
 /// Why the agent could not start.
@@ -52,8 +52,11 @@ pub enum StartError {
         source: FileError,
     },
     /// The eBPF data plane could not start (`--mode ebpf`).
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    /// The eBPF maps could not be opened or written at start.
     #[error("{0}")]
-    Ebpf(String),
+    Maps(String),
     /// Worker threads could not start.
     #[error("cannot start {count} worker threads: {source}; lower --workers")]
     Workers {
@@ -147,7 +150,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         // Config::validate never returns this; a hand-built Config might.
         return Err(StartError::NoService);
     }
-    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tls = cfg.tls.as_ref().map(|t| tls_acceptor(&t.cert, &t.key)).transpose()?;
     let mut all_sources = Vec::with_capacity(cfg.services.len());
     for s in &cfg.services {
         all_sources.push(sources(s).await?);
@@ -155,19 +158,13 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     let decide_cfg = cfg.clone();
     let (dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-        .map_err(|e| StartError::Ebpf(e.to_string()))?;
-    tracing::info!(mode = dataplane.mode, reason = %dataplane.reason, "data plane chosen");
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    tracing::info!(mode = dataplane.mode.as_str(), reason = %dataplane.reason, "data plane chosen");
     for a in &dataplane.attachments {
-        tracing::info!(iface = %a.iface, hook = %a.hook, adopted = a.adopted, note = ?a.note, "eBPF program attached");
+        let note = a.note.as_deref().unwrap_or("");
+        tracing::info!(iface = %a.iface, hook = %a.hook, adopted = a.adopted, note, "eBPF program attached");
     }
-    let mut metrics = Metrics::new();
-    if loaded.is_some() {
-        metrics.register_collector(Box::new(KernelCollector::default()));
-    }
-    let metrics = Arc::new(metrics);
-    dataplane.record(&metrics);
-    let fallback = if loaded.is_none() { dataplane::fallback_listeners(&cfg) } else { Vec::new() };
+    let fallback = if loaded.is_none() { fallback_listeners(&cfg) } else { Vec::new() };
 
     let checker: Arc<dyn HealthCheck> = match &cfg.check {
         CheckKind::Tcp => Arc::new(TcpCheck),
@@ -175,53 +172,67 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     };
     let several = cfg.services.len() > 1;
     let mut services: Vec<ServiceHandle> = Vec::with_capacity(cfg.services.len());
-    for (i, (s, sources)) in cfg.services.iter().zip(all_sources).enumerate() {
+    for (s, sources) in cfg.services.iter().zip(all_sources) {
         // With several services, their monitors' and balancers' logs carry the service's name.
         let span = if several { tracing::info_span!("service", name = %s.name) } else { tracing::Span::none() };
         let (monitor, balancer) = span.in_scope(|| {
             let monitor = Monitor::spawn(
                 MonitorConfig { health: cfg.health.clone(), drain_timeout: cfg.drain_timeout },
                 checker.clone(),
-                metrics.clone(),
                 sources,
             );
-            let balancer = balancer::spawn(
-                BalancerConfig {
-                    default_key: if loaded.is_some() { HashKey::FiveTuple } else { USERSPACE_DEFAULT_HASH_KEY },
-                    table_size: cfg.table_size,
-                    policy: cfg.on_no_backend,
-                    publish_info: i == 0,
-                },
+            let balancer = balance::spawn(
+                BalancerConfig { table_size: cfg.table_size, policy: cfg.on_no_backend, plane: dataplane.mode },
                 s.strategy.clone(),
                 monitor.subscribe(),
-                metrics.clone(),
             );
             (monitor, balancer)
         });
-        services.push(ServiceHandle { name: s.name.clone(), vip: s.vip, monitor, balancer, listeners: Vec::new() });
+        let traffic = Arc::new(ServiceTraffic::default());
+        services.push(ServiceHandle {
+            name: s.name.clone(),
+            vip: s.vip,
+            monitor,
+            balancer,
+            traffic,
+            listeners: Vec::new(),
+        });
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut dataplane_stats = None;
     if let Some(loaded) = loaded {
         let e = &cfg.ebpf;
-        let maps = Maps::open().map_err(|e| StartError::Ebpf(e.to_string()))?;
+        let maps = PinnedMaps::open().map_err(|e| StartError::Maps(e.to_string()))?;
         let actor_cfg = ActorConfig {
             table_size: cfg.table_size,
             snat_ports: e.snat_ports,
             sweep: SweepConfig::new(e.udp_timeout, e.tcp_timeout),
             cleanup: e.cleanup,
+            clock: loaded.clock,
         };
         let inputs = services
             .iter()
             .filter_map(|s| {
-                let vip = s.vip?;
-                Some(ServiceInput { vip, monitor: s.monitor.clone(), strategy: s.balancer.subscribe() })
+                Some(ServiceInput {
+                    name: s.name.clone(),
+                    vip: s.vip?,
+                    backends: s.monitor.subscribe(),
+                    ready: s.monitor.subscribe_ready(),
+                    strategy: s.balancer.subscribe(),
+                })
             })
             .collect();
-        let actor = Actor::new(loaded, maps, actor_cfg, inputs, metrics.clone())
-            .map_err(|e| StartError::Ebpf(e.to_string()))?;
-        tasks.spawn(actor.run(shutdown_rx.clone()));
+        let stats = Arc::new(DataplaneStats::default());
+        let actor = Actor::new(maps, actor_cfg, inputs, stats.clone()).map_err(|e| StartError::Maps(e.to_string()))?;
+        dataplane_stats = Some(stats);
+        let shutdown = shutdown_rx.clone();
+        // The object (programs and map descriptors) lives as long as the actor runs.
+        tasks.spawn(async move {
+            let _loaded = loaded;
+            actor.run(shutdown).await;
+        });
     }
     let workers = cfg.workers.max(1);
     let loads = Loads::new(workers);
@@ -235,9 +246,9 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         tracing::info!(addr = %bound, tls = tls.is_some(), workers, "http listener ready");
         http_addrs.push(bound);
         services[0].listeners.push(bound);
-        let selector = services[0].balancer.selector();
+        let (selector, traffic) = (services[0].balancer.selector(), services[0].traffic.clone());
         for (w, acceptor) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
-            w.http.push((Listener { acceptor, selector: selector.clone() }, tls.clone()));
+            w.http.push((Listener { acceptor, selector: selector.clone(), traffic: traffic.clone() }, tls.clone()));
         }
     }
     // --listen-tcp serves the first service; each fallback listener its own service's VIP.
@@ -256,28 +267,36 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         tracing::info!(addr = %bound, workers, "tcp listener ready");
         tcp_addrs.push(bound);
         services[i].listeners.push(bound);
-        let selector = services[i].balancer.selector();
+        let (selector, traffic) = (services[i].balancer.selector(), services[i].traffic.clone());
         for (w, acceptor) in per_worker.iter_mut().zip(acceptors(socks, &loads)) {
-            w.tcp.push(Listener { acceptor, selector: selector.clone() });
+            w.tcp.push(Listener { acceptor, selector: selector.clone(), traffic: traffic.clone() });
         }
     }
     let admin_listener = match cfg.admin {
         Some(a) => Some(bind("admin", a).await?),
         None => None,
     };
+    let proxy_stats = Arc::new(ProxyStats::default());
     let ctx = WorkerContext {
-        metrics: metrics.clone(),
+        stats: proxy_stats.clone(),
         cfg: cfg.proxy.clone(),
         shutdown: shutdown_rx.clone(),
         drain_timeout: cfg.drain_timeout,
-        cpus: if cfg.cpu_pinning { workers::allowed_cpus() } else { Vec::new() },
+        cpus: if cfg.cpu_pinning { allowed_cpus() } else { Vec::new() },
     };
     let mut threads = Vec::new();
     for (i, sockets) in per_worker.into_iter().enumerate() {
         let t =
-            workers::spawn(i, sockets, ctx.clone()).map_err(|source| StartError::Workers { count: workers, source })?;
+            spawn_worker(i, sockets, ctx.clone()).map_err(|source| StartError::Workers { count: workers, source })?;
         threads.push(t);
     }
+    let metrics = Arc::new(Metrics::new(Sources {
+        services: services.clone(),
+        proxy: proxy_stats,
+        plane: dataplane.mode,
+        ebpf_capable: dataplane.ebpf_capable(),
+        dataplane: dataplane_stats,
+    }));
     let mut admin_addr = None;
     if let Some(l) = admin_listener {
         let addr = l.local_addr().ok();
@@ -292,7 +311,9 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             tls: tls.is_some(),
             started: Instant::now(),
         });
-        tracing::info!(addr = ?addr, token = cfg.admin_token.is_some(), "admin api ready");
+        if let Some(addr) = addr {
+            tracing::info!(%addr, token = cfg.admin_token.is_some(), "admin api ready");
+        }
         tasks.spawn(admin::serve(l, admin, shutdown_rx.clone()));
     }
     Ok(AgentHandle {

@@ -1,13 +1,27 @@
-//! The command line as typed: every flag a raw string, parsed by clap, validated later by
-//! [`crate::config`] so that each error can name the flag and the fix.
+//! The command line: every `edge-agent run` setting is declared once, here, in [`RunArgs`]: its
+//! flag, its `EDGE_*` variable, its `--config` file key (the long flag name), its type (which
+//! parses and checks the value wherever it comes from) and its help. Defaults live in
+//! `config::defaults` and are shown in `--help` from there. Precedence: flag, variable, file,
+//! default.
 //!
-//! Every `run` flag can also come from an `EDGE_*` environment variable (ECS task definitions
-//! prefer them); repeatable flags take several values separated by spaces there, for example
+//! Repeatable flags take several values separated by spaces in their variable, for example
 //! `EDGE_BACKEND="10.0.1.2:80 10.0.1.3:80,weight=2"`.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use edge_core::backend::BackendSpec;
+use edge_core::balance::{HashKey, StrategyKind};
+use edge_core::service::Vip;
+use edge_dataplane::XdpMode;
+use serde::Deserialize;
+
+use crate::values::{
+    AdminAddr, CheckChoice, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel, ModeChoice, NoBackendChoice,
+    PortRange, Switch, TableSize, Token, UrlPath, deserialize_bool, deserialize_from_str as one,
+    deserialize_list as many,
+};
 
 /// edge: a load-balancer agent for AWS ECS.
 #[derive(Debug, Parser)]
@@ -32,147 +46,247 @@ pub enum Command {
     Cleanup,
 }
 
-/// `edge-agent run` flags, unvalidated.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RunArgs {
-    /// TOML file with any of these settings (keys are the long flag names), plus [[service]] tables
-    /// for more services; flags and EDGE_* variables override it.
-    #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+/// A setting source of lower precedence fills in what a higher one left unset.
+pub trait Fill {
+    /// Takes `lower` if `self` is unset.
+    fn fill(&mut self, lower: Self);
+    /// The value as `--help` shows a default, if set.
+    fn shown(&self) -> Option<String>;
+}
 
-    /// HTTP listener address, e.g. 0.0.0.0:80 or :80 (repeatable).
-    #[arg(long = "listen", env = "EDGE_LISTEN", value_name = "ADDR", value_delimiter = ' ')]
-    pub listen: Vec<String>,
-    /// Raw TCP listener address (repeatable).
-    #[arg(long = "listen-tcp", env = "EDGE_LISTEN_TCP", value_name = "ADDR", value_delimiter = ' ')]
-    pub listen_tcp: Vec<String>,
+impl<T: std::fmt::Display> Fill for Option<T> {
+    fn fill(&mut self, lower: Self) {
+        if self.is_none() {
+            *self = lower;
+        }
+    }
+    fn shown(&self) -> Option<String> {
+        self.as_ref().map(ToString::to_string)
+    }
+}
 
-    /// Backend HOST:PORT[,weight=N] (repeatable; weight 1..256, default 1).
-    #[arg(long = "backend", env = "EDGE_BACKEND", value_name = "SPEC", value_delimiter = ' ')]
-    pub backend: Vec<String>,
-    /// JSON or TOML list of backends, re-read when it changes.
-    #[arg(long, env = "EDGE_BACKENDS_FILE", value_name = "PATH")]
-    pub backends_file: Option<String>,
+impl<T: std::fmt::Display> Fill for Vec<T> {
+    fn fill(&mut self, lower: Self) {
+        if self.is_empty() {
+            *self = lower;
+        }
+    }
+    fn shown(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "))
+    }
+}
 
-    /// Data plane: auto, ebpf or userspace [default: auto: eBPF when --vip (or a [[service]]) is
-    /// given and the host can load and attach it, otherwise userspace].
-    #[arg(long, env = "EDGE_MODE", value_name = "MODE")]
-    pub mode: Option<String>,
-    /// Client-facing interface for the eBPF data plane (repeatable) [default: lo, for the probe].
-    #[arg(long = "iface", env = "EDGE_IFACE", value_name = "NAME", value_delimiter = ' ')]
-    pub iface: Vec<String>,
-    /// The eBPF service: VIP:PORT[/tcp|/udp], a local address, e.g. 10.0.0.5:80.
-    #[arg(long, env = "EDGE_VIP", value_name = "ADDR:PORT[/udp]")]
-    pub vip: Option<String>,
-    /// XDP attach mode: auto (native, else TC only), native or generic [default: auto].
-    #[arg(long, env = "EDGE_XDP_MODE", value_name = "MODE")]
-    pub xdp_mode: Option<String>,
-    /// SNAT port range for eBPF flows, outside the kernel's ip_local_port_range [default: 16384-32767].
-    #[arg(long, env = "EDGE_SNAT_PORTS", value_name = "LOW-HIGH")]
-    pub snat_ports: Option<String>,
-    /// Conntrack entries (LRU) for eBPF flows [default: 262144].
-    #[arg(long, env = "EDGE_CONNTRACK_SIZE", value_name = "N")]
-    pub conntrack_size: Option<String>,
-    /// A UDP flow idle this long picks a backend again and is removed [default: 30s].
-    #[arg(long, env = "EDGE_UDP_TIMEOUT", value_name = "DURATION")]
-    pub udp_timeout: Option<String>,
-    /// An established TCP flow idle this long is removed [default: 1h].
-    #[arg(long, env = "EDGE_TCP_TIMEOUT", value_name = "DURATION")]
-    pub tcp_timeout: Option<String>,
-    /// Remove the pinned maps and links when the agent stops (otherwise they stay, and the
-    /// kernel keeps steering established flows until the next agent adopts them).
-    #[arg(long, env = "EDGE_CLEANUP")]
-    pub cleanup: bool,
+/// Declares the settings struct once and derives from the same field list how sources merge
+/// ([`RunArgs::fill_from`]), which keys a file may have ([`RunArgs::KEYS`]) and how defaults show
+/// ([`RunArgs::shown`]).
+macro_rules! settings {
+    ($(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty, )* }) => {
+        $(#[$m])*
+        pub struct $name { $( $(#[$fm])* pub $f: $t, )* }
 
-    /// Health probe: tcp or http [default: http when --health-path is set, else tcp].
-    #[arg(long, env = "EDGE_HEALTH_CHECK", value_name = "KIND")]
-    pub health_check: Option<String>,
-    /// Path for HTTP probes, e.g. /healthz (implies --health-check http).
-    #[arg(long, env = "EDGE_HEALTH_PATH", value_name = "PATH")]
-    pub health_path: Option<String>,
-    /// Time between probes of a backend [default: 2s].
-    #[arg(long, env = "EDGE_HEALTH_INTERVAL", value_name = "DURATION")]
-    pub health_interval: Option<String>,
-    /// Limit for one probe [default: 1s].
-    #[arg(long, env = "EDGE_HEALTH_TIMEOUT", value_name = "DURATION")]
-    pub health_timeout: Option<String>,
-    /// Random spread of the probe interval, in percent [default: 10].
-    #[arg(long, env = "EDGE_HEALTH_JITTER", value_name = "PERCENT")]
-    pub health_jitter: Option<String>,
-    /// Passing probes in a row to become healthy [default: 2].
-    #[arg(long, env = "EDGE_RISE", value_name = "N")]
-    pub rise: Option<String>,
-    /// Failing probes in a row to become unhealthy [default: 3].
-    #[arg(long, env = "EDGE_FALL", value_name = "N")]
-    pub fall: Option<String>,
+        impl $name {
+            /// Every setting, by field name (the flag's clap id).
+            pub const FIELDS: &[&str] = &[$(stringify!($f),)*];
 
-    /// round-robin, least-connections or consistent-hash [default: round-robin].
-    #[arg(long, env = "EDGE_STRATEGY", value_name = "NAME")]
-    pub strategy: Option<String>,
-    /// Consistent-hash key: source, five-tuple or header:NAME [default: source].
-    #[arg(long, env = "EDGE_HASH_KEY", value_name = "KEY")]
-    pub hash_key: Option<String>,
-    /// Maglev table size, a prime [default: 65537].
-    #[arg(long, env = "EDGE_TABLE_SIZE", value_name = "PRIME")]
-    pub table_size: Option<String>,
-    /// When no backend is usable: 503 (reject) or all (try every known backend) [default: 503].
-    #[arg(long, env = "EDGE_ON_NO_BACKEND", value_name = "POLICY")]
-    pub on_no_backend: Option<String>,
+            /// Fills every setting that is still unset from `lower`, a source of lower precedence.
+            pub fn fill_from(&mut self, lower: Self) {
+                $( Fill::fill(&mut self.$f, lower.$f); )*
+            }
 
-    /// Admin API address, or "off" [default: 127.0.0.1:9901].
-    #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]
-    pub admin: Option<String>,
-    /// Bearer token required for mutating admin calls.
-    #[arg(long, env = "EDGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+            /// The settings that are set, as (field name, value as written).
+            pub fn shown(&self) -> Vec<(&'static str, String)> {
+                let mut out = Vec::new();
+                $( if let Some(v) = Fill::shown(&self.$f) { out.push((stringify!($f), v)); } )*
+                out
+            }
+        }
+    };
+}
 
-    /// PEM certificate chain; makes every --listen listener HTTPS.
-    #[arg(long, env = "EDGE_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<String>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "EDGE_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<String>,
+settings! {
+    /// `edge-agent run` settings as given (flags and variables by clap, or a file by serde). Each
+    /// value is already checked; what depends on several settings is checked by `config`.
+    #[derive(Debug, Clone, Default, Args, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct RunArgs {
+        /// TOML file with any of these settings (keys are the long flag names), plus [[service]]
+        /// tables for more services; flags and EDGE_* variables override it.
+        #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        pub config: Option<FilePath>,
 
-    /// Limit for a client to send a complete request head [default: 10s].
-    #[arg(long, env = "EDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
-    pub header_read_timeout: Option<String>,
-    /// Limit for connecting to a backend [default: 2s].
-    #[arg(long, env = "EDGE_CONNECT_TIMEOUT", value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-    /// Limit for a backend to answer with a response head [default: 30s].
-    #[arg(long, env = "EDGE_UPSTREAM_TIMEOUT", value_name = "DURATION")]
-    pub upstream_timeout: Option<String>,
-    /// Idle client connections (and idle TCP-mode connections) close after this [default: 60s].
-    #[arg(long, env = "EDGE_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Longest wait for traffic to finish on a removed backend, and at shutdown [default: 20s].
-    #[arg(long, env = "EDGE_DRAIN_TIMEOUT", value_name = "DURATION")]
-    pub drain_timeout: Option<String>,
-    /// Largest request head in bytes, 8192..1048576 [default: 65536].
-    #[arg(long, env = "EDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
-    pub max_header_bytes: Option<String>,
-    /// Most request headers [default: 100].
-    #[arg(long, env = "EDGE_MAX_HEADERS", value_name = "N")]
-    pub max_headers: Option<String>,
+        /// HTTP listener address, e.g. 0.0.0.0:80 or :80 (repeatable).
+        #[arg(long = "listen", env = "EDGE_LISTEN", value_name = "ADDR", value_delimiter = ' ')]
+        #[serde(default, deserialize_with = "many")]
+        pub listen: Vec<ListenAddr>,
+        /// Raw TCP listener address (repeatable).
+        #[arg(long = "listen-tcp", env = "EDGE_LISTEN_TCP", value_name = "ADDR", value_delimiter = ' ')]
+        #[serde(default, deserialize_with = "many")]
+        pub listen_tcp: Vec<ListenAddr>,
 
-    /// Data-plane worker threads, each with its own event loop [default: one per CPU].
-    #[arg(long, env = "EDGE_WORKERS", value_name = "N")]
-    pub workers: Option<String>,
+        /// Backend HOST:PORT[,weight=N] (repeatable; weight 1..256, default 1).
+        #[arg(long = "backend", env = "EDGE_BACKEND", value_name = "SPEC", value_delimiter = ' ')]
+        #[serde(default, alias = "backends", deserialize_with = "many")]
+        pub backend: Vec<BackendSpec>,
+        /// JSON or TOML list of backends, re-read when it changes.
+        #[arg(long, env = "EDGE_BACKENDS_FILE", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub backends_file: Option<FilePath>,
 
-    /// Pin each worker to its own CPU: on or off [default: on].
-    #[arg(long, env = "EDGE_CPU_PINNING", value_name = "on|off")]
-    pub cpu_pinning: Option<String>,
+        /// Data plane: auto, ebpf or userspace (auto: eBPF when a VIP is given and the host can
+        /// load, attach and carry it out, otherwise userspace).
+        #[arg(long, env = "EDGE_MODE", value_name = "MODE")]
+        #[serde(default, deserialize_with = "one")]
+        pub mode: Option<ModeChoice>,
+        /// Client-facing interface for the eBPF data plane (repeatable); without --vip, the
+        /// interface the eBPF probe uses [default: lo].
+        #[arg(long = "iface", env = "EDGE_IFACE", value_name = "NAME", value_delimiter = ' ')]
+        #[serde(default, deserialize_with = "many")]
+        pub iface: Vec<Iface>,
+        /// The eBPF service: VIP:PORT[/tcp|/udp], a local address, e.g. 10.0.0.5:80.
+        #[arg(long, env = "EDGE_VIP", value_name = "ADDR:PORT[/udp]")]
+        #[serde(default, deserialize_with = "one")]
+        pub vip: Option<Vip>,
+        /// XDP attach mode: auto (native where the driver has it, not on veth; else TC only),
+        /// native, generic or off.
+        #[arg(long, env = "EDGE_XDP_MODE", value_name = "MODE")]
+        #[serde(default, deserialize_with = "one")]
+        pub xdp_mode: Option<XdpMode>,
+        /// SNAT port range for eBPF flows, outside the kernel's ip_local_port_range.
+        #[arg(long, env = "EDGE_SNAT_PORTS", value_name = "LOW-HIGH")]
+        #[serde(default, deserialize_with = "one")]
+        pub snat_ports: Option<PortRange>,
+        /// Conntrack entries (LRU) for eBPF flows.
+        #[arg(long, env = "EDGE_CONNTRACK_SIZE", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub conntrack_size: Option<Int<1024, 16_777_216>>,
+        /// A UDP flow idle this long picks a backend again and is removed.
+        #[arg(long, env = "EDGE_UDP_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub udp_timeout: Option<Dur<1000>>,
+        /// An established TCP flow idle this long is removed.
+        #[arg(long, env = "EDGE_TCP_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub tcp_timeout: Option<Dur<10_000>>,
+        /// Remove the pinned maps and links when the agent stops (otherwise they stay, and the
+        /// kernel keeps steering established flows until the next agent adopts them).
+        #[arg(long, env = "EDGE_CLEANUP", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+        #[serde(default, deserialize_with = "deserialize_bool")]
+        pub cleanup: Option<Switch>,
 
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "EDGE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// Log level or directives, e.g. info or info,edge_agent=debug [default: info].
-    #[arg(long, env = "EDGE_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<String>,
+        /// Health probe: tcp or http [default: http when --health-path is set, else tcp].
+        #[arg(long, env = "EDGE_HEALTH_CHECK", value_name = "KIND")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_check: Option<CheckChoice>,
+        /// Path for HTTP probes, e.g. /healthz (implies --health-check http) [default: / with
+        /// --health-check http].
+        #[arg(long, env = "EDGE_HEALTH_PATH", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_path: Option<UrlPath>,
+        /// Time between probes of a backend.
+        #[arg(long, env = "EDGE_HEALTH_INTERVAL", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_interval: Option<Dur<10>>,
+        /// Limit for one probe, connect included.
+        #[arg(long, env = "EDGE_HEALTH_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_timeout: Option<Dur<1>>,
+        /// Random spread of the probe interval, in percent.
+        #[arg(long, env = "EDGE_HEALTH_JITTER", value_name = "PERCENT")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_jitter: Option<Int<0, 50>>,
+        /// Passing probes in a row to become healthy.
+        #[arg(long, env = "EDGE_RISE", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub rise: Option<Int<1, 100>>,
+        /// Failing probes in a row to become unhealthy.
+        #[arg(long, env = "EDGE_FALL", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub fall: Option<Int<1, 100>>,
 
-    /// The `[[service]]` tables of `--config` (no flag: a service needs a table of its own).
-    #[arg(skip)]
-    pub services: Vec<crate::config::RawService>,
+        /// round-robin, least-connections or consistent-hash.
+        #[arg(long, env = "EDGE_STRATEGY", value_name = "NAME")]
+        #[serde(default, deserialize_with = "one")]
+        pub strategy: Option<StrategyKind>,
+        /// Consistent-hash key: source, five-tuple or header:NAME (header keys need the
+        /// userspace proxy).
+        #[arg(long, env = "EDGE_HASH_KEY", value_name = "KEY")]
+        #[serde(default, deserialize_with = "one")]
+        pub hash_key: Option<HashKey>,
+        /// Maglev table size, a prime.
+        #[arg(long, env = "EDGE_TABLE_SIZE", value_name = "PRIME")]
+        #[serde(default, deserialize_with = "one")]
+        pub table_size: Option<TableSize>,
+        /// When no backend is usable: 503 (reject) or all (try every known backend).
+        #[arg(long, env = "EDGE_ON_NO_BACKEND", value_name = "POLICY")]
+        #[serde(default, deserialize_with = "one")]
+        pub on_no_backend: Option<NoBackendChoice>,
+
+        /// Admin API address, or off.
+        #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]
+        #[serde(default, deserialize_with = "one")]
+        pub admin: Option<AdminAddr>,
+        /// Bearer token required for mutating admin calls.
+        #[arg(long, env = "EDGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+        #[serde(default, deserialize_with = "one")]
+        pub admin_token: Option<Token>,
+
+        /// PEM certificate chain; makes every --listen listener HTTPS.
+        #[arg(long, env = "EDGE_TLS_CERT", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub tls_cert: Option<FilePath>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, env = "EDGE_TLS_KEY", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub tls_key: Option<FilePath>,
+
+        /// Limit for a client to send a complete request head.
+        #[arg(long, env = "EDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub header_read_timeout: Option<Dur<10>>,
+        /// Limit for connecting to a backend.
+        #[arg(long, env = "EDGE_CONNECT_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub connect_timeout: Option<Dur<1>>,
+        /// Limit for a backend to answer with a response head.
+        #[arg(long, env = "EDGE_UPSTREAM_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub upstream_timeout: Option<Dur<1>>,
+        /// Idle client connections (and idle TCP-mode connections) close after this.
+        #[arg(long, env = "EDGE_IDLE_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub idle_timeout: Option<Dur<10>>,
+        /// Longest wait for traffic to finish on a removed backend, and at shutdown.
+        #[arg(long, env = "EDGE_DRAIN_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub drain_timeout: Option<Dur<0>>,
+        /// Largest request head in bytes.
+        #[arg(long, env = "EDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
+        #[serde(default, deserialize_with = "one")]
+        pub max_header_bytes: Option<Int<8192, 1_048_576>>,
+        /// Most request headers.
+        #[arg(long, env = "EDGE_MAX_HEADERS", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub max_headers: Option<Int<1, 1000>>,
+
+        /// Data-plane worker threads, each with its own event loop [default: one per CPU].
+        #[arg(long, env = "EDGE_WORKERS", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub workers: Option<Int<1, 256>>,
+        /// Pin each worker to its own CPU: on or off.
+        #[arg(long, env = "EDGE_CPU_PINNING", value_name = "on|off")]
+        #[serde(default, deserialize_with = "one")]
+        pub cpu_pinning: Option<Switch>,
+
+        /// Log format: text or json.
+        #[arg(long, env = "EDGE_LOG_FORMAT", value_name = "FORMAT")]
+        #[serde(default, deserialize_with = "one")]
+        pub log_format: Option<LogFormat>,
+        /// Log level or directives, e.g. info or info,edge_agent=debug.
+        #[arg(long, env = "EDGE_LOG_LEVEL", value_name = "LEVEL")]
+        #[serde(default, deserialize_with = "one")]
+        pub log_level: Option<LogLevel>,
+    }
 }
 
 /// `edge-agent demo` flags.
@@ -180,10 +294,10 @@ pub struct RunArgs {
 pub struct DemoArgs {
     /// How long to drive traffic.
     #[arg(long, default_value = "15s", value_name = "DURATION")]
-    pub duration: String,
+    pub duration: Dur<3000>,
     /// Concurrent client connections.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub concurrency: usize,
+    #[arg(long, default_value = "8", value_name = "N")]
+    pub concurrency: Int<1, 256>,
     /// Plain line output instead of a live table (automatic when stdout is not a terminal).
     #[arg(long)]
     pub plain: bool,
@@ -197,10 +311,73 @@ pub struct MapsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// For `table`: the service id [default: 1].
+    /// For `table`: the service id.
     #[arg(long, default_value_t = 1)]
     pub service: u32,
-    /// Most rows to print for `table` and `conntrack` [default: 100].
+    /// Most rows to print for `table` and `conntrack`.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+/// The command tree, with each `run` setting's default (from `defaults`, which the configuration
+/// owns) appended to its help.
+pub fn command(defaults: &RunArgs) -> clap::Command {
+    Cli::command().mut_subcommand("run", |mut run| {
+        for (id, value) in defaults.shown() {
+            run = run.mut_arg(id, |a| {
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                a.help(format!("{help} [default: {value}]"))
+            });
+        }
+        run
+    })
+}
+
+/// Parses `argv` (help shows `defaults`); errors come back ready to print (exit status 2),
+/// naming the flag or the `EDGE_*` variable a bad value came from.
+pub fn parse_from<I, T>(argv: I, defaults: &RunArgs) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let mut cmd = command(defaults);
+    let matches = cmd.try_get_matches_from_mut(argv.clone()).map_err(|e| explain(e, &cmd, &argv))?;
+    Cli::from_arg_matches(&matches).map_err(|e| explain(e, &cmd, &argv))
+}
+
+/// Rewrites a bad-value error as `invalid --flag 'value': reason`, or `invalid EDGE_VAR 'value'
+/// (sets --flag): reason` when the value came from the variable. Other errors stay clap's.
+fn explain(e: clap::Error, cmd: &clap::Command, argv: &[OsString]) -> clap::Error {
+    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return e;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) =
+        (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    else {
+        return e;
+    };
+    let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default().to_string();
+    let reason = match std::error::Error::source(&e) {
+        Some(s) => s.to_string(),
+        None => e.kind().as_str().unwrap_or("invalid value").to_string(),
+    };
+    let flag_given = argv.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+    });
+    let env = cmd
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned());
+    let from_env = env.filter(|var| {
+        !flag_given && std::env::var(var).is_ok_and(|v| v == *value || v.split(' ').any(|part| part == value.as_str()))
+    });
+    let msg = match from_env {
+        Some(var) => format!("invalid {var} '{value}' (it sets --{long}): {reason}"),
+        None => format!("invalid --{long} '{value}': {reason}"),
+    };
+    clap::Error::raw(ErrorKind::ValueValidation, format!("{msg}\n"))
 }

@@ -1,23 +1,22 @@
-//! edge-agent: a load-balancer agent for AWS ECS.
+//! edge-agent: the binary's library half: the command line (`cli`, `values`), the validated
+//! configuration (`config`), the wiring of the control plane and the data planes (`app`, with the
+//! data-plane choice in `plane` and the running services in `service`), the admin API (`admin`),
+//! the Prometheus exporter (`metrics`), `edge-agent maps` (`maps`), logging and the demo. `main.rs`
+//! only parses arguments and calls [`app::run`]; integration tests start agents through
+//! [`app::start`]. See ARCHITECTURE.md for the code map and the invariants.
 //!
-//! Control plane (discovery → health monitor → balancer) and the userspace data plane (HTTP and
-//! TCP proxies), plus the admin API and metrics. The binary (`main.rs`) only parses arguments and
-//! calls [`app::run`]; integration tests start agents through [`app::start`]. See ARCHITECTURE.md
-//! for the code map and the invariants.
+//! Module dependencies point one way: `values` is a leaf, `cli` uses it, `config` uses `cli`,
+//! `logging`, `plane` and `maps` use those, `service` and `metrics` sit above, `admin` uses
+//! `metrics`, `app` wires everything, and `demo` drives `app`.
 
-pub mod admin;
+mod admin;
 pub mod app;
-pub mod backend;
-pub mod balance;
 pub mod cli;
 pub mod config;
-pub mod dataplane;
 pub mod demo;
-pub mod discovery;
-pub mod duration;
-pub mod health;
-pub mod histogram;
 pub mod logging;
+pub mod maps;
 pub mod metrics;
-pub mod proxy;
+pub mod plane;
 pub mod service;
+pub mod values;

@@ -6,7 +6,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::values::LogFormat;
 
 /// Installs the global subscriber; later calls are ignored (tests start many agents).
 pub fn init(format: LogFormat, directives: &str) {

@@ -2,24 +2,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use edge_agent::cli::{Cli, Command};
-use edge_agent::config::Config;
+use edge_agent::cli::{self, Command};
+use edge_agent::config::{Config, ConfigError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse_from(std::env::args_os(), &edge_agent::config::defaults()) {
+        Ok(c) => c,
+        // clap prints help and version to stdout with status 0, and errors to stderr with 2.
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Run(args) => {
-            let cfg = match Config::from_args(*args) {
+            let cfg = match Config::load(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return ExitCode::from(2);
+                    // A file that cannot be read is a start-up problem (1); a wrong setting is a
+                    // usage error (2).
+                    return ExitCode::from(if matches!(e, ConfigError::Unreadable { .. }) { 1 } else { 2 });
                 }
             };
             edge_agent::logging::init(cfg.log_format, &cfg.log_level);
             // The control plane (discovery, probes, balancer, admin) needs one thread; the data
-            // plane runs on its own worker threads (see proxy/workers.rs).
+            // plane runs on its own worker threads (see edge-proxy's workers).
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -35,7 +40,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Maps(args) => match edge_agent::dataplane::view::render(&args) {
+        Command::Maps(args) => match edge_agent::maps::render(&args) {
             Ok(out) => {
                 print!("{out}");
                 ExitCode::SUCCESS
@@ -45,7 +50,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Cleanup => match edge_agent::dataplane::pins::cleanup() {
+        Command::Cleanup => match edge_dataplane::pins::cleanup() {
             Ok(removed) => {
                 println!("removed {} pinned maps and links under {}", removed.len(), edge_common::PIN_DIR);
                 ExitCode::SUCCESS

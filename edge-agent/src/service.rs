@@ -1,13 +1,15 @@
-//! A running service: its name, VIP, health monitor and balancer. `app` starts one per configured
-//! service (the top-level flags' first, then each `[[service]]`); the admin API finds them by name
-//! (`?service=NAME`), the first one being the default, so that a single-service agent's API is
-//! unchanged.
+//! A running service: its name, VIP, health monitor, balancer and traffic counters. `app` starts
+//! one per configured service (the top-level settings' first, then each `[[service]]`); the admin
+//! API finds them by name (`?service=NAME`), the first one being the default, so that a
+//! single-service agent's API is unchanged.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::balance::balancer::BalancerHandle;
-use crate::config::Vip;
-use crate::health::MonitorHandle;
+use edge_core::balance::BalancerHandle;
+use edge_core::health::MonitorHandle;
+use edge_core::service::Vip;
+use edge_proxy::ServiceTraffic;
 
 /// One running service.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct ServiceHandle {
     pub monitor: MonitorHandle,
     /// Its strategy and selector.
     pub balancer: BalancerHandle,
+    /// Its userspace traffic counters that belong to no backend (retries, no backend).
+    pub traffic: Arc<ServiceTraffic>,
     /// The userspace listeners serving it (bound addresses; empty when only the eBPF data plane
     /// serves it).
     pub listeners: Vec<SocketAddr>,

@@ -319,7 +319,7 @@ pub struct Settings {
     /// The data path's clock is `jiffies × clock_ns_per_tick + clock_offset_ns`. `bpf_jiffies64`
     /// is inlined by the JIT into one load, while `bpf_ktime_get_coarse_ns` is a helper call that
     /// cost ~15 ns per packet (measured with `BPF_PROG_TEST_RUN`). The kernel does not publish
-    /// its tick rate, so the agent measures it and the offset at start (`dataplane::clock`),
+    /// its tick rate, so the agent measures it and the offset at start (edge-dataplane's `clock`),
     /// which makes the clock CLOCK_MONOTONIC to within a tick or two.
     pub clock_ns_per_tick: u64,
     /// See [`Self::clock_ns_per_tick`] (wrapping arithmetic).
@@ -468,14 +468,15 @@ pub const fn flow_hash(src: u32, dst: u32, sport: u16, dport: u16, proto: u8, so
     let mut h: u64 = src as u64;
     if !source_only {
         h ^= (dst as u64) << 32;
-        h = mix(h) ^ (((sport as u64) << 32) | ((dport as u64) << 16) | proto as u64);
+        h = fmix64(h) ^ (((sport as u64) << 32) | ((dport as u64) << 16) | proto as u64);
     }
-    (mix(h) >> 32) as u32
+    (fmix64(h) >> 32) as u32
 }
 
-/// The 64-bit finaliser of MurmurHash3: cheap, and good enough to spread 5-tuples over a table.
+/// The 64-bit finaliser of MurmurHash3: every input bit affects every output bit. Cheap, and good
+/// enough to spread 5-tuples over a table; the agent's stable key hash ends with it too.
 #[inline(always)]
-const fn mix(mut h: u64) -> u64 {
+pub const fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

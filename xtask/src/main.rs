@@ -1,12 +1,14 @@
 //! Repository tasks (`cargo xtask <task>`), in Rust so they run wherever cargo does.
 //!
 //! - `setup`: make this machine ready (nightly rust-src, bpf-linker, Debian packages); idempotent.
-//! - `test`: setup, then formatting, lints and every test (the privileged ones too when root).
+//! - `test`: setup, then formatting, the layering check, lints and every test (the privileged
+//!   ones too when root).
 //! - `demo`: setup, then the self-contained demo.
 //! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check;
-//!   `bench l4` and `bench prog` for the eBPF data plane.
+//!   `bench l4` and `bench prog` for the eBPF data plane. The harnesses are in `bench/`.
 
 mod bench;
+mod modcycles;
 mod setup;
 mod test;
 mod util;

@@ -31,7 +31,7 @@ fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
         Needs::Test => &["iproute2", "ethtool"],
-        Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "bc", "nftables", "ethtool"],
+        Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
 }
 

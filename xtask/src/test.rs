@@ -1,16 +1,25 @@
-//! `cargo xtask test`: the one command CI runs. Setup, formatting, lints (host crates and the
-//! eBPF crate), then every test. Tests that need root run when root and say so when skipped.
+//! `cargo xtask test`: the one command CI runs. Setup, formatting, the layering check, lints (host
+//! crates and the eBPF crate), then every test. Privileged tests run when root and report as
+//! ignored, with the reason, otherwise; with `CI` set, not being root is an error.
 
 use std::process::Command;
+
+use anyhow::bail;
 
 use crate::setup::{self, NIGHTLY, Needs};
 use crate::util::{cargo, exec, is_root, path_with_tools, root};
 
 /// Runs the whole suite; extra arguments go to `cargo test` (e.g. a test name filter).
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
+    let root_user = is_root();
+    if std::env::var_os("CI").is_some() && !root_user {
+        bail!("CI is set but this is not root: the privileged tests would not run; run cargo xtask test as root");
+    }
     setup::run(Needs::Test)?;
     step("cargo fmt --check");
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("layering: no cycle among any crate's top-level modules");
+    crate::modcycles::check(&root())?;
     step("cargo clippy (host crates)");
     exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     step("cargo clippy (eBPF crate, bpfel-unknown-none)");
@@ -27,10 +36,10 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO");
     exec(&mut clippy)?;
-    if is_root() {
+    if root_user {
         step("cargo test (running as root: privileged tests included)");
     } else {
-        step("cargo test (not root: privileged tests will report that they skip)");
+        step("cargo test (not root: privileged tests will report as ignored, with the reason)");
     }
     exec(cargo().args(["test", "--workspace", "--exclude", "edge-ebpf"]).args(extra))
 }

@@ -46,7 +46,8 @@ pub fn output(cmd: &mut Command) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// True when running as root.
+/// True when running as root (the test binaries ask the same of the kernel; xtask stays free of
+/// libc and asks `id`).
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }

@@ -12,7 +12,7 @@
 //! unchanged; `/readyz` waits for every service.
 
 mod query;
-pub mod views;
+mod views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,12 +29,13 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::State;
-use crate::balance::StrategySpec;
-use crate::balance::balancer::BalancerHandle;
-use crate::dataplane::DataplaneStatus;
-use crate::health::CommandError;
+use edge_core::backend::State;
+use edge_core::balance::{BalancerHandle, StrategySpec, SwitchError};
+use edge_core::health::CommandError;
+use edge_core::util::stopped;
+
 use crate::metrics::Metrics;
+use crate::plane::DataplaneStatus;
 use crate::service::{self, ServiceHandle};
 use views::{BackendJson, Counts, ServiceJson, StateJson, StrategyJson};
 
@@ -179,7 +180,7 @@ impl Admin {
                 }
             }
             (Method::GET, ["admin", "strategy"], Some(svc)) => {
-                json(StatusCode::OK, &strategy_json(&svc.balancer, &svc.balancer.strategy()))
+                json(StatusCode::OK, &strategy_json(&svc.balancer.strategy()))
             }
             (Method::PUT, ["admin", "strategy"], Some(svc)) => put_strategy(&svc.balancer, req).await,
             (Method::GET, ["admin", "state"], Some(svc)) => {
@@ -200,7 +201,7 @@ impl Admin {
                     dataplane: &self.dataplane,
                     service: svc.name.clone(),
                     services: self.services.len(),
-                    strategy: strategy_json(&svc.balancer, &svc.balancer.strategy()),
+                    strategy: strategy_json(&svc.balancer.strategy()),
                     listen: self.listen.iter().map(ToString::to_string).collect(),
                     listen_tcp: self.listen_tcp.iter().map(ToString::to_string).collect(),
                     tls: self.tls,
@@ -263,16 +264,19 @@ async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>) -> Resp
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match balancer.set_strategy(spec.clone()).await {
-        Some(prev) => json(
+        Ok(prev) => json(
             StatusCode::OK,
-            &serde_json::json!({ "previous": strategy_json(balancer, &prev), "current": strategy_json(balancer, &spec) }),
+            &serde_json::json!({ "previous": strategy_json(&prev), "current": strategy_json(&spec) }),
         ),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "the balancer stopped; the agent is shutting down"),
+        Err(e @ SwitchError::Unsupported(_)) => {
+            error(StatusCode::BAD_REQUEST, format!("the {} data plane cannot do this: {e}", balancer.plane().as_str()))
+        }
+        Err(e @ SwitchError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-fn strategy_json(balancer: &BalancerHandle, spec: &StrategySpec) -> StrategyJson {
-    StrategyJson { strategy: spec.kind.to_string(), hash_key: Some(balancer.effective_key(spec).to_string()) }
+fn strategy_json(spec: &StrategySpec) -> StrategyJson {
+    StrategyJson { strategy: spec.kind.to_string(), hash_key: Some(spec.hash_key.to_string()) }
 }
 
 fn service_json(s: &ServiceHandle) -> ServiceJson {
@@ -280,7 +284,7 @@ fn service_json(s: &ServiceHandle) -> ServiceJson {
         name: s.name.clone(),
         vip: s.vip.map(|v| v.to_string()),
         ready: s.monitor.is_ready(),
-        strategy: strategy_json(&s.balancer, &s.balancer.strategy()),
+        strategy: strategy_json(&s.balancer.strategy()),
         listeners: s.listeners.iter().map(ToString::to_string).collect(),
         backends: s.monitor.snapshot().backends.iter().map(BackendJson::from).collect(),
     }
@@ -306,7 +310,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
                     continue;
                 }
             },
-            _ = crate::proxy::stopped(&mut shutdown) => break,
+            _ = stopped(&mut shutdown) => break,
         };
         let admin = admin.clone();
         let conn = builder.serve_connection(

@@ -1,10 +1,39 @@
 //! JSON shapes of the admin API.
 
+use std::time::{Duration, SystemTime};
+
+use edge_core::backend::{BackendView, Health, ProbeSummary, State};
 use serde::Serialize;
 
-use crate::backend::{BackendView, ProbeSummary, State};
-use crate::dataplane::DataplaneStatus;
-use crate::health::Health;
+use crate::plane::DataplaneStatus;
+
+/// The last probe of a backend.
+#[derive(Debug, Serialize)]
+pub struct ProbeJson {
+    /// Whether it passed.
+    pub passed: bool,
+    /// What happened, e.g. `connect refused` or `http 503`.
+    pub detail: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: f64,
+    /// When it finished, in seconds since the Unix epoch.
+    pub at: f64,
+}
+
+impl From<&ProbeSummary> for ProbeJson {
+    fn from(p: &ProbeSummary) -> Self {
+        Self { passed: p.passed, detail: p.detail.clone(), duration_ms: millis(p.duration), at: epoch_secs(p.at) }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn epoch_secs(t: SystemTime) -> f64 {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    (secs * 1e3).round() / 1e3
+}
 
 /// One backend in `GET /admin/backends`.
 #[derive(Debug, Serialize)]
@@ -32,7 +61,7 @@ pub struct BackendJson {
     /// Consecutive verdicts toward the next flip.
     pub streak: u32,
     /// The last probe.
-    pub last_probe: Option<ProbeSummary>,
+    pub last_probe: Option<ProbeJson>,
     /// Seconds since the Unix epoch when the state last changed.
     pub since: f64,
 }
@@ -41,18 +70,18 @@ impl From<&BackendView> for BackendJson {
     fn from(b: &BackendView) -> Self {
         Self {
             id: b.id().to_string(),
-            address: b.shared.addr.to_string(),
+            address: b.backend.addr.to_string(),
             weight: b.weight,
             state: b.state(),
             health: b.health,
             drained: b.drained,
             removed: b.removed,
             eligible: b.eligible(),
-            active: b.shared.metrics.active.get(),
-            requests: b.shared.metrics.total_requests(),
+            active: b.backend.stats.active(),
+            requests: b.backend.stats.total_requests(),
             streak: b.streak,
-            last_probe: b.last_probe.clone(),
-            since: b.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            last_probe: b.last_probe.as_ref().map(ProbeJson::from),
+            since: b.since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         }
     }
 }

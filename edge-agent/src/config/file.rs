@@ -1,5 +1,6 @@
-//! The optional `--config` TOML file: keys are the long flag names, values fill in whatever the
-//! command line and `EDGE_*` variables left unset.
+//! The optional `--config` TOML file: keys are the long flag names (declared once, in
+//! `cli::RunArgs`), values fill in whatever the command line and `EDGE_*` variables left unset;
+//! `[[service]]` tables add services (`service`).
 //!
 //! ```toml
 //! listen = ["0.0.0.0:80"]
@@ -11,139 +12,118 @@
 //! vip = "10.0.0.6:443"
 //! backend = ["10.0.2.2:443"]
 //! ```
+//!
+//! Every value is checked by the same type as its flag; errors name the file, the key (and the
+//! service) and the fix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
 
 use super::ConfigError;
+use super::service::ServiceTable;
 use crate::cli::RunArgs;
 
-pub(super) fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
-    match v {
-        toml::Value::String(s) => Ok(s.clone()),
-        toml::Value::Integer(i) => Ok(i.to_string()),
-        toml::Value::Float(f) => Ok(f.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        _ => Err(format!("key '{key}' must be a string or a number")),
-    }
-}
-
-pub(super) fn list(key: &str, v: &toml::Value) -> Result<Vec<String>, String> {
-    match v {
-        toml::Value::Array(a) => a.iter().map(|x| scalar(key, x)).collect(),
-        other => Ok(vec![scalar(key, other)?]),
-    }
-}
-
-/// Reads `path` and fills every field of `raw` that is still unset.
-pub fn merge(raw: &mut RunArgs, path: &Path) -> Result<(), ConfigError> {
+/// Reads `path`: its settings and its `[[service]]` tables.
+pub fn read(path: &Path) -> Result<(RunArgs, Vec<ServiceTable>), ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::File { path: path.into(), reason: format!("{e}; check the path and permissions") })?;
-    merge_str(raw, path, &text)
+        .map_err(|e| ConfigError::Unreadable { path: path.into(), reason: e.to_string() })?;
+    parse(path, &text)
 }
 
-/// Like [`merge`], from text.
-pub fn merge_str(raw: &mut RunArgs, path: &Path, text: &str) -> Result<(), ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        path: path.into(),
-        reason: format!("not valid TOML: {}", e.message()),
-    })?;
-    let err = |reason: String| ConfigError::File { path: PathBuf::from(path), reason };
-    for (key, value) in &table {
-        let k = key.replace('_', "-");
-        macro_rules! one {
-            ($field:ident) => {
-                if raw.$field.is_none() {
-                    raw.$field = Some(scalar(&k, value).map_err(err)?);
-                }
-            };
-        }
-        macro_rules! many {
-            ($field:ident) => {
-                if raw.$field.is_empty() {
-                    raw.$field = list(&k, value).map_err(err)?;
-                }
-            };
-        }
-        match k.as_str() {
-            "listen" => many!(listen),
-            "listen-tcp" => many!(listen_tcp),
-            "backend" | "backends" => many!(backend),
-            "backends-file" => one!(backends_file),
-            "mode" => one!(mode),
-            "iface" => many!(iface),
-            "vip" => one!(vip),
-            "xdp-mode" => one!(xdp_mode),
-            "snat-ports" => one!(snat_ports),
-            "conntrack-size" => one!(conntrack_size),
-            "udp-timeout" => one!(udp_timeout),
-            "tcp-timeout" => one!(tcp_timeout),
-            "cleanup" => {
-                if !raw.cleanup {
-                    raw.cleanup = scalar(&k, value).map_err(err)? == "true";
-                }
-            }
-            "health-check" => one!(health_check),
-            "health-path" => one!(health_path),
-            "health-interval" => one!(health_interval),
-            "health-timeout" => one!(health_timeout),
-            "health-jitter" => one!(health_jitter),
-            "rise" => one!(rise),
-            "fall" => one!(fall),
-            "strategy" => one!(strategy),
-            "hash-key" => one!(hash_key),
-            "table-size" => one!(table_size),
-            "on-no-backend" => one!(on_no_backend),
-            "admin" => one!(admin),
-            "admin-token" => one!(admin_token),
-            "tls-cert" => one!(tls_cert),
-            "tls-key" => one!(tls_key),
-            "header-read-timeout" => one!(header_read_timeout),
-            "connect-timeout" => one!(connect_timeout),
-            "upstream-timeout" => one!(upstream_timeout),
-            "idle-timeout" => one!(idle_timeout),
-            "drain-timeout" => one!(drain_timeout),
-            "max-header-bytes" => one!(max_header_bytes),
-            "max-headers" => one!(max_headers),
-            "workers" => one!(workers),
-            "cpu-pinning" => one!(cpu_pinning),
-            "log-format" => one!(log_format),
-            "log-level" => one!(log_level),
-            // No flag gives services, so the file's tables are the only ones.
-            "service" => raw.services = super::service::from_toml(path, value)?,
-            _ => {
-                return Err(err(format!(
-                    "unknown key '{key}'; keys are the long flag names of 'edge-agent run', e.g. listen, backend, health-interval, and [[service]] tables"
-                )));
-            }
+/// Like [`read`], from text; `path` names the file in errors.
+pub fn parse(path: &Path, text: &str) -> Result<(RunArgs, Vec<ServiceTable>), ConfigError> {
+    let err = |reason: String| ConfigError::File { path: path.into(), reason };
+    let mut table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| err(format!("not valid TOML: {}", e.message())))?;
+    table = normalise(table);
+    let services = match table.remove("service") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| ServiceTable::from_toml(path, i + 1, v))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(err("'service' must be an array of tables; write each service as [[service]]".into())),
+    };
+    let known: Vec<String> = RunArgs::FIELDS.iter().filter(|f| **f != "config").map(|f| f.replace('_', "-")).collect();
+    for key in table.keys() {
+        if !known.contains(key) && key != "backends" {
+            return Err(err(format!(
+                "unknown key '{key}'; keys are the long flag names of 'edge-agent run', e.g. listen, backend, \
+                 health-interval, and [[service]] tables"
+            )));
         }
     }
-    Ok(())
+    let args = typed(table).map_err(err)?;
+    Ok((args, services))
+}
+
+/// Keys may be written with underscores (`health_interval`) as well as dashes.
+pub(super) fn normalise(table: toml::Table) -> toml::Table {
+    table.into_iter().map(|(k, v)| (k.replace('_', "-"), v)).collect()
+}
+
+/// Deserializes a table, naming the key of the first bad value.
+pub(super) fn typed<T: DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let key = key.split('[').next().unwrap_or_default().to_string();
+        describe(&key, &e.into_inner().to_string())
+    })
+}
+
+/// Words a deserialization error about `key` the way flag errors read.
+fn describe(key: &str, msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("invalid type: ").or_else(|| msg.strip_prefix("invalid value: ")) {
+        let expected = rest.split_once(", expected ").map_or(rest, |(_, e)| e);
+        return format!("key '{key}' must be {expected}");
+    }
+    if msg.starts_with("duplicate field") {
+        return format!("key '{key}' is given twice; give it once");
+    }
+    // A value checked by its type: the message starts with the value and says the fix.
+    format!("invalid {key} {msg}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn file_fills_only_unset_fields() {
-        let mut raw = RunArgs { rise: Some("5".into()), backend: vec!["10.0.0.9:80".into()], ..Default::default() };
-        let text = "listen = \":80\"\nbackend = [\"10.0.0.1:80\"]\nrise = 3\nfall = 4\nhealth_interval = \"1s\"\n";
-        merge_str(&mut raw, Path::new("c.toml"), text).unwrap();
-        assert_eq!(raw.listen, vec![":80"]);
-        assert_eq!(raw.backend, vec!["10.0.0.9:80"], "command line wins");
-        assert_eq!(raw.rise.as_deref(), Some("5"), "command line wins");
-        assert_eq!(raw.fall.as_deref(), Some("4"));
-        assert_eq!(raw.health_interval.as_deref(), Some("1s"));
+    fn p() -> &'static Path {
+        Path::new("c.toml")
     }
 
     #[test]
-    fn unknown_keys_and_bad_toml_are_errors() {
-        let mut raw = RunArgs::default();
-        let e = merge_str(&mut raw, Path::new("c.toml"), "lissen = 1").unwrap_err().to_string();
-        assert!(e.contains("unknown key 'lissen'"), "{e}");
-        let e = merge_str(&mut raw, Path::new("c.toml"), "listen = [").unwrap_err().to_string();
-        assert!(e.contains("not valid TOML"), "{e}");
-        let e = merge_str(&mut raw, Path::new("c.toml"), "rise = [[1]]").unwrap_err().to_string();
-        assert!(e.contains("string or a number"), "{e}");
+    fn keys_are_flag_names_and_values_their_types() {
+        let text =
+            "listen = \":80\"\nbackends = [\"10.0.0.1:80\"]\nrise = 3\nhealth_interval = \"1s\"\ncleanup = true\n";
+        let (a, s) = parse(p(), text).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(a.listen.len(), 1);
+        assert_eq!(a.backend.len(), 1);
+        assert_eq!(a.rise.map(|r| r.0), Some(3));
+        assert_eq!(a.health_interval.map(|d| d.0), Some(std::time::Duration::from_secs(1)));
+        assert_eq!(a.cleanup.map(|c| c.0), Some(true));
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_fix() {
+        let cases = [
+            ("lissen = 1", "unknown key 'lissen'"),
+            ("listen = [", "not valid TOML"),
+            ("rise = [[1]]", "key 'rise' must be a string or a number"),
+            ("rise = 0", "invalid rise '0': use an integer from 1 to 100"),
+            ("health-interval = \"2x\"", "invalid health-interval '2x': '2x' is not a duration"),
+            ("cleanup = \"yes\"", "key 'cleanup' must be true or false"),
+            ("backend = [\"10.0.0.1:80,weight=1,weight=2\"]", "gives weight twice"),
+            ("mode = \"kernel\"", "invalid mode 'kernel': use auto, ebpf or userspace"),
+            ("service = 1", "'service' must be an array of tables"),
+        ];
+        for (text, want) in cases {
+            let e = parse(p(), text).unwrap_err().to_string();
+            assert!(e.starts_with("config file c.toml: "), "{e}");
+            assert!(e.contains(want), "expected {want:?} in {e:?}");
+        }
     }
 }

@@ -79,11 +79,6 @@ impl DemoBackend {
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
     }
-
-    /// True while serving.
-    pub fn is_up(&self) -> bool {
-        self.tasks.is_some()
-    }
 }
 
 async fn serve_conn(stream: tokio::net::TcpStream, body: Bytes, tag: String) {

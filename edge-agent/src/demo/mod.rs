@@ -22,12 +22,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use edge_core::backend::State;
+use edge_proxy::RetryReason;
+
 use crate::app;
-use crate::backend::State;
-use crate::cli::{DemoArgs, RunArgs};
-use crate::config::{Config, LogFormat};
-use crate::duration::parse_duration;
-pub use backends::DemoBackend;
+use crate::cli::{self, Command, DemoArgs};
+use crate::config::Config;
+use crate::values::LogFormat;
+use backends::DemoBackend;
 use render::{Frame, Row, Screen};
 
 /// Requests per second the demo clients send in total.
@@ -35,13 +37,10 @@ const RATE: u64 = 2000;
 
 /// Runs the demo.
 pub fn main(args: DemoArgs) -> anyhow::Result<()> {
-    let total = parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("invalid --duration: {e}"))?;
-    anyhow::ensure!(total >= Duration::from_secs(3), "invalid --duration '{}': use at least 3s", args.duration);
-    anyhow::ensure!((1..=256).contains(&args.concurrency), "invalid --concurrency {}: use 1 to 256", args.concurrency);
     crate::logging::init(LogFormat::Text, "warn");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let live = !args.plain && std::io::stdout().is_terminal();
-    rt.block_on(run(total, args.concurrency, live))
+    rt.block_on(run(args.duration.0, args.concurrency.get(), live))
 }
 
 #[derive(Default)]
@@ -57,16 +56,19 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
         backends
             .push(DemoBackend::start(&format!("backend-{i}")).await.context("starting a demo backend on 127.0.0.1")?);
     }
-    let raw = RunArgs {
-        listen: vec!["127.0.0.1:0".into()],
-        backend: backends.iter().map(|b| b.addr.to_string()).collect(),
-        health_path: Some("/healthz".into()),
-        health_interval: Some("250ms".into()),
-        health_timeout: Some("200ms".into()),
-        admin: Some("127.0.0.1:0".into()),
-        ..Default::default()
+    // The agent as an operator would start it.
+    let mut argv: Vec<String> = ["edge-agent", "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        .into_iter()
+        .chain(["--health-path", "/healthz", "--health-interval", "250ms", "--health-timeout", "200ms"])
+        .map(String::from)
+        .collect();
+    for b in &backends {
+        argv.extend(["--backend".to_string(), b.addr.to_string()]);
+    }
+    let Command::Run(args) = cli::parse_from(argv, &crate::config::defaults())?.command else {
+        anyhow::bail!("the demo's agent arguments are not a run command")
     };
-    let cfg = Config::validate(&raw)?;
+    let cfg = Config::load(*args)?;
     let (rise, fall, interval) = (cfg.health.rise, cfg.health.fall, cfg.health.interval);
     let agent = app::start(cfg).await?;
     agent.monitor.wait_ready().await;
@@ -82,7 +84,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
         agent.http_addrs[0],
         agent.balancer.strategy().kind,
         interval,
-        agent.dataplane.mode,
+        agent.dataplane.mode.as_str(),
         agent.dataplane.reason,
         agent.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
     );
@@ -202,7 +204,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
                         addr: b.addr.to_string(),
                         state: view.map(|v| v.state().as_str()).unwrap_or("unknown").to_string(),
                         requests: tally.per_backend[&b.name].load(Ordering::Relaxed),
-                        active: view.map(|v| v.shared.metrics.active.get()).unwrap_or(0),
+                        active: view.map(|v| v.backend.stats.active()).unwrap_or(0),
                     }
                 })
                 .collect();
@@ -229,7 +231,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
     let done = tally.done.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
-    let retries = agent.metrics.retries("connect");
+    let retries = agent.services[0].traffic.retries(RetryReason::Connect);
     println!();
     println!("summary");
     println!(

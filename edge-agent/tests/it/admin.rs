@@ -1,27 +1,12 @@
 //! The admin API: endpoints, JSON shapes, the token, and the metric families it exports.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn mutating_calls_need_the_token_reads_do_not() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &spec,
-        "--admin-token",
-        "s3cret",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http().backends(&[&spec]).with(&["--admin-token", "s3cret"]).ready().await;
     let a = agent.admin_addr.unwrap();
     let drain = format!("/admin/backends/{spec}/drain");
     let (status, body) = admin(a, "POST", &drain, None, None).await;
@@ -46,20 +31,7 @@ async fn mutating_calls_need_the_token_reads_do_not() {
 async fn endpoints_shapes_and_errors() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &spec,
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http().with(&["--listen-tcp", "127.0.0.1:0"]).backends(&[&spec]).ready().await;
     let a = agent.admin_addr.unwrap();
 
     let list = backends(a).await;
@@ -93,9 +65,7 @@ async fn endpoints_shapes_and_errors() {
 async fn metrics_cover_the_required_families() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();
-    let agent =
-        agent(&["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace", "--backend", &spec]).await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http().backends(&[&spec]).ready().await;
     get(&client(), &format!("http://{}/", agent.http_addrs[0])).await;
     let (status, text) = admin(agent.admin_addr.unwrap(), "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
@@ -107,9 +77,9 @@ async fn metrics_cover_the_required_families() {
         "edge_backend_active_connections{",
         "edge_tcp_bytes_total{",
         "edge_strategy{",
-        "edge_strategy_switches_total ",
+        "edge_strategy_switches_total{service=\"default\"} 0",
         "edge_dataplane_mode{mode=\"userspace\"} 1",
-        "edge_discovery_updates_total{source=\"static\"} 1",
+        "edge_discovery_updates_total{service=\"default\",source=\"static\"} 1",
         "edge_ready 1",
     ] {
         assert!(text.contains(family), "missing {family}:\n{text}");

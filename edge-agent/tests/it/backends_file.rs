@@ -1,12 +1,10 @@
 //! `--backends-file`: initial load, reloads that add and remove backends without dropping
 //! connections, and bad files that change nothing.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,26 +24,12 @@ async fn echo_once(s: &mut TcpStream, msg: &[u8]) {
 
 #[tokio::test]
 async fn reload_moves_traffic_without_dropping_connections() {
-    let dir = std::env::temp_dir().join(format!("edge-test-{}-{}", std::process::id(), line!()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("backends-file");
     let path = dir.join("backends.json");
     let (e1, e2) = (EchoBackend::start().await, EchoBackend::start().await);
     write(&path, &format!(r#"["{}"]"#, e1.addr));
     let p = path.to_str().unwrap().to_string();
-    let agent = agent(&[
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backends-file",
-        &p,
-        "--health-interval",
-        "50ms",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().with(&["--backends-file", &p, "--health-interval", "50ms"]).ready().await;
     let mut old = TcpStream::connect(agent.tcp_addrs[0]).await.unwrap();
     echo_once(&mut old, b"before").await;
     assert_eq!(e1.used.load(Ordering::SeqCst), 1);
@@ -59,7 +43,7 @@ async fn reload_moves_traffic_without_dropping_connections() {
     );
     assert!(
         eventually(Duration::from_secs(5), || agent.monitor.snapshot().eligible().count() == 1
-            && agent.monitor.snapshot().eligible().next().unwrap().shared.addr == e2.addr)
+            && agent.monitor.snapshot().eligible().next().unwrap().backend.addr == e2.addr)
         .await
     );
     let mut fresh = TcpStream::connect(agent.tcp_addrs[0]).await.unwrap();
@@ -81,21 +65,18 @@ async fn reload_moves_traffic_without_dropping_connections() {
 
 #[tokio::test]
 async fn a_bad_reload_keeps_the_last_good_list() {
-    let dir = std::env::temp_dir().join(format!("edge-test-{}-{}", std::process::id(), line!()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("backends-file");
     let path = dir.join("backends.toml");
     let e1 = EchoBackend::start().await;
     write(&path, &format!("backends = [\"{}\"]\n", e1.addr));
     let p = path.to_str().unwrap().to_string();
-    let agent =
-        agent(&["--listen-tcp", "127.0.0.1:0", "--admin", "off", "--mode", "userspace", "--backends-file", &p]).await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().with(&["--backends-file", &p]).ready().await;
     write(&path, "backends = [\"not an address\"\n");
     assert!(
         eventually(Duration::from_secs(5), || agent
             .metrics
             .render()
-            .contains("edge_discovery_errors_total{source=\"file\"} 1"))
+            .contains("edge_discovery_errors_total{service=\"default\",source=\"file\"} 1"))
         .await
     );
     write(&path, "backends = [\"10.0.0.1:80,weight=999\"]\n");
@@ -103,7 +84,7 @@ async fn a_bad_reload_keeps_the_last_good_list() {
         eventually(Duration::from_secs(5), || agent
             .metrics
             .render()
-            .contains("edge_discovery_errors_total{source=\"file\"} 2"))
+            .contains("edge_discovery_errors_total{service=\"default\",source=\"file\"} 2"))
         .await
     );
     let mut s = TcpStream::connect(agent.tcp_addrs[0]).await.unwrap();

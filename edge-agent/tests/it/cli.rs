@@ -1,13 +1,12 @@
 //! The `edge-agent` binary: bad input fails at start naming the flag and the fix; settings come
-//! from flags, `EDGE_*` variables and `--config` files.
+//! from flags, `EDGE_*` variables and `--config` files; the README's flag table matches `--help`.
 
-mod support;
-
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
@@ -46,25 +45,102 @@ fn bad_flags_fail_at_start_naming_flag_and_fix() {
 }
 
 #[test]
-fn environment_variables_are_read_and_checked() {
+fn environment_variables_are_read_and_checked_naming_the_variable() {
     fails_with(
         &["run"],
         &[("EDGE_LISTEN", "127.0.0.1:0"), ("EDGE_BACKEND", "127.0.0.1:9"), ("EDGE_FALL", "-1")],
         2,
-        "invalid --fall '-1'",
+        "invalid EDGE_FALL '-1' (it sets --fall): use an integer from 1 to 100",
     );
     fails_with(
         &["run"],
         &[("EDGE_LISTEN", "127.0.0.1:0"), ("EDGE_BACKEND", "127.0.0.1:9 bad")],
         2,
-        "invalid --backend 'bad'",
+        "invalid EDGE_BACKEND 'bad' (it sets --backend)",
     );
+    // Booleans take the usual spellings, and say which when given something else.
+    fails_with(
+        &["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9"],
+        &[("EDGE_CLEANUP", "maybe")],
+        2,
+        "invalid EDGE_CLEANUP 'maybe' (it sets --cleanup): use on or off (or true/false, yes/no, 1/0)",
+    );
+    // A flag overrides its variable, so a bad variable under a good flag is not an error.
+    fails_with(&["run", "--backend", "127.0.0.1:9", "--fall", "2"], &[("EDGE_FALL", "-1")], 2, "nothing to listen on");
+}
+
+#[test]
+fn bad_config_files_fail_with_the_key_and_unreadable_ones_as_start_up_problems() {
+    let dir = temp_dir("cli-config");
+    let cfg = dir.join("c.toml");
+    let run = |text: &str, code: i32, want: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        fails_with(&["run", "--config", cfg.to_str().unwrap()], &[], code, want);
+    };
+    run("listen = \":0\"\nbackend = \"127.0.0.1:9\"\ncleanup = \"yes\"\n", 2, "key 'cleanup' must be true or false");
+    run("listen = \":0\"\nbackend = \"127.0.0.1:9,weight=1,weight=2\"\n", 2, "gives weight twice; give it once");
+    run("listen = \":0\"\nbackend = \"127.0.0.1:9\"\nrise = 0\n", 2, "invalid rise '0': use an integer from 1 to 100");
+    fails_with(
+        &["run", "--config", "/nonexistent/edge.toml"],
+        &[],
+        1,
+        "cannot read config file /nonexistent/edge.toml",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--flag` -> default, from the README's flag table (a row per flag; no default: empty).
+fn readme_flags() -> BTreeMap<String, String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("| flag | default | meaning |").expect("the README has a flag table");
+    let mut out = BTreeMap::new();
+    for line in readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')) {
+        // Cells are separated by `|`; an escaped `\|` belongs to the cell.
+        let mut cells = vec![String::new()];
+        let mut prev = ' ';
+        for c in line.trim().trim_matches('|').chars() {
+            match c {
+                '|' if prev != '\\' => cells.push(String::new()),
+                c => cells.last_mut().unwrap().push(c),
+            }
+            prev = c;
+        }
+        let flag = cells[0].trim().trim_matches('`').split(' ').next().unwrap().to_string();
+        out.insert(flag, cells[1].trim().trim_matches('`').to_string());
+    }
+    out
+}
+
+/// `--flag` -> default, from `edge-agent run --help` (no default shown: empty).
+fn help_flags() -> BTreeMap<String, String> {
+    let out = bin().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags = BTreeMap::new();
+    for line in
+        help.lines().map(str::trim_start).filter(|l| l.starts_with("--") && l != &"--help" && !l.starts_with("-h"))
+    {
+        let flag = line.split([' ', ',']).next().unwrap().to_string();
+        let default = line.split("[default: ").nth(1).and_then(|d| d.split(']').next()).unwrap_or("").to_string();
+        flags.insert(flag, default);
+    }
+    flags.remove("--help");
+    flags
+}
+
+#[test]
+fn the_readme_flag_table_matches_help() {
+    let (readme, help) = (readme_flags(), help_flags());
+    let only_readme: Vec<&String> = readme.keys().filter(|k| !help.contains_key(*k)).collect();
+    let only_help: Vec<&String> = help.keys().filter(|k| !readme.contains_key(*k)).collect();
+    assert!(only_readme.is_empty() && only_help.is_empty(), "README only: {only_readme:?}; --help only: {only_help:?}");
+    for (flag, default) in &help {
+        assert_eq!(&readme[flag], default, "the default of {flag}: README vs --help");
+    }
 }
 
 #[test]
 fn start_up_failures_name_the_cause() {
-    let dir = std::env::temp_dir().join(format!("edge-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli");
     let bad = dir.join("b.json");
     std::fs::write(&bad, r#"["10.0.0.1:80", "oops"]"#).unwrap();
     let bad = bad.to_str().unwrap();
@@ -154,8 +230,7 @@ async fn runs_from_environment_variables() {
 async fn runs_from_a_config_file_with_flags_on_top() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (lp, ap) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("edge-cfg-{}-{lp}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli-cfg");
     let cfg = dir.join("edge.toml");
     std::fs::write(
         &cfg,

@@ -1,36 +1,18 @@
 //! `--mode auto` probes the embedded eBPF program on the interface and reports what it found.
 //! As root (CI) the probe must succeed on loopback; without root it must fail with a reason.
 
-mod support;
+use edge_core::balance::Plane;
 
-use support::*;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
+use crate::root::is_root;
+use crate::support::*;
 
 #[tokio::test]
 async fn auto_mode_probes_ebpf_and_reports_the_result() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "auto",
-        "--iface",
-        "lo",
-        "--backend",
-        &spec,
-    ])
-    .await;
+    let agent = Args::http().backends(&[&spec]).with(&["--mode", "auto", "--iface", "lo"]).start().await;
     let probe = agent.dataplane.ebpf_probe.clone().expect("auto mode runs the probe");
-    assert_eq!(agent.dataplane.mode, "userspace");
+    assert_eq!(agent.dataplane.mode, Plane::Userspace);
     if is_root() {
         assert!(probe.capable, "root can load and attach XDP on lo: {}", probe.reason);
         assert!(probe.reason.contains("attached it to lo"), "{}", probe.reason);
@@ -54,19 +36,7 @@ async fn auto_mode_probes_ebpf_and_reports_the_result() {
 async fn auto_mode_reports_a_missing_interface() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "off",
-        "--mode",
-        "auto",
-        "--iface",
-        "edge-nosuch0",
-        "--backend",
-        &spec,
-    ])
-    .await;
+    let agent = Args::http().backends(&[&spec]).with(&["--mode", "auto", "--iface", "edge-nosuch0"]).start().await;
     let probe = agent.dataplane.ebpf_probe.clone().unwrap();
     assert!(!probe.capable);
     assert!(agent.dataplane.reason.contains("not available"), "{}", agent.dataplane.reason);

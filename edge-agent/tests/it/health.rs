@@ -1,44 +1,21 @@
 //! Health checking with real backends: detection, recovery, no flapping, readiness, draining.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn failing_backend_leaves_rotation_and_returns_after_rise() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &a.spec(),
-        "--backend",
-        &b.spec(),
-    ];
-    let mut args = args.to_vec();
-    args.extend([
-        "--health-path",
-        "/healthz",
-        "--health-interval",
-        "50ms",
-        "--health-jitter",
-        "0",
-        "--rise",
-        "2",
-        "--fall",
-        "3",
-    ]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http()
+        .backends(&[a.spec(), b.spec()])
+        .with(&["--health-path", "/healthz", "--health-interval", "50ms", "--health-jitter", "0"])
+        .with(&["--rise", "2", "--fall", "3"])
+        .ready()
+        .await;
     let admin_addr = agent.admin_addr.unwrap();
     a.behaviour.unhealthy.store(true, Ordering::SeqCst);
     let t0 = std::time::Instant::now();
@@ -70,9 +47,11 @@ async fn failing_backend_leaves_rotation_and_returns_after_rise() {
     }
     assert!(seen_a, "recovered backend is back in rotation");
     let m = agent.metrics.render();
-    assert!(m.contains(&format!("edge_backend_transitions_total{{backend=\"{id}\",kind=\"unhealthy\"}} 1")), "{m}");
+    let transitions =
+        |kind: &str| format!("edge_backend_transitions_total{{service=\"default\",backend=\"{id}\",kind=\"{kind}\"}}");
+    assert!(m.contains(&format!("{} 1", transitions("unhealthy"))), "{m}");
     // Healthy twice: the first verdict, then the recovery.
-    assert!(m.contains(&format!("edge_backend_transitions_total{{backend=\"{id}\",kind=\"healthy\"}} 2")), "{m}");
+    assert!(m.contains(&format!("{} 2", transitions("healthy"))), "{m}");
     agent.shutdown().await;
 }
 
@@ -81,24 +60,11 @@ async fn backend_failing_one_probe_in_three_does_not_flap() {
     let a = TestBackend::start("a").await;
     a.behaviour.flapping.store(true, Ordering::SeqCst);
     let spec = a.spec();
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "off",
-        "--mode",
-        "userspace",
-        "--backend",
-        &spec,
-        "--health-path",
-        "/healthz",
-        "--health-interval",
-        "20ms",
-        "--health-jitter",
-        "0",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http()
+        .backends(&[&spec])
+        .with(&["--health-path", "/healthz", "--health-interval", "20ms", "--health-jitter", "0"])
+        .ready()
+        .await;
     let mut rx = agent.monitor.subscribe();
     let watcher = tokio::spawn(async move {
         let mut states = std::collections::HashSet::new();
@@ -109,11 +75,15 @@ async fn backend_failing_one_probe_in_three_does_not_flap() {
         states
     });
     let states = watcher.await.unwrap();
-    assert_eq!(states, [edge_agent::backend::State::Healthy].into(), "published states: {states:?}");
+    assert_eq!(states, [edge_core::backend::State::Healthy].into(), "published states: {states:?}");
     let m = agent.metrics.render();
     let failures = m
         .lines()
-        .find(|l| l.starts_with(&format!("edge_health_checks_total{{backend=\"{spec}\",kind=\"failure\"}}")))
+        .find(|l| {
+            l.starts_with(&format!(
+                "edge_health_checks_total{{service=\"default\",backend=\"{spec}\",kind=\"failure\"}}"
+            ))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(failures >= 10, "the backend really failed probes ({failures})");
@@ -126,21 +96,8 @@ async fn readyz_waits_for_the_first_probe_round() {
     let a = TestBackend::start("a").await;
     let spec = a.spec();
     // The probe path makes the first probe take 400 ms.
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &spec,
-        "--health-path",
-        "/sleep/400",
-        "--health-timeout",
-        "2s",
-    ])
-    .await;
+    let agent =
+        Args::http().backends(&[&spec]).with(&["--health-path", "/sleep/400", "--health-timeout", "2s"]).start().await;
     let admin_addr = agent.admin_addr.unwrap();
     let (status, body) = admin(admin_addr, "GET", "/readyz", None, None).await;
     assert_eq!((status, body.contains("false")), (503, true), "{body}");
@@ -156,22 +113,7 @@ async fn readyz_waits_for_the_first_probe_round() {
 async fn draining_keeps_open_connections_and_stops_new_ones() {
     let (e1, e2) = (EchoBackend::start().await, EchoBackend::start().await);
     let (s1, s2) = (e1.addr.to_string(), e2.addr.to_string());
-    let agent = agent(&[
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &s1,
-        "--backend",
-        &s2,
-        "--health-interval",
-        "50ms",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().backends(&[&s1, &s2]).with(&["--health-interval", "50ms"]).ready().await;
     let admin_addr = agent.admin_addr.unwrap();
     let proxy = agent.tcp_addrs[0];
     // Open connections until one lands on e1 (round robin: at most two).
@@ -215,20 +157,7 @@ async fn draining_keeps_open_connections_and_stops_new_ones() {
 async fn draining_applies_to_http_traffic() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (sa, sb) = (a.spec(), b.spec());
-    let agent = agent(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--mode",
-        "userspace",
-        "--backend",
-        &sa,
-        "--backend",
-        &sb,
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::http().backends(&[&sa, &sb]).ready().await;
     agent.monitor.drain(&sa).await.unwrap();
     let c = client();
     for _ in 0..10 {

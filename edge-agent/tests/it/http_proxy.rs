@@ -1,34 +1,27 @@
 //! The HTTP proxy end to end: balancing, header rewriting, HTTP/2, TLS, limits and timeouts, and
 //! every way a backend can fail.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use edge_proxy::RetryReason;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
 
-fn base(backends: &[String]) -> Vec<&str> {
-    let mut a =
-        vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace", "--health-interval", "50ms"];
-    for b in backends {
-        a.push("--backend");
-        a.push(b);
-    }
-    a
+use crate::support::*;
+
+fn base<S: AsRef<str>>(backends: &[S]) -> Args {
+    Args::http().with(&["--health-interval", "50ms"]).backends(backends)
 }
 
 #[tokio::test]
 async fn round_robin_spreads_requests_evenly() {
     let bs = [TestBackend::start("a").await, TestBackend::start("b").await, TestBackend::start("c").await];
     let specs: Vec<String> = bs.iter().map(TestBackend::spec).collect();
-    let agent = agent(&base(&specs)).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).ready().await;
     let url = format!("http://{}/", agent.http_addrs[0]);
     let c = client();
     for _ in 0..30 {
@@ -43,8 +36,7 @@ async fn round_robin_spreads_requests_evenly() {
 async fn weights_shape_round_robin() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let specs = [a.spec(), format!("{},weight=3", b.spec())];
-    let agent = agent(&base(&specs)).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).ready().await;
     let url = format!("http://{}/", agent.http_addrs[0]);
     let c = client();
     for _ in 0..40 {
@@ -57,8 +49,7 @@ async fn weights_shape_round_robin() {
 #[tokio::test]
 async fn forwards_headers_and_strips_hop_by_hop() {
     let b = TestBackend::start("a").await;
-    let agent = agent(&base(&[b.spec()])).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&[b.spec()]).ready().await;
     let url = format!("http://{}/path?q=1", agent.http_addrs[0]);
     let (status, _, body) = get_with(
         &client(),
@@ -86,8 +77,7 @@ async fn forwards_headers_and_strips_hop_by_hop() {
 #[tokio::test]
 async fn serves_http2_with_prior_knowledge() {
     let b = TestBackend::start("a").await;
-    let agent = agent(&base(&[b.spec()])).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&[b.spec()]).ready().await;
     let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
     let resp = c.get(format!("http://{}/", agent.http_addrs[0]).parse().unwrap()).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -121,10 +111,7 @@ async fn terminates_tls_for_http1_and_h2() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let (cert, key) = (format!("{fixtures}/test-cert.pem"), format!("{fixtures}/test-key.pem"));
     let specs = [b.spec()];
-    let mut args = base(&specs);
-    args.extend(["--tls-cert", &cert, "--tls-key", &key]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).with(&["--tls-cert", &cert, "--tls-key", &key]).ready().await;
     for (alpn, version) in [(b"http/1.1".as_slice(), http::Version::HTTP_11), (b"h2".as_slice(), http::Version::HTTP_2)]
     {
         let tcp = tokio::net::TcpStream::connect(agent.http_addrs[0]).await.unwrap();
@@ -153,10 +140,10 @@ async fn terminates_tls_for_http1_and_h2() {
 async fn malformed_oversized_and_slow_clients_get_400_431_408() {
     let b = TestBackend::start("a").await;
     let specs = [b.spec()];
-    let mut args = base(&specs);
-    args.extend(["--header-read-timeout", "300ms", "--max-headers", "20", "--max-header-bytes", "16384"]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs)
+        .with(&["--header-read-timeout", "300ms", "--max-headers", "20", "--max-header-bytes", "16384"])
+        .ready()
+        .await;
     let addr = agent.http_addrs[0];
     let limit = Duration::from_secs(3);
 
@@ -197,16 +184,13 @@ async fn malformed_oversized_and_slow_clients_get_400_431_408() {
 async fn backend_failures_become_502_504_or_an_aborted_body() {
     let b = TestBackend::start("a").await;
     let specs = [b.spec()];
-    let mut args = base(&specs);
-    args.extend(["--upstream-timeout", "300ms"]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).with(&["--upstream-timeout", "300ms"]).ready().await;
     let c = client();
     let base_url = format!("http://{}", agent.http_addrs[0]);
 
     // The backend drops the connection without answering: one retry (GET is idempotent), then 502.
     assert_eq!(get(&c, &format!("{base_url}/die")).await.0, StatusCode::BAD_GATEWAY);
-    assert_eq!(agent.metrics.retries("empty_response"), 1);
+    assert_eq!(agent.services[0].traffic.retries(RetryReason::EmptyResponse), 1);
     assert_eq!(b.served(), 2, "tried twice, not more");
 
     // The backend hangs: 504 after the upstream timeout.
@@ -225,10 +209,13 @@ async fn backend_failures_become_502_504_or_an_aborted_body() {
     assert_eq!(get(&c, &format!("{base_url}/")).await.0, StatusCode::OK);
     let m = agent.metrics.render();
     let id = b.spec();
-    assert!(m.contains(&format!("edge_upstream_errors_total{{backend=\"{id}\",kind=\"timeout\"}} 1")), "{m}");
-    assert!(m.contains(&format!("edge_requests_total{{backend=\"{id}\",class=\"5xx\"}} 2")), "{m}");
     assert!(
-        m.contains(&format!("edge_backend_active_connections{{backend=\"{id}\"}} 0")),
+        m.contains(&format!("edge_upstream_errors_total{{service=\"default\",backend=\"{id}\",kind=\"timeout\"}} 1")),
+        "{m}"
+    );
+    assert!(m.contains(&format!("edge_requests_total{{service=\"default\",backend=\"{id}\",class=\"5xx\"}} 2")), "{m}");
+    assert!(
+        m.contains(&format!("edge_backend_active_connections{{service=\"default\",backend=\"{id}\"}} 0")),
         "no leaked in-flight count:\n{m}"
     );
     agent.shutdown().await;
@@ -238,11 +225,8 @@ async fn backend_failures_become_502_504_or_an_aborted_body() {
 async fn refused_connect_is_retried_on_another_backend() {
     let (mut a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let specs = [a.spec(), b.spec()];
-    let mut args = base(&specs);
     // Probes far apart: the agent has not noticed the death when the requests arrive.
-    args.extend(["--health-interval", "1m"]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).with(&["--health-interval", "1m"]).ready().await;
     a.kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let url = format!("http://{}/", agent.http_addrs[0]);
@@ -251,7 +235,8 @@ async fn refused_connect_is_retried_on_another_backend() {
         let (status, backend, _) = get(&c, &url).await;
         assert_eq!((status, backend.as_str()), (StatusCode::OK, "b"));
     }
-    assert!(agent.metrics.retries("connect") >= 4, "retries: {}", agent.metrics.retries("connect"));
+    let retries = agent.services[0].traffic.retries(RetryReason::Connect);
+    assert!(retries >= 4, "retries: {retries}");
     agent.shutdown().await;
 }
 
@@ -260,36 +245,34 @@ async fn no_usable_backend_means_503_or_all_by_policy() {
     let b = TestBackend::start("a").await;
     b.behaviour.unhealthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let specs = [b.spec()];
-    let mut args = base(&specs);
-    args.extend(["--health-path", "/healthz"]);
-    let reject = agent(&args).await;
-    reject.monitor.wait_ready().await;
+    let args = base(&specs).with(&["--health-path", "/healthz"]);
+    let reject = args.ready().await;
     let (status, _, body) = get(&client(), &format!("http://{}/", reject.http_addrs[0])).await;
     assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"));
-    assert!(reject.metrics.render().contains("edge_no_backend_total{reason=\"rejected\"} 1"));
+    assert!(reject.metrics.render().contains("edge_no_backend_total{service=\"default\",reason=\"rejected\"} 1"));
     reject.shutdown().await;
 
-    args.extend(["--on-no-backend", "all"]);
-    let all = agent(&args).await;
-    all.monitor.wait_ready().await;
+    let all = args.with(&["--on-no-backend", "all"]).ready().await;
     assert_eq!(get(&client(), &format!("http://{}/", all.http_addrs[0])).await.0, StatusCode::OK);
-    assert!(all.metrics.render().contains("edge_no_backend_total{reason=\"fallback\"} 1"));
+    assert!(all.metrics.render().contains("edge_no_backend_total{service=\"default\",reason=\"fallback\"} 1"));
     all.shutdown().await;
 }
 
 #[tokio::test]
 async fn request_metrics_by_backend_and_class() {
     let b = TestBackend::start("a").await;
-    let agent = agent(&base(&[b.spec()])).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&[b.spec()]).ready().await;
     let c = client();
     for _ in 0..3 {
         get(&c, &format!("http://{}/", agent.http_addrs[0])).await;
     }
     let m = agent.metrics.render();
     let id = b.spec();
-    assert!(m.contains(&format!("edge_requests_total{{backend=\"{id}\",class=\"2xx\"}} 3")), "{m}");
-    assert!(m.contains(&format!("edge_request_duration_seconds_count{{backend=\"{id}\"}} 3")), "{m}");
+    assert!(m.contains(&format!("edge_requests_total{{service=\"default\",backend=\"{id}\",class=\"2xx\"}} 3")), "{m}");
+    assert!(
+        m.contains(&format!("edge_request_duration_seconds_count{{service=\"default\",backend=\"{id}\"}} 3")),
+        "{m}"
+    );
     agent.shutdown().await;
 }
 
@@ -297,10 +280,7 @@ async fn request_metrics_by_backend_and_class() {
 async fn random_garbage_never_breaks_the_proxy() {
     let b = TestBackend::start("a").await;
     let specs = [b.spec()];
-    let mut args = base(&specs);
-    args.extend(["--header-read-timeout", "200ms"]);
-    let agent = agent(&args).await;
-    agent.monitor.wait_ready().await;
+    let agent = base(&specs).with(&["--header-read-timeout", "200ms"]).ready().await;
     let addr = agent.http_addrs[0];
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     let prefixes: [&[u8]; 4] =

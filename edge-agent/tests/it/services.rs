@@ -3,13 +3,11 @@
 //! serving the top-level backends, and the admin API lists the services and acts on one of them
 //! with `?service=NAME`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// A loopback port nothing listens on right now (the agent binds it a moment later).
 fn free_port() -> u16 {
@@ -17,12 +15,15 @@ fn free_port() -> u16 {
 }
 
 /// Writes `text` as a config file in a fresh temporary folder.
-fn config_file(tag: u32, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edge-test-services-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("edge.toml");
+fn config_file(text: &str) -> PathBuf {
+    let path = temp_dir("services").join("edge.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// An agent with only the services of the config file at `path`.
+fn with_config(path: &std::path::Path) -> Args {
+    Args::words(&["--mode", "userspace", "--admin", "127.0.0.1:0", "--config", path.to_str().unwrap()])
 }
 
 /// One request on a fresh connection (the TCP proxy picks a backend per connection); the name of
@@ -63,10 +64,8 @@ async fn each_service_reaches_only_its_own_backends_and_admin_names_them() {
     let (a1, a2, b1) = (TestBackend::start("a1").await, TestBackend::start("a2").await, TestBackend::start("b1").await);
     let (web, api): (SocketAddr, SocketAddr) =
         (format!("127.0.0.1:{}", free_port()).parse().unwrap(), format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    let path = config_file(
-        line!(),
-        &format!(
-            r#"health-interval = "100ms"
+    let path = config_file(&format!(
+        r#"health-interval = "100ms"
 
 [[service]]
 name = "web"
@@ -79,12 +78,11 @@ vip = "{api}"
 backends = ["{}"]
 strategy = "least-connections"
 "#,
-            a1.spec(),
-            a2.spec(),
-            b1.spec()
-        ),
-    );
-    let agent = agent(&["--mode", "userspace", "--admin", "127.0.0.1:0", "--config", path.to_str().unwrap()]).await;
+        a1.spec(),
+        a2.spec(),
+        b1.spec()
+    ));
+    let agent = with_config(&path).start().await;
     assert_eq!(agent.services.len(), 2);
     for s in &agent.services {
         s.monitor.wait_ready().await;
@@ -136,17 +134,14 @@ async fn drain_and_strategy_act_on_the_named_service_only() {
     let (a1, a2, b1) = (TestBackend::start("a1").await, TestBackend::start("a2").await, TestBackend::start("b1").await);
     let (web, api): (SocketAddr, SocketAddr) =
         (format!("127.0.0.1:{}", free_port()).parse().unwrap(), format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    let path = config_file(
-        line!(),
-        &format!(
-            "[[service]]\nname = \"web\"\nvip = \"{web}\"\nbackend = [\"{}\", \"{}\"]\n\
+    let path = config_file(&format!(
+        "[[service]]\nname = \"web\"\nvip = \"{web}\"\nbackend = [\"{}\", \"{}\"]\n\
              [[service]]\nname = \"api\"\nvip = \"{api}\"\nbackend = \"{}\"\n",
-            a1.spec(),
-            a2.spec(),
-            b1.spec()
-        ),
-    );
-    let agent = agent(&["--mode", "userspace", "--admin", "127.0.0.1:0", "--config", path.to_str().unwrap()]).await;
+        a1.spec(),
+        a2.spec(),
+        b1.spec()
+    ));
+    let agent = with_config(&path).start().await;
     for s in &agent.services {
         s.monitor.wait_ready().await;
     }
@@ -203,20 +198,8 @@ async fn drain_and_strategy_act_on_the_named_service_only() {
 async fn top_level_flags_stay_the_first_service_next_to_the_tables() {
     let (t1, s1) = (TestBackend::start("t1").await, TestBackend::start("s1").await);
     let vip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let path = config_file(line!(), &format!("[[service]]\nvip = \"{vip}\"\nbackend = \"{}\"\n", s1.spec()));
-    let agent = agent(&[
-        "--mode",
-        "userspace",
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--backend",
-        &t1.spec(),
-        "--admin",
-        "127.0.0.1:0",
-        "--config",
-        path.to_str().unwrap(),
-    ])
-    .await;
+    let path = config_file(&format!("[[service]]\nvip = \"{vip}\"\nbackend = \"{}\"\n", s1.spec()));
+    let agent = Args::tcp().backends(&[t1.spec()]).with(&["--config", path.to_str().unwrap()]).start().await;
     for s in &agent.services {
         s.monitor.wait_ready().await;
     }

@@ -1,10 +1,8 @@
 //! Strategies end to end, and switching them at run time through the admin API.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 
-use support::*;
+use crate::support::*;
 
 async fn three() -> (Vec<TestBackend>, Vec<String>) {
     let bs = vec![TestBackend::start("a").await, TestBackend::start("b").await, TestBackend::start("c").await];
@@ -12,20 +10,14 @@ async fn three() -> (Vec<TestBackend>, Vec<String>) {
     (bs, specs)
 }
 
-fn args<'a>(specs: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace"];
-    for s in specs {
-        a.extend(["--backend", s.as_str()]);
-    }
-    a.extend_from_slice(extra);
-    a
+fn args(specs: &[String], extra: &[&str]) -> Args {
+    Args::http().backends(specs).with(extra)
 }
 
 #[tokio::test]
 async fn switching_to_consistent_hash_by_header_at_run_time() {
     let (_bs, specs) = three().await;
-    let agent = agent(&args(&specs, &[])).await;
-    agent.monitor.wait_ready().await;
+    let agent = args(&specs, &[]).ready().await;
     let admin_addr = agent.admin_addr.unwrap();
     let (status, body) = admin(
         admin_addr,
@@ -56,8 +48,9 @@ async fn switching_to_consistent_hash_by_header_at_run_time() {
     let used: HashSet<&String> = owner.values().collect();
     assert!(used.len() >= 2, "30 users spread over several backends: {used:?}");
     let m = agent.metrics.render();
-    assert!(m.contains("edge_strategy_switches_total 1"), "{m}");
-    assert!(m.contains("edge_strategy{strategy=\"consistent-hash\",hash_key=\"header:x-user-id\"} 1"), "{m}");
+    assert!(m.contains("edge_strategy_switches_total{service=\"default\"} 1"), "{m}");
+    let info = "edge_strategy{service=\"default\",strategy=\"consistent-hash\",hash_key=\"header:x-user-id\"} 1";
+    assert!(m.contains(info), "{m}");
     assert!(!m.contains("strategy=\"round-robin\""), "old strategy info removed:\n{m}");
     agent.shutdown().await;
 }
@@ -65,8 +58,7 @@ async fn switching_to_consistent_hash_by_header_at_run_time() {
 #[tokio::test]
 async fn consistent_hash_by_source_sticks_a_client_to_one_backend() {
     let (_bs, specs) = three().await;
-    let agent = agent(&args(&specs, &["--strategy", "consistent-hash"])).await;
-    agent.monitor.wait_ready().await;
+    let agent = args(&specs, &["--strategy", "consistent-hash"]).ready().await;
     let c = client();
     let seen: HashSet<String> = futures_join(&c, &format!("http://{}/", agent.http_addrs[0]), 20).await;
     assert_eq!(seen.len(), 1, "one client address, one backend: {seen:?}");
@@ -93,8 +85,7 @@ async fn least_connections_avoids_a_busy_backend() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (sa, sb) = (a.spec(), b.spec());
     let specs = [sa.clone(), sb.clone()];
-    let agent = agent(&args(&specs, &["--strategy", "least-connections"])).await;
-    agent.monitor.wait_ready().await;
+    let agent = args(&specs, &["--strategy", "least-connections"]).ready().await;
     // Make a busy: with b drained, three hanging requests all land on a.
     agent.monitor.drain(&sb).await.unwrap();
     let url = format!("http://{}/hang", agent.http_addrs[0]);
@@ -123,7 +114,7 @@ async fn least_connections_avoids_a_busy_backend() {
 #[tokio::test]
 async fn bad_strategy_requests_are_rejected_and_change_nothing() {
     let (_bs, specs) = three().await;
-    let agent = agent(&args(&specs, &[])).await;
+    let agent = args(&specs, &[]).start().await;
     let admin_addr = agent.admin_addr.unwrap();
     for (body, want) in [
         (r#"{"strategy": "random"}"#, "unknown strategy"),
@@ -136,6 +127,6 @@ async fn bad_strategy_requests_are_rejected_and_change_nothing() {
         assert!(text.contains(want), "{body}: {text}");
     }
     assert_eq!(agent.balancer.strategy().kind.as_str(), "round-robin");
-    assert!(agent.metrics.render().contains("edge_strategy_switches_total 0"));
+    assert!(agent.metrics.render().contains("edge_strategy_switches_total{service=\"default\"} 0"));
     agent.shutdown().await;
 }

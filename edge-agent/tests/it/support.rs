@@ -1,5 +1,6 @@
 //! Test doubles and helpers shared by the integration tests: in-process HTTP and TCP backends
-//! whose behaviour the test controls, an agent started from command-line words, and small clients.
+//! whose behaviour the test controls, an agent started from command-line words ([`Args`]), and
+//! small clients.
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
@@ -9,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser;
 use edge_agent::app::{self, AgentHandle};
-use edge_agent::cli::{Cli, Command};
+use edge_agent::cli::{self, Command};
 use edge_agent::config::Config;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
@@ -24,18 +24,76 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// `edge-agent run` arguments for a test agent, built up from a base.
+#[derive(Debug, Clone, Default)]
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// An HTTP listener and the admin API on free loopback ports, in userspace mode.
+    pub fn http() -> Self {
+        Self::words(&["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace"])
+    }
+
+    /// A TCP listener on a free loopback port and the admin API, in userspace mode.
+    pub fn tcp() -> Self {
+        Self::words(&["--listen-tcp", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mode", "userspace"])
+    }
+
+    /// Exactly these words.
+    pub fn words(words: &[&str]) -> Self {
+        Self(words.iter().map(|w| w.to_string()).collect())
+    }
+
+    /// Adds words.
+    pub fn with(mut self, words: &[&str]) -> Self {
+        self.0.extend(words.iter().map(|w| w.to_string()));
+        self
+    }
+
+    /// Adds `--backend SPEC` for each spec.
+    pub fn backends<S: AsRef<str>>(mut self, specs: &[S]) -> Self {
+        for s in specs {
+            self.0.extend(["--backend".to_string(), s.as_ref().to_string()]);
+        }
+        self
+    }
+
+    /// Starts the agent.
+    pub async fn start(&self) -> AgentHandle {
+        let words: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        agent(&words).await
+    }
+
+    /// Starts the agent and waits for its first probe round.
+    pub async fn ready(&self) -> AgentHandle {
+        let agent = self.start().await;
+        agent.monitor.wait_ready().await;
+        agent
+    }
+}
+
 /// Starts an agent from `edge-agent run` arguments (without the program and subcommand names).
 /// Set `EDGE_TEST_LOG=debug` (or any `--log-level` directives) to see the agents' logs.
 pub async fn agent(args: &[&str]) -> AgentHandle {
     if let Ok(level) = std::env::var("EDGE_TEST_LOG") {
-        edge_agent::logging::init(edge_agent::config::LogFormat::Text, &level);
+        edge_agent::logging::init(edge_agent::values::LogFormat::Text, &level);
     }
     let mut words = vec!["edge-agent", "run"];
     words.extend_from_slice(args);
-    let cli = Cli::try_parse_from(words).expect("arguments parse");
-    let Command::Run(raw) = cli.command else { panic!("not a run command") };
-    let cfg = Config::from_args(*raw).expect("configuration is valid");
+    let cli = cli::parse_from(words, &edge_agent::config::defaults())
+        .unwrap_or_else(|e| panic!("arguments do not parse: {e}"));
+    let Command::Run(args) = cli.command else { panic!("not a run command") };
+    let cfg = Config::load(*args).unwrap_or_else(|e| panic!("configuration is invalid: {e}"));
     app::start(cfg).await.expect("agent starts")
+}
+
+/// A new, empty folder under the system's temporary folder, unique to this process and call.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("edge-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Polls `cond` every 10 ms until it holds or `limit` passes; returns whether it held.

@@ -1,10 +1,11 @@
 //! The TCP proxy: bytes both ways, counters, connect retry, idle timeout.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use edge_core::backend::Direction;
+use edge_proxy::RetryReason;
+
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -12,9 +13,7 @@ use tokio::net::TcpStream;
 async fn copies_bytes_both_ways_and_counts_them() {
     let e = EchoBackend::start().await;
     let spec = e.addr.to_string();
-    let agent =
-        agent(&["--listen-tcp", "127.0.0.1:0", "--admin", "off", "--mode", "userspace", "--backend", &spec]).await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().backends(&[&spec]).ready().await;
     let mut s = TcpStream::connect(agent.tcp_addrs[0]).await.unwrap();
     let payload = vec![7u8; 100_000];
     let (mut r, mut w) = s.split();
@@ -28,17 +27,20 @@ async fn copies_bytes_both_ways_and_counts_them() {
     assert_eq!(n.unwrap(), 100_000);
     assert_eq!(back, payload);
     drop(s);
-    let m = &agent.monitor.snapshot().backends[0].shared.metrics;
+    let backend = agent.monitor.snapshot().backends[0].backend.clone();
+    let m = &backend.stats;
     assert!(
-        eventually(Duration::from_secs(2), || m.tcp_tx.get() == 100_000 && m.tcp_rx.get() == 100_000).await,
+        eventually(Duration::from_secs(2), || m.bytes(Direction::Tx) == 100_000 && m.bytes(Direction::Rx) == 100_000)
+            .await,
         "tx {} rx {}",
-        m.tcp_tx.get(),
-        m.tcp_rx.get()
+        m.bytes(Direction::Tx),
+        m.bytes(Direction::Rx)
     );
-    assert!(eventually(Duration::from_secs(2), || m.active.get() == 0).await);
+    assert!(eventually(Duration::from_secs(2), || m.active() == 0).await);
     let text = agent.metrics.render();
-    assert!(text.contains(&format!("edge_tcp_bytes_total{{backend=\"{spec}\",kind=\"tx\"}} 100000")), "{text}");
-    assert!(text.contains(&format!("edge_tcp_connections_total{{backend=\"{spec}\"}} 1")), "{text}");
+    let labels = format!("service=\"default\",backend=\"{spec}\"");
+    assert!(text.contains(&format!("edge_tcp_bytes_total{{{labels},kind=\"tx\"}} 100000")), "{text}");
+    assert!(text.contains(&format!("edge_tcp_connections_total{{{labels}}} 1")), "{text}");
     agent.shutdown().await;
 }
 
@@ -46,22 +48,7 @@ async fn copies_bytes_both_ways_and_counts_them() {
 async fn refused_connect_moves_to_another_backend() {
     let (e1, e2) = (EchoBackend::start().await, EchoBackend::start().await);
     let (s1, s2) = (e1.addr.to_string(), e2.addr.to_string());
-    let agent = agent(&[
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--admin",
-        "off",
-        "--mode",
-        "userspace",
-        "--backend",
-        &s1,
-        "--backend",
-        &s2,
-        "--health-interval",
-        "1m",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().backends(&[&s1, &s2]).with(&["--health-interval", "1m"]).ready().await;
     e1.kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     for _ in 0..6 {
@@ -71,7 +58,7 @@ async fn refused_connect_moves_to_another_backend() {
         tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut b)).await.unwrap().unwrap();
         assert_eq!(&b, b"hi");
     }
-    assert!(agent.metrics.retries("connect") >= 2);
+    assert!(agent.services[0].traffic.retries(RetryReason::Connect) >= 2);
     agent.shutdown().await;
 }
 
@@ -79,20 +66,7 @@ async fn refused_connect_moves_to_another_backend() {
 async fn idle_connections_are_closed() {
     let e = EchoBackend::start().await;
     let spec = e.addr.to_string();
-    let agent = agent(&[
-        "--listen-tcp",
-        "127.0.0.1:0",
-        "--admin",
-        "off",
-        "--mode",
-        "userspace",
-        "--backend",
-        &spec,
-        "--idle-timeout",
-        "200ms",
-    ])
-    .await;
-    agent.monitor.wait_ready().await;
+    let agent = Args::tcp().backends(&[&spec]).with(&["--idle-timeout", "200ms"]).ready().await;
     let mut s = TcpStream::connect(agent.tcp_addrs[0]).await.unwrap();
     s.write_all(b"x").await.unwrap();
     let mut b = [0u8; 1];

@@ -1,32 +1,20 @@
 //! The upstream HTTP/1.1 client end to end: request bodies, response framing, connection reuse,
 //! and stale pooled connections.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use edge_proxy::RetryReason;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::*;
 
-fn args(spec: &str) -> Vec<String> {
-    ["--listen", "127.0.0.1:0", "--admin", "off", "--mode", "userspace", "--health-interval", "1m", "--backend", spec]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
+use crate::support::*;
 
 async fn start(spec: &str, extra: &[&str]) -> edge_agent::app::AgentHandle {
-    let mut a = args(spec);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-    let agent = agent(&refs).await;
-    agent.monitor.wait_ready().await;
-    agent
+    Args::http().with(&["--health-interval", "1m"]).backends(&[spec]).with(extra).ready().await
 }
 
 #[tokio::test]
@@ -140,7 +128,8 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
         assert_eq!(get(&c, &url).await.0, StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(agent.metrics.retries("stale_connection") >= 1, "stale GETs retried on a fresh connection");
+    let stale = agent.services[0].traffic.retries(RetryReason::StaleConnection);
+    assert!(stale >= 1, "stale GETs retried on a fresh connection");
     // A POST is never sent on a connection that may be stale: it is checked first.
     let pc: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..3 {

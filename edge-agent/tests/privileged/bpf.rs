@@ -11,13 +11,12 @@ use std::process::Command;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
-use edge_agent::dataplane::clock::{Calibration, calibrate};
-use edge_agent::dataplane::loader::retry_interrupted;
-use edge_agent::dataplane::object::EBPF_OBJECT;
 use edge_common::{
     BE_ACTIVE, BackendValue, Counters, Event, FlowKey, FlowValue, NatKey, NatValue, ServiceKey, ServiceValue, Settings,
     map_names, program_names, table_index,
 };
+use edge_dataplane::object::EBPF_OBJECT;
+use edge_dataplane::{Calibration, calibrate, retry_interrupted};
 
 /// The test namespace's layout: d0 toward backends, d1 toward clients.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -36,16 +35,6 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
 pub const TABLE: u32 = 251;
 /// SNAT ports.
 pub const NAT_PORTS: (u16, u16) = (20000, 20999);
-
-/// Whether the test can run; prints why not.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: BPF_PROG_TEST_RUN needs root");
-        return false;
-    }
-    true
-}
 
 fn sh(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("iproute2 (`ip`) is needed; run `cargo xtask setup`");
@@ -91,7 +80,7 @@ static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new
 impl Harness {
     /// Loads the object and both programs; writes the settings.
     pub fn load() -> Self {
-        edge_agent::dataplane::pins::prepare().expect("bpffs");
+        edge_dataplane::pins::prepare().expect("bpffs");
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = PathBuf::from(format!("/sys/fs/bpf/edge-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

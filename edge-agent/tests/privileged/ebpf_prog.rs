@@ -1,11 +1,8 @@
 //! `BPF_PROG_TEST_RUN` tests of the real embedded object: seeded maps, crafted frames, and checks
 //! of verdicts, rewritten bytes (addresses, ports, MACs, checksums), conntrack and counters.
-//! They need root (CI is root) and say so when they skip.
+//! They need root; the harness (`main.rs`) reports them as ignored without it.
 
-#[path = "support/bpf.rs"]
-mod bpf;
-
-use bpf::*;
+use crate::bpf::{self, *};
 use edge_common::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE};
 
 const XDP_DROP: u32 = 1;
@@ -26,11 +23,7 @@ fn syn(h: &mut Harness, port: u16) -> View {
     view(&out)
 }
 
-#[test]
 fn syn_to_vip_is_full_natted_toward_a_backend() {
-    if !require_root("syn_to_vip_is_full_natted_toward_a_backend") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -57,11 +50,7 @@ fn syn_to_vip_is_full_natted_toward_a_backend() {
     });
 }
 
-#[test]
 fn established_flow_keeps_its_backend_when_the_table_changes() {
-    if !require_root("established_flow_keeps_its_backend_when_the_table_changes") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -82,11 +71,7 @@ fn established_flow_keeps_its_backend_when_the_table_changes() {
     });
 }
 
-#[test]
 fn replies_are_translated_back_by_tc() {
-    if !require_root("replies_are_translated_back_by_tc") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -109,11 +94,7 @@ fn replies_are_translated_back_by_tc() {
     });
 }
 
-#[test]
 fn tc_steers_client_packets_too() {
-    if !require_root("tc_steers_client_packets_too") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -124,11 +105,7 @@ fn tc_steers_client_packets_too() {
     });
 }
 
-#[test]
 fn fin_marks_closing_and_a_new_syn_starts_a_new_flow() {
-    if !require_root("fin_marks_closing_and_a_new_syn_starts_a_new_flow") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -144,11 +121,7 @@ fn fin_marks_closing_and_a_new_syn_starts_a_new_flow() {
     });
 }
 
-#[test]
 fn a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port() {
-    if !require_root("a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -170,11 +143,7 @@ fn a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port() {
     });
 }
 
-#[test]
 fn a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on() {
-    if !require_root("a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         // One backend, so every flow competes for the same SNAT ports.
@@ -198,11 +167,7 @@ fn a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on() {
     });
 }
 
-#[test]
 fn rst_removes_the_flow_and_its_nat_entry() {
-    if !require_root("rst_removes_the_flow_and_its_nat_entry") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -221,11 +186,7 @@ fn rst_removes_the_flow_and_its_nat_entry() {
     });
 }
 
-#[test]
 fn udp_flows_stick_and_keep_a_zero_checksum() {
-    if !require_root("udp_flows_stick_and_keep_a_zero_checksum") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(53, PROTO_UDP, 3, 0);
@@ -251,11 +212,7 @@ fn udp_flows_stick_and_keep_a_zero_checksum() {
     });
 }
 
-#[test]
 fn ip_options_are_kept_and_checksums_fixed() {
-    if !require_root("ip_options_are_kept_and_checksums_fixed") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -268,11 +225,7 @@ fn ip_options_are_kept_and_checksums_fixed() {
     });
 }
 
-#[test]
 fn source_hash_sends_every_flow_of_a_client_to_one_backend() {
-    if !require_root("source_hash_sends_every_flow_of_a_client_to_one_backend") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, SVC_HASH_SOURCE);
@@ -284,11 +237,7 @@ fn source_hash_sends_every_flow_of_a_client_to_one_backend() {
     });
 }
 
-#[test]
 fn no_backend_drops_and_counts() {
-    if !require_root("no_backend_drops_and_counts") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -300,11 +249,7 @@ fn no_backend_drops_and_counts() {
     });
 }
 
-#[test]
 fn partial_checksums_go_to_tc() {
-    if !require_root("partial_checksums_go_to_tc") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -326,11 +271,7 @@ fn partial_checksums_go_to_tc() {
     });
 }
 
-#[test]
 fn everything_else_passes_untouched() {
-    if !require_root("everything_else_passes_untouched") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -369,11 +310,7 @@ fn everything_else_passes_untouched() {
     });
 }
 
-#[test]
 fn truncated_and_malformed_frames() {
-    if !require_root("truncated_and_malformed_frames") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -402,11 +339,7 @@ fn truncated_and_malformed_frames() {
     });
 }
 
-#[test]
 fn random_garbage_only_passes_or_drops() {
-    if !require_root("random_garbage_only_passes_or_drops") {
-        return;
-    }
     in_test_netns(|| {
         let mut h = Harness::load();
         h.seed_service(80, PROTO_TCP, 3, 0);
@@ -448,12 +381,7 @@ fn random_garbage_only_passes_or_drops() {
 ///
 /// Each figure is the median of [`ROUNDS`] runs of `REPEAT` packets, the programs taking turns,
 /// so that a noisy neighbour on a shared host moves all of them alike.
-#[test]
-#[ignore = "benchmark; run by cargo xtask bench prog"]
 fn bench_ns_per_packet() {
-    if !require_root("bench_ns_per_packet") {
-        return;
-    }
     in_test_netns(|| {
         const REPEAT: u32 = 1_000_000;
         const ROUNDS: usize = 7;
@@ -496,3 +424,38 @@ fn bench_ns_per_packet() {
         println!("non_vip_ns {non_vip:.1} ({:.2}x floor)", non_vip / floor);
     });
 }
+
+/// The tests of this file, for the harness.
+pub(crate) const TESTS: &[(&str, fn())] = &[
+    ("syn_to_vip_is_full_natted_toward_a_backend", syn_to_vip_is_full_natted_toward_a_backend),
+    (
+        "established_flow_keeps_its_backend_when_the_table_changes",
+        established_flow_keeps_its_backend_when_the_table_changes,
+    ),
+    ("replies_are_translated_back_by_tc", replies_are_translated_back_by_tc),
+    ("tc_steers_client_packets_too", tc_steers_client_packets_too),
+    ("fin_marks_closing_and_a_new_syn_starts_a_new_flow", fin_marks_closing_and_a_new_syn_starts_a_new_flow),
+    (
+        "a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port",
+        a_backend_fin_marks_time_wait_and_the_client_tuple_keeps_its_snat_port,
+    ),
+    (
+        "a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on",
+        a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on,
+    ),
+    ("rst_removes_the_flow_and_its_nat_entry", rst_removes_the_flow_and_its_nat_entry),
+    ("udp_flows_stick_and_keep_a_zero_checksum", udp_flows_stick_and_keep_a_zero_checksum),
+    ("ip_options_are_kept_and_checksums_fixed", ip_options_are_kept_and_checksums_fixed),
+    (
+        "source_hash_sends_every_flow_of_a_client_to_one_backend",
+        source_hash_sends_every_flow_of_a_client_to_one_backend,
+    ),
+    ("no_backend_drops_and_counts", no_backend_drops_and_counts),
+    ("partial_checksums_go_to_tc", partial_checksums_go_to_tc),
+    ("everything_else_passes_untouched", everything_else_passes_untouched),
+    ("truncated_and_malformed_frames", truncated_and_malformed_frames),
+    ("random_garbage_only_passes_or_drops", random_garbage_only_passes_or_drops),
+];
+
+/// The benchmarks of this file: ignored unless asked for (`--ignored`).
+pub(crate) const BENCHES: &[(&str, fn())] = &[("bench_ns_per_packet", bench_ns_per_packet)];

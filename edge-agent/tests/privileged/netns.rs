@@ -54,16 +54,6 @@ const BACKEND_IDLE: Duration = Duration::from_secs(60);
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: u64 = 1024 * 1024;
 
-/// Whether the test can run: network namespaces and eBPF need root. Prints why not.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: needs root (network namespaces, eBPF)");
-        return false;
-    }
-    true
-}
-
 /// Panics with a clear message when iproute2 or ethtool is missing.
 pub fn require_tools() {
     for (tool, arg) in [("ip", "-V"), ("ethtool", "--version")] {

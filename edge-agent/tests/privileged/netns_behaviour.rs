@@ -9,14 +9,11 @@
 //! Set `EDGE_TEST_LOG=debug` to have the agents log at that level; a failing assertion prints the
 //! tail of the agent's log, and the full log is kept in the temporary directory.
 
-#[path = "support/netns.rs"]
-mod netns;
-
 use std::net::SocketAddrV4;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use netns::{Agent, BACKENDS, Backends, BpfCleanup, KeepAlive, Topology, VIP, eventually, tally};
+use crate::netns::{Agent, BACKENDS, Backends, BpfCleanup, KeepAlive, Topology, VIP, eventually, tally};
 
 /// The agent binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
@@ -180,23 +177,15 @@ fn assert_still_on(env: &Env, ka: &mut KeepAlive, ip: &str, when: &str) {
     }
 }
 
-/// Generates one `#[test]` per data plane around a body taking the [`Mode`]:
+/// Generates one test per data plane around a body taking the [`Mode`]:
 /// `per_mode!(body, ebpf_test_name, userspace_test_name)`.
 macro_rules! per_mode {
     ($body:ident, $ebpf:ident, $userspace:ident) => {
-        #[test]
         fn $ebpf() {
-            if !netns::require_root(stringify!($ebpf)) {
-                return;
-            }
             $body(Mode::Ebpf);
         }
 
-        #[test]
         fn $userspace() {
-            if !netns::require_root(stringify!($userspace)) {
-                return;
-            }
             $body(Mode::Userspace);
         }
     };
@@ -237,11 +226,7 @@ fn round_robin_spreads(mode: Mode) {
 
 /// The same spread with native XDP forced on the veth (`auto` leaves XDP off there): real TCP
 /// through the XDP program, which steers what it can and hands partial-checksum frames to TC.
-#[test]
 fn ebpf_native_xdp_round_robin_spreads() {
-    if !netns::require_root("ebpf_native_xdp_round_robin_spreads") {
-        return;
-    }
     let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &["--xdp-mode", "native"]));
     let state = env.agent.admin_json("/admin/state").expect("admin state");
     let hooks = state.to_string();
@@ -419,11 +404,7 @@ fn two_services_balance_to_their_own_backends(mode: Mode) {
 /// eBPF only (userspace connections end with the proxy): an established flow keeps working while
 /// the agent is dead (SIGKILL; the pinned programs keep steering) and after a new agent adopts
 /// the pins; new connections work again.
-#[test]
 fn ebpf_flows_survive_agent_restart() {
-    if !netns::require_root("ebpf_flows_survive_agent_restart") {
-        return;
-    }
     let args: Vec<String> = agent_args(Mode::Ebpf, &[]).into_iter().filter(|a| a != "--cleanup").collect();
     let mut env = Env::start(Mode::Ebpf, &args);
     let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
@@ -452,11 +433,7 @@ fn ebpf_flows_survive_agent_restart() {
 /// eBPF only (the userspace proxy has no UDP): datagrams from different client ports spread over
 /// the backends; datagrams of one flow (same client port) stick to one backend. TCP listeners on
 /// the same port serve the (TCP) health checks.
-#[test]
 fn ebpf_udp_spreads_and_sticks() {
-    if !netns::require_root("ebpf_udp_spreads_and_sticks") {
-        return;
-    }
     let _serial = serial();
     let _pins = BpfCleanup::new(BIN);
     let topo = Topology::new();
@@ -495,3 +472,51 @@ fn ebpf_udp_spreads_and_sticks() {
     let counts = tally(same.iter().map(String::as_str));
     assert_eq!(counts.len(), 1, "5 datagrams of one flow went to {counts:?}\n{}", log(&agent));
 }
+
+/// One check of what the running data plane can do: in eBPF mode a switch to a header hash key
+/// is refused with the reason and changes nothing (the kernel would silently hash something else).
+fn ebpf_refuses_a_header_hash_key_at_run_time() {
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &[]));
+    let body = r#"{"strategy":"consistent-hash","hash_key":"header:x-user"}"#;
+    let (status, text) = env.agent.admin("PUT", "/admin/strategy", Some(body)).expect("admin call");
+    assert_eq!(status, 400, "{text}\n{}", env.log());
+    assert!(text.contains("sees packets, not HTTP headers"), "{text}");
+    let strategy = env.agent.admin_json("/admin/strategy").expect("GET /admin/strategy");
+    assert_eq!(strategy["strategy"], "round-robin", "nothing changed: {strategy}");
+    env.get("a connection after the refused switch");
+}
+
+/// The same check at start: `--mode auto` with a header hash key runs the userspace proxy on the
+/// VIP and says why, instead of an eBPF data plane that would hash the 5-tuple.
+fn auto_with_a_header_hash_key_runs_the_userspace_proxy() {
+    let mut args: Vec<String> = ["--mode", "auto", "--iface", "l0", "--vip", "10.91.1.1:80"].map(String::from).to_vec();
+    for b in BACKENDS {
+        args.extend(["--backend".to_string(), format!("{b}:80")]);
+    }
+    let extra = ["--strategy", "consistent-hash", "--hash-key", "header:x-user"];
+    args.extend(COMMON.iter().chain(&extra).map(|s| s.to_string()));
+    let env = Env::start(Mode::Userspace, &args);
+    let state = env.state();
+    let reason = state["dataplane"]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("needs the userspace proxy") && reason.contains("HTTP headers"), "{reason}");
+    env.get("a connection through the userspace proxy on the VIP");
+}
+
+/// The tests of this file, for the harness.
+pub(crate) const TESTS: &[(&str, fn())] = &[
+    ("ebpf_round_robin_spreads", ebpf_round_robin_spreads),
+    ("userspace_round_robin_spreads", userspace_round_robin_spreads),
+    ("ebpf_unhealthy_backend_gets_no_new_flows", ebpf_unhealthy_backend_gets_no_new_flows),
+    ("userspace_unhealthy_backend_gets_no_new_flows", userspace_unhealthy_backend_gets_no_new_flows),
+    ("ebpf_drained_backend_finishes_established_flows", ebpf_drained_backend_finishes_established_flows),
+    ("userspace_drained_backend_finishes_established_flows", userspace_drained_backend_finishes_established_flows),
+    ("ebpf_strategy_switch_affects_new_flows_only", ebpf_strategy_switch_affects_new_flows_only),
+    ("userspace_strategy_switch_affects_new_flows_only", userspace_strategy_switch_affects_new_flows_only),
+    ("ebpf_two_services_balance_to_their_own_backends", ebpf_two_services_balance_to_their_own_backends),
+    ("userspace_two_services_balance_to_their_own_backends", userspace_two_services_balance_to_their_own_backends),
+    ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
+    ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
+    ("ebpf_udp_spreads_and_sticks", ebpf_udp_spreads_and_sticks),
+    ("ebpf_refuses_a_header_hash_key_at_run_time", ebpf_refuses_a_header_hash_key_at_run_time),
+    ("auto_with_a_header_hash_key_runs_the_userspace_proxy", auto_with_a_header_hash_key_runs_the_userspace_proxy),
+];

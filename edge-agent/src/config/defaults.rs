@@ -1,0 +1,76 @@
+//! Every default of `edge-agent run`, in one place, as the settings value they fill in (so they
+//! merge like any other source and `--help` shows them from here). Where a component owns a
+//! default (probe timing in `HealthConfig`, proxy limits in `ProxyConfig`, table size and conntrack
+//! size next to the code that sizes the maps), this module takes it from there.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edge_core::balance::maglev::DEFAULT_TABLE_SIZE;
+use edge_core::balance::{HashKey, StrategyKind};
+use edge_core::health::HealthConfig;
+use edge_dataplane::XdpMode;
+use edge_proxy::ProxyConfig;
+
+use crate::cli::RunArgs;
+use crate::values::{
+    AdminAddr, Dur, Int, LogFormat, LogLevel, ModeChoice, NoBackendChoice, PortRange, Switch, TableSize,
+};
+
+/// The admin listener when `--admin` is not given.
+pub const ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
+/// SNAT ports: below Linux's default ip_local_port_range (32768-60999).
+pub const SNAT_PORTS: PortRange = PortRange(16384, 32767);
+
+/// A UDP flow idle this long picks a backend again.
+pub const UDP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An established TCP flow idle this long is removed.
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Longest wait for traffic on removed backends, and at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Workers are pinned to CPUs.
+pub const CPU_PINNING: bool = true;
+
+/// Pinned maps and links stay when the agent stops.
+pub const CLEANUP: bool = false;
+
+/// Every default, as settings (for `--help` and the documentation; the sections apply the same
+/// values, from the same constants, to what was not given).
+pub fn defaults() -> RunArgs {
+    let h = HealthConfig::default();
+    let p = ProxyConfig::default();
+    RunArgs {
+        mode: Some(ModeChoice::default()),
+        xdp_mode: Some(XdpMode::default()),
+        snat_ports: Some(SNAT_PORTS),
+        conntrack_size: Some(Int(u64::from(edge_common::DEFAULT_CONNTRACK_SIZE))),
+        udp_timeout: Some(Dur(UDP_TIMEOUT)),
+        tcp_timeout: Some(Dur(TCP_TIMEOUT)),
+        cleanup: Some(Switch(CLEANUP)),
+        health_interval: Some(Dur(h.interval)),
+        health_timeout: Some(Dur(h.timeout)),
+        health_jitter: Some(Int((h.jitter * 100.0).round() as u64)),
+        rise: Some(Int(u64::from(h.rise))),
+        fall: Some(Int(u64::from(h.fall))),
+        strategy: Some(StrategyKind::default()),
+        hash_key: Some(HashKey::default()),
+        table_size: Some(TableSize(DEFAULT_TABLE_SIZE)),
+        on_no_backend: Some(NoBackendChoice::default()),
+        admin: Some(AdminAddr(Some(ADMIN))),
+        header_read_timeout: Some(Dur(p.header_read_timeout)),
+        connect_timeout: Some(Dur(p.connect_timeout)),
+        upstream_timeout: Some(Dur(p.upstream_timeout)),
+        idle_timeout: Some(Dur(p.idle_timeout)),
+        drain_timeout: Some(Dur(DRAIN_TIMEOUT)),
+        max_header_bytes: Some(Int(p.max_header_bytes as u64)),
+        max_headers: Some(Int(p.max_headers as u64)),
+        cpu_pinning: Some(Switch(CPU_PINNING)),
+        log_format: Some(LogFormat::default()),
+        log_level: Some(LogLevel::default()),
+        ..RunArgs::default()
+    }
+}

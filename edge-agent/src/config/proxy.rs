@@ -1,0 +1,38 @@
+//! Proxy section: timeouts and limits of the userspace proxy, `--workers`, `--cpu-pinning`,
+//! `--drain-timeout`.
+
+use std::time::Duration;
+
+use edge_proxy::ProxyConfig;
+
+use super::defaults::{CPU_PINNING, DRAIN_TIMEOUT};
+use crate::cli::RunArgs;
+
+/// The proxy's settings, validated.
+#[derive(Debug)]
+pub(super) struct Proxy {
+    pub proxy: ProxyConfig,
+    pub drain_timeout: Duration,
+    pub workers: usize,
+    pub cpu_pinning: bool,
+}
+
+pub(super) fn build(args: &RunArgs) -> Proxy {
+    let d = ProxyConfig::default();
+    let proxy = ProxyConfig {
+        header_read_timeout: args.header_read_timeout.map_or(d.header_read_timeout, |v| v.0),
+        connect_timeout: args.connect_timeout.map_or(d.connect_timeout, |v| v.0),
+        upstream_timeout: args.upstream_timeout.map_or(d.upstream_timeout, |v| v.0),
+        idle_timeout: args.idle_timeout.map_or(d.idle_timeout, |v| v.0),
+        max_header_bytes: args.max_header_bytes.map_or(d.max_header_bytes, |v| v.get()),
+        max_headers: args.max_headers.map_or(d.max_headers, |v| v.get()),
+    };
+    // One worker per CPU this process may use (cpusets and container limits apply).
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Proxy {
+        proxy,
+        drain_timeout: args.drain_timeout.map_or(DRAIN_TIMEOUT, |v| v.0),
+        workers: args.workers.map_or(cpus, |v| v.get()),
+        cpu_pinning: args.cpu_pinning.map_or(CPU_PINNING, |v| v.0),
+    }
+}

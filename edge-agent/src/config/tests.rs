@@ -1,0 +1,316 @@
+//! Configuration tests: settings as an operator types them (flags, then a config file), every
+//! mistake named with its flag, variable or key and the fix.
+
+use std::path::Path;
+use std::time::Duration;
+
+use edge_core::balance::{HashKey, StrategyKind};
+
+use super::*;
+use crate::cli::{self, Command};
+
+const FILE: &str = "edge.toml";
+
+/// Settings from `edge-agent run` words.
+fn words(w: &[&str]) -> Result<RunArgs, String> {
+    let argv = ["edge-agent", "run"].iter().chain(w).map(|s| s.to_string());
+    match cli::parse_from(argv, &crate::config::defaults()).map_err(|e| e.to_string())?.command {
+        Command::Run(a) => Ok(*a),
+        _ => Err("not run".into()),
+    }
+}
+
+/// Validates flags `w` plus the config file `text`; any error as text.
+fn load(text: &str, w: &[&str]) -> Result<Config, String> {
+    let mut args = words(w)?;
+    let (from_file, tables) = file::parse(Path::new(FILE), text).map_err(|e| e.to_string())?;
+    args.fill_from(from_file);
+    Config::build(args, &tables).map_err(|e| e.to_string())
+}
+
+fn flags(w: &[&str]) -> Result<Config, String> {
+    load("", w)
+}
+
+const BASE: [&str; 4] = ["--listen", ":8080", "--backend", "127.0.0.1:9000"];
+
+fn with(extra: &[&'static str]) -> Vec<&'static str> {
+    BASE.iter().chain(extra).copied().collect()
+}
+
+const EBPF: [&str; 4] = ["--mode", "ebpf", "--iface", "eth0"];
+const USERSPACE: [&str; 2] = ["--mode", "userspace"];
+
+#[test]
+fn defaults_match_haproxy() {
+    let c = flags(&BASE).unwrap();
+    assert_eq!(c.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!((c.health.rise, c.health.fall), (2, 3));
+    assert_eq!(c.health.interval, Duration::from_secs(2));
+    assert_eq!(c.health.timeout, Duration::from_secs(1));
+    assert_eq!(c.check, CheckKind::Tcp);
+    assert_eq!(c.services[0].strategy, StrategySpec { kind: StrategyKind::RoundRobin, hash_key: HashKey::Source });
+    assert_eq!(c.table_size, 65_537);
+    assert_eq!(c.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(c.mode, ModeChoice::Auto);
+    assert_eq!(c.ebpf.snat_ports, (16384, 32767));
+    assert!(c.cpu_pinning && !c.ebpf.cleanup);
+}
+
+#[test]
+fn every_default_in_help_is_the_one_applied() {
+    // The defaults shown by --help, applied as if typed, give the same configuration as none.
+    let d = defaults();
+    let mut typed: Vec<String> = BASE.iter().map(|s| s.to_string()).collect();
+    for (field, value) in d.shown() {
+        typed.push(format!("--{}", field.replace('_', "-")));
+        typed.push(value);
+    }
+    let typed: Vec<&str> = typed.iter().map(String::as_str).collect();
+    let (a, b) = (flags(&BASE).unwrap(), flags(&typed).unwrap());
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+}
+
+#[test]
+fn health_path_implies_http() {
+    assert_eq!(flags(&with(&["--health-path", "/healthz"])).unwrap().check, CheckKind::Http("/healthz".into()));
+    assert_eq!(flags(&with(&["--health-check", "http"])).unwrap().check, CheckKind::Http("/".into()));
+}
+
+#[test]
+fn errors_name_the_flag_and_the_fix() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (with(&["--health-interval", "2x"]), "invalid --health-interval '2x': '2x' is not a duration"),
+        (with(&["--rise", "0"]), "invalid --rise '0': use an integer from 1 to 100"),
+        (with(&["--fall", "many"]), "invalid --fall 'many'"),
+        (with(&["--strategy", "random"]), "invalid --strategy 'random'"),
+        (with(&["--hash-key", "cookie"]), "invalid --hash-key 'cookie'"),
+        (with(&["--table-size", "65536"]), "not a prime"),
+        (with(&["--backend", "nohost"]), "invalid --backend 'nohost'"),
+        (with(&["--backend", "1.2.3.4:80,weight=300"]), "1 to 256"),
+        (with(&["--backend", "1.2.3.4:80,weight=1,weight=2"]), "gives weight twice; give it once"),
+        (vec!["--listen", "8080", "--backend", "127.0.0.1:9"], "invalid --listen '8080': write IP:PORT"),
+        (with(&["--mode", "kernel"]), "invalid --mode 'kernel': use auto, ebpf or userspace"),
+        (with(&["--mode", "ebpf"]), "--mode ebpf needs a service; give --vip"),
+        (
+            with(&["--mode", "ebpf", "--vip", "10.0.0.5:80"]),
+            "--mode ebpf needs the client-facing interface; give --iface",
+        ),
+        (with(&["--vip", "10.0.0.5:53/udp"]), "a UDP --vip needs --mode ebpf"),
+        (with(&["--vip", "10.0.0.5"]), "invalid --vip '10.0.0.5'"),
+        (
+            with(&["--mode", "ebpf", "--vip", "10.0.0.5:80", "--iface", "eth0", "--hash-key", "header:x-user"]),
+            "the eBPF data plane sees packets, not HTTP headers",
+        ),
+        (vec!["--backend", "127.0.0.1:9000"], "nothing to listen on"),
+        (vec!["--listen", ":8080"], "no backends"),
+        (with(&["--tls-cert", "c.pem"]), "--tls-cert needs --tls-key"),
+        (with(&["--health-check", "udp"]), "invalid --health-check 'udp': use tcp or http"),
+        (with(&["--health-check", "tcp", "--health-path", "/"]), "--health-path needs --health-check http"),
+        (with(&["--health-path", "healthz"]), "absolute path"),
+        (with(&["--max-header-bytes", "100"]), "8192 to 1048576"),
+        (with(&["--log-format", "xml"]), "use text or json"),
+        (with(&["--on-no-backend", "502"]), "use 503 or all"),
+        (with(&["--health-jitter", "80"]), "0 to 50"),
+        (with(&["--cpu-pinning", "maybe"]), "use on or off (or true/false, yes/no, 1/0)"),
+        (with(&["--backend", "127.0.0.1:9000"]), "twice"),
+        (with(&["--listen-tcp", ":8080"]), "0.0.0.0:8080 is given as a listener twice"),
+        (with(&["--snat-ports", "20000-10000"]), "invalid --snat-ports '20000-10000'"),
+        (with(&["--udp-timeout", "10ms"]), "must be at least 1s"),
+    ];
+    for (w, want) in cases {
+        let e = flags(&w).unwrap_err();
+        assert!(e.contains(want), "{w:?}: expected {want:?} in {e:?}");
+        assert!(!e.trim_end().ends_with('.'), "no trailing period: {e:?}");
+    }
+}
+
+#[test]
+fn cleanup_takes_the_usual_spellings_on_the_command_line() {
+    assert!(flags(&with(&["--cleanup"])).unwrap().ebpf.cleanup);
+    assert!(flags(&with(&["--cleanup=yes"])).unwrap().ebpf.cleanup);
+    assert!(!flags(&with(&["--cleanup=off"])).unwrap().ebpf.cleanup);
+}
+
+#[test]
+fn the_file_fills_only_what_flags_left_unset() {
+    let text = "listen = \":80\"\nbackend = [\"10.0.0.1:80\"]\nrise = 3\nfall = 4\nhealth_interval = \"1s\"\n";
+    let c = load(text, &["--backend", "10.0.0.9:80", "--rise", "5"]).unwrap();
+    assert_eq!(c.listen, vec!["0.0.0.0:80".parse().unwrap()]);
+    let backends: Vec<String> = c.services[0].backends.iter().map(ToString::to_string).collect();
+    assert_eq!(backends, ["10.0.0.9:80"], "the command line wins");
+    assert_eq!((c.health.rise, c.health.fall), (5, 4), "the command line wins");
+    assert_eq!(c.health.interval, Duration::from_secs(1));
+}
+
+#[test]
+fn a_boolean_in_the_file_is_a_boolean() {
+    let c = load("cleanup = true", &with(&[])).unwrap();
+    assert!(c.ebpf.cleanup);
+    let e = load("cleanup = \"yes\"", &with(&[])).unwrap_err();
+    assert!(e.contains("config file edge.toml: key 'cleanup' must be true or false"), "{e}");
+}
+
+#[test]
+fn an_unreadable_config_file_is_a_start_up_problem() {
+    let mut args = words(&BASE).unwrap();
+    args.config = Some(crate::values::FilePath("/nonexistent/edge.toml".into()));
+    let e = Config::load(args).unwrap_err();
+    assert!(matches!(e, ConfigError::Unreadable { .. }), "{e:?}");
+    assert!(e.to_string().contains("cannot read config file /nonexistent/edge.toml"), "{e}");
+}
+
+const TWO: &str = r#"
+strategy = "least-connections"
+
+[[service]]
+name = "web"
+vip = "10.0.0.5:80"
+backend = ["10.0.1.2:80", "10.0.1.3:80,weight=2"]
+
+[[service]]
+vip = "10.0.0.5:53/udp"
+backends = "10.0.1.4:53"
+backends_file = "/etc/edge/dns.json"
+strategy = "consistent-hash"
+hash-key = "source"
+"#;
+
+#[test]
+fn services_parse_with_defaults() {
+    let c = load(TWO, &EBPF).unwrap();
+    assert_eq!(c.services.len(), 2, "no top-level service without top-level backends");
+    let (web, dns) = (&c.services[0], &c.services[1]);
+    assert_eq!(web.name, "web");
+    assert_eq!(web.vip, Some("10.0.0.5:80".parse().unwrap()));
+    assert_eq!(web.backends.len(), 2);
+    assert_eq!(web.backends[1].weight, 2);
+    assert_eq!(web.strategy.kind, StrategyKind::LeastConnections, "the top-level strategy is the default");
+    assert_eq!(web.origin, Origin::File(FILE.into()));
+    assert_eq!(dns.name, "10.0.0.5:53/udp", "the name defaults to the VIP text");
+    assert_eq!(dns.backends_file, Some(PathBuf::from("/etc/edge/dns.json")));
+    assert_eq!(dns.strategy, StrategySpec { kind: StrategyKind::ConsistentHash, hash_key: HashKey::Source });
+}
+
+#[test]
+fn top_level_service_comes_first() {
+    let w: Vec<&str> = EBPF.iter().chain(&["--vip", "10.0.0.6:80", "--backend", "10.0.2.2:80"]).copied().collect();
+    let c = load(TWO, &w).unwrap();
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["10.0.0.6:80", "web", "10.0.0.5:53/udp"]);
+    assert_eq!(c.services[0].origin, Origin::TopLevel);
+
+    // Without --vip the top-level backends still make a service, for the listeners.
+    let w: Vec<&str> = USERSPACE.iter().chain(&["--listen", ":8080", "--backend", "10.0.2.2:80"]).copied().collect();
+    let c = load(&TWO.replace("/udp", ""), &w).unwrap();
+    assert_eq!(c.services[0].name, DEFAULT_SERVICE_NAME);
+    assert_eq!(c.services[0].vip, None);
+}
+
+#[test]
+fn services_alone_are_something_to_listen_on() {
+    let c = load("[[service]]\nvip = \"127.0.0.1:8081\"\nbackend = \"127.0.0.1:9000\"\n", &USERSPACE).unwrap();
+    assert_eq!(c.services.len(), 1);
+    assert!(c.listen.is_empty() && c.listen_tcp.is_empty());
+    let c = load("", &["--listen", ":8080", "--backend", "10.0.2.2:80"]).unwrap();
+    assert_eq!((c.services.len(), c.services[0].name.as_str(), c.services[0].vip), (1, DEFAULT_SERVICE_NAME, None));
+}
+
+#[test]
+fn bad_services_name_the_service_the_file_and_the_fix() {
+    let svc = |body: &str| format!("[[service]]\n{body}\n");
+    let ok = "vip = \"10.0.0.5:80\"\nbackend = \"10.0.1.2:80\"";
+    let many: String = (1..=17).map(|i| svc(&format!("vip = \"10.0.0.5:{i}\"\nbackend = \"10.0.1.2:80\""))).collect();
+    let ebpf: &[&str] = &EBPF;
+    let userspace: &[&str] = &USERSPACE;
+    let cases: Vec<(String, &[&str], &str)> = vec![
+        (svc("backend = \"10.0.1.2:80\""), ebpf, "[[service]] #1: missing vip; add vip = \"IPV4:PORT\""),
+        (svc("name = \"a\"\nbackend = \"10.0.1.2:80\""), ebpf, "[[service]] 'a' (#1): missing vip"),
+        (svc("vip = \"10.0.0.5\"\nbackend = \"10.0.1.2:80\""), ebpf, "invalid vip '10.0.0.5': write IPV4:PORT"),
+        (
+            svc(ok) + &svc(&format!("name = \"10.0.0.5:80\"\n{}", ok.replace(":80\"", ":81\""))),
+            ebpf,
+            "[[service]] '10.0.0.5:80' (#2): the name '10.0.0.5:80' is also used by service '10.0.0.5:80'",
+        ),
+        (
+            svc(ok) + &svc(&format!("name = \"b\"\n{ok}")),
+            ebpf,
+            "[[service]] 'b' (#2): vip 10.0.0.5:80 is also the VIP of service '10.0.0.5:80'",
+        ),
+        (many, ebpf, "17 services with a VIP (--vip included), but the eBPF maps hold at most 16"),
+        (svc("vip = \"10.0.0.5:80\""), ebpf, "[[service]] '10.0.0.5:80' (#1): no backends; add backend ="),
+        (
+            svc(&format!("{ok}\nbakend = \"x\"")),
+            ebpf,
+            "unknown key 'bakend'; a service takes name, vip, backend, backends-file, strategy, hash-key",
+        ),
+        (
+            svc(&format!("{ok}\nhealth-path = \"/\"")),
+            ebpf,
+            "global settings such as health checks go at the top of the file",
+        ),
+        (svc("vip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\""), userspace, "a UDP vip needs --mode ebpf"),
+        (svc("vip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\""), &[], "a UDP vip needs --mode ebpf"),
+        (svc(&format!("{ok}\nstrategy = \"random\"")), ebpf, "invalid strategy 'random': unknown strategy"),
+        (svc(&format!("{ok}\nhash-key = \"cookie\"")), ebpf, "invalid hash-key 'cookie': unknown hash key"),
+        (
+            svc(&format!("{ok}\nhash-key = \"header:x-user\"")),
+            ebpf,
+            "invalid hash-key 'header:x-user': the eBPF data plane sees packets",
+        ),
+        (svc("vip = \"10.0.0.5:80\"\nbackend = \"nohost\""), ebpf, "invalid backend 'nohost'"),
+        (
+            svc("vip = \"10.0.0.5:80\"\nbackend = [\"10.0.1.2:80\", \"10.0.1.2:80\"]"),
+            ebpf,
+            "backend '10.0.1.2:80' is given twice",
+        ),
+        (svc(&format!("name = \"a b\"\n{ok}")), ebpf, "invalid name 'a b': use 1 to 64 letters"),
+        ("service = 1".into(), ebpf, "'service' must be an array of tables"),
+        ("service = [1]".into(), ebpf, "[[service]] #1: not a table"),
+        (svc("vip = 5\nbackend = \"10.0.1.2:80\""), ebpf, "invalid vip '5'"),
+        (svc("vip = [[1]]"), ebpf, "must be a string or a number"),
+    ];
+    for (text, w, want) in cases {
+        let e = load(&text, w).unwrap_err();
+        assert!(e.starts_with("config file edge.toml: "), "the file is named: {e:?}");
+        assert!(e.contains(want), "expected {want:?} in {e:?}");
+        assert!(!e.ends_with('.'), "no trailing period: {e:?}");
+    }
+}
+
+#[test]
+fn conflicts_with_the_top_level_settings() {
+    let text = "[[service]]\nvip = \"10.0.0.5:80\"\nbackend = \"10.0.1.2:80\"\n";
+    let w: Vec<&str> = EBPF.iter().chain(&["--vip", "10.0.0.5:80", "--backend", "10.0.2.2:80"]).copied().collect();
+    let e = load(text, &w).unwrap_err();
+    assert!(e.contains("vip 10.0.0.5:80 is also the VIP of the --vip service"), "{e}");
+
+    let text = "[[service]]\nvip = \"127.0.0.1:8080\"\nbackend = \"127.0.0.1:9000\"\n";
+    let w: Vec<&str> = USERSPACE.iter().chain(&["--listen-tcp", "127.0.0.1:8080"]).copied().collect();
+    let e = load(text, &w).unwrap_err();
+    assert!(e.contains("vip 127.0.0.1:8080 is also a --listen-tcp address"), "{e}");
+
+    let w: Vec<&str> = EBPF.iter().chain(&["--hash-key", "header:x-user"]).copied().collect();
+    let e = load(&text.replace("127.0.0.1:8080", "10.0.0.5:80"), &w).unwrap_err();
+    assert!(e.contains("invalid --hash-key 'header:x-user'"), "the top-level check still runs first: {e}");
+
+    // Same address and port with another protocol is another service.
+    let text = "[[service]]\nvip = \"10.0.0.5:53\"\nbackend = \"10.0.1.2:53\"\n\
+                [[service]]\nvip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\"\n";
+    assert_eq!(load(text, &EBPF).unwrap().services.len(), 2);
+}
+
+#[test]
+fn top_level_vip_without_backends_is_still_an_error() {
+    let text = "[[service]]\nvip = \"10.0.0.5:80\"\nbackend = \"10.0.1.2:80\"\n";
+    let w: Vec<&str> = EBPF.iter().chain(&["--vip", "10.0.0.6:80"]).copied().collect();
+    let e = load(text, &w).unwrap_err();
+    assert!(e.contains("no backends; give --backend"), "{e}");
+}
+
+#[test]
+fn sixteen_services_fit() {
+    let text: String =
+        (1..=16).map(|i| format!("[[service]]\nvip = \"10.0.0.5:{i}\"\nbackend = \"10.0.1.2:80\"\n")).collect();
+    assert_eq!(load(&text, &EBPF).unwrap().services.len(), 16);
+}

@@ -1,0 +1,190 @@
+//! Which data plane runs, and why: `--mode userspace` the proxy; `--mode ebpf` the eBPF data plane
+//! or a start failure that says why; `--mode auto` the eBPF data plane when a service has a VIP,
+//! every service's strategy is one the kernel can carry out ([`Plane::supports`], the same check
+//! configuration and the admin API use) and the program loads and attaches, otherwise the proxy,
+//! with the reason logged and shown in `/admin/state`. Without any VIP, auto only probes (load,
+//! attach to the interface, detach) and reports. When the proxy runs instead, [`fallback_listeners`]
+//! says where it serves the VIPs.
+
+use std::net::SocketAddr;
+
+use edge_core::balance::Plane;
+use edge_core::service::Proto;
+use edge_dataplane::{Attachment, Loaded, ProbeReport, StartError, StartOptions};
+use serde::Serialize;
+
+use crate::config::{Config, Origin};
+use crate::values::ModeChoice;
+
+/// What runs and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataplaneStatus {
+    /// What the operator asked for.
+    #[serde(serialize_with = "display")]
+    pub requested: ModeChoice,
+    /// What runs.
+    #[serde(serialize_with = "plane_name")]
+    pub mode: Plane,
+    /// Why this mode runs.
+    pub reason: String,
+    /// The eBPF probe, if it ran.
+    pub ebpf_probe: Option<ProbeReport>,
+    /// Where the eBPF programs are attached (eBPF mode).
+    pub attachments: Vec<Attachment>,
+    /// Whether pinned maps of an earlier agent were adopted (eBPF mode).
+    pub adopted: bool,
+}
+
+fn display<S: serde::Serializer>(m: &ModeChoice, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(m)
+}
+
+fn plane_name<S: serde::Serializer>(p: &Plane, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+impl DataplaneStatus {
+    fn userspace(requested: ModeChoice, reason: String, probe: Option<ProbeReport>) -> Self {
+        Self { requested, mode: Plane::Userspace, reason, ebpf_probe: probe, attachments: Vec::new(), adopted: false }
+    }
+
+    /// Whether this host can run the eBPF data plane, as far as is known.
+    pub fn ebpf_capable(&self) -> bool {
+        self.mode == Plane::Ebpf || self.ebpf_probe.as_ref().is_some_and(|p| p.capable)
+    }
+
+    /// Decides the data plane. In eBPF mode the returned object is loaded and attached.
+    pub fn decide(cfg: &Config) -> Result<(Self, Option<Loaded>), StartError> {
+        let requested = cfg.mode;
+        if requested == ModeChoice::Userspace {
+            return Ok((Self::userspace(requested, "--mode userspace".into(), None), None));
+        }
+        let iface = cfg.ebpf.probe_iface().to_string();
+        if requested == ModeChoice::Auto && cfg.vips().next().is_none() {
+            let report = edge_dataplane::probe(&iface);
+            let reason = if report.capable {
+                format!(
+                    "eBPF is available ({}), but no --vip or [[service]] is given, so the userspace proxy runs",
+                    report.reason
+                )
+            } else {
+                format!("eBPF is not available ({}); running the userspace proxy", report.reason)
+            };
+            return Ok((Self::userspace(requested, reason, Some(report)), None));
+        }
+        // Configuration refused unsupported strategies under --mode ebpf; under auto they decide.
+        if let Some((name, e)) =
+            cfg.services.iter().find_map(|s| Plane::Ebpf.supports(&s.strategy).err().map(|e| (&s.name, e)))
+        {
+            let reason = format!("service '{name}' needs the userspace proxy ({e}); running the userspace proxy");
+            return Ok((Self::userspace(requested, reason, None), None));
+        }
+        match edge_dataplane::start(&start_options(cfg)) {
+            Ok(loaded) => {
+                let status = Self {
+                    requested,
+                    mode: Plane::Ebpf,
+                    reason: format!(
+                        "the eBPF data plane steers {} in the kernel{}",
+                        cfg.vips().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+                        if loaded.adopted_maps { " (adopted the pinned maps of an earlier agent)" } else { "" }
+                    ),
+                    ebpf_probe: None,
+                    attachments: loaded.attachments.clone(),
+                    adopted: loaded.adopted_maps,
+                };
+                Ok((status, Some(loaded)))
+            }
+            Err(e) if requested == ModeChoice::Auto => {
+                let reason = format!("the eBPF data plane cannot start ({e}); running the userspace proxy");
+                let report = ProbeReport { capable: false, reason: e.to_string(), iface };
+                Ok((Self::userspace(requested, reason, Some(report)), None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn start_options(cfg: &Config) -> StartOptions {
+    let e = &cfg.ebpf;
+    StartOptions {
+        client_ifaces: e.ifaces.clone(),
+        vips: cfg.vips().collect(),
+        backends: cfg.services.iter().flat_map(|s| s.backends.iter().map(|b| b.addr)).collect(),
+        xdp_mode: e.xdp_mode,
+        snat_ports: e.snat_ports,
+        table_size: cfg.table_size,
+        conntrack_size: e.conntrack_size,
+    }
+}
+
+/// The TCP listeners the userspace proxy opens for services' VIPs when the eBPF data plane does not
+/// run: (index into `cfg.services`, address). A `[[service]]` is always served on its VIP; the
+/// `--vip` service only when no `--listen`/`--listen-tcp` is configured (those serve it then, as
+/// before several services existed). UDP VIPs are never here: configuration refuses them outside
+/// `--mode ebpf`.
+pub fn fallback_listeners(cfg: &Config) -> Vec<(usize, SocketAddr)> {
+    let no_listeners = cfg.listen.is_empty() && cfg.listen_tcp.is_empty();
+    cfg.services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| no_listeners || matches!(s.origin, Origin::File(_)))
+        .filter_map(|(i, s)| s.vip.map(|v| (i, v)))
+        .filter(|(_, v)| v.proto == Proto::Tcp)
+        .map(|(i, v)| (i, v.socket_addr()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{self, Command};
+
+    fn cfg(extra: &[&str]) -> Config {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("edge-plane-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let text = "[[service]]\nvip = \"10.0.0.5:81\"\nbackend = \"10.0.1.2:80\"\n\
+                    [[service]]\nvip = \"10.0.0.6:82\"\nbackend = \"10.0.1.3:80\"\n";
+        std::fs::write(&file, text).unwrap();
+        let mut argv = vec!["edge-agent", "run", "--mode", "userspace", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = cli::parse_from(argv, &crate::config::defaults()).unwrap().command else {
+            unreachable!()
+        };
+        let c = Config::load(*args).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        c
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn fallback_listeners_cover_every_tcp_service() {
+        let c = cfg(&["--vip", "10.0.0.5:80", "--backend", "10.0.1.1:80"]);
+        let want = vec![(0, addr("10.0.0.5:80")), (1, addr("10.0.0.5:81")), (2, addr("10.0.0.6:82"))];
+        assert_eq!(fallback_listeners(&c), want);
+
+        // --listen-tcp serves the --vip service, as before; the tables keep their own listeners.
+        let c = cfg(&["--vip", "10.0.0.5:80", "--backend", "10.0.1.1:80", "--listen-tcp", "127.0.0.1:9000"]);
+        assert_eq!(fallback_listeners(&c), want[1..].to_vec());
+
+        let c = cfg(&[]);
+        assert_eq!(fallback_listeners(&c), vec![(0, addr("10.0.0.5:81")), (1, addr("10.0.0.6:82"))]);
+    }
+
+    #[test]
+    fn auto_with_a_header_key_runs_the_userspace_proxy_and_says_why() {
+        let mut c = cfg(&["--vip", "10.0.0.5:80", "--backend", "10.0.1.1:80", "--hash-key", "header:x-user"]);
+        c.mode = ModeChoice::Auto;
+        let (status, loaded) = DataplaneStatus::decide(&c).unwrap();
+        assert!(loaded.is_none());
+        assert_eq!(status.mode, Plane::Userspace);
+        assert!(status.reason.contains("service '10.0.0.5:80' needs the userspace proxy"), "{}", status.reason);
+        assert!(status.reason.contains("sees packets, not HTTP headers"), "{}", status.reason);
+    }
+}

@@ -1,0 +1,18 @@
+//! The integration tests that need no privileges, in one binary (one link on a 2-core machine
+//! instead of one per file): agents started in-process on `127.0.0.1:0` against in-process test
+//! doubles, and the `edge-agent` binary itself for command-line behaviour.
+
+#[path = "../common/root.rs"]
+mod root;
+mod support;
+
+mod admin;
+mod backends_file;
+mod cli;
+mod dataplane_probe;
+mod health;
+mod http_proxy;
+mod services;
+mod strategies;
+mod tcp_proxy;
+mod upstream;

@@ -1,0 +1,17 @@
+//! Backends: how operators name them (`spec`), the states they can be in (`state`), their live
+//! counters (`stats`), and the snapshot the health monitor publishes (`view`).
+//!
+//! The health monitor owns every backend's state and publishes an immutable [`BackendSet`] on each
+//! change; everything downstream (selectors, the eBPF map writer, the admin API, the metrics
+//! exporter) reads snapshots. Counters live with the backend ([`Backend::stats`]), so the metrics
+//! only export them and hold nothing.
+
+mod spec;
+mod state;
+mod stats;
+mod view;
+
+pub use spec::{BackendId, BackendSpec, MAX_WEIGHT, SpecError};
+pub use state::{Health, State};
+pub use stats::{BackendStats, Direction, Failure, ProbeResult, StatusClass};
+pub use view::{Backend, BackendSet, BackendView, ProbeSummary};

@@ -1,0 +1,234 @@
+//! A backend's live counters, owned by the backend and updated by the data plane with relaxed
+//! atomic adds (no lock, no map lookup on the request path). Least connections and drain reaping
+//! read `active` from here; the metrics exporter reads everything at scrape time. Label values are
+//! the enums below, so every exported series has a fixed, bounded set of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::State;
+use crate::histogram::Histogram;
+use crate::util::Gauge;
+
+/// An HTTP status class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 1xx.
+    Informational,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirection,
+    /// 4xx.
+    ClientError,
+    /// 5xx.
+    ServerError,
+}
+
+impl StatusClass {
+    /// Every class, in order.
+    pub const ALL: [StatusClass; 5] =
+        [Self::Informational, Self::Success, Self::Redirection, Self::ClientError, Self::ServerError];
+
+    /// The class of a status code (codes outside 100..=599 count as 5xx or 1xx).
+    pub fn of(status: u16) -> Self {
+        Self::ALL[usize::from(status / 100).clamp(1, 5) - 1]
+    }
+
+    /// `1xx` .. `5xx`.
+    pub fn as_str(self) -> &'static str {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"][self as usize]
+    }
+}
+
+/// How an exchange with a backend failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be made.
+    Connect,
+    /// No answer in time.
+    Timeout,
+    /// The connection broke, or the backend spoke something else than HTTP.
+    Reset,
+}
+
+impl Failure {
+    /// Every kind.
+    pub const ALL: [Failure; 3] = [Self::Connect, Self::Timeout, Self::Reset];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        ["connect", "timeout", "reset"][self as usize]
+    }
+}
+
+/// A probe's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// Passed.
+    Success,
+    /// Failed.
+    Failure,
+}
+
+impl ProbeResult {
+    /// Both verdicts.
+    pub const ALL: [ProbeResult; 2] = [Self::Success, Self::Failure];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        ["success", "failure"][self as usize]
+    }
+}
+
+/// Which way TCP-mode bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the backend.
+    Rx,
+    /// To the backend.
+    Tx,
+}
+
+impl Direction {
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Self::Rx, Self::Tx];
+
+    /// `rx` or `tx`.
+    pub fn as_str(self) -> &'static str {
+        ["rx", "tx"][self as usize]
+    }
+}
+
+/// One backend's counters. Everything is monotonic except `active`.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    requests: [AtomicU64; 5],
+    /// Time from request head to response head.
+    pub duration: Histogram,
+    /// In-flight HTTP requests and open TCP connections (least connections' load).
+    pub active: Gauge,
+    bytes: [AtomicU64; 2],
+    tcp_connections: AtomicU64,
+    probes: [AtomicU64; 2],
+    /// Probe durations.
+    pub probe_duration: Histogram,
+    failures: [AtomicU64; 3],
+    transitions: [AtomicU64; 4],
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl BackendStats {
+    /// Counts an answered request.
+    pub fn request(&self, class: StatusClass) {
+        add(&self.requests[class as usize], 1);
+    }
+
+    /// Requests answered with `class`.
+    pub fn requests(&self, class: StatusClass) -> u64 {
+        get(&self.requests[class as usize])
+    }
+
+    /// Requests answered, all classes.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().map(get).sum()
+    }
+
+    /// In-flight requests and open connections now.
+    pub fn active(&self) -> i64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts TCP-mode bytes.
+    pub fn add_bytes(&self, dir: Direction, n: u64) {
+        add(&self.bytes[dir as usize], n);
+    }
+
+    /// TCP-mode bytes so far.
+    pub fn bytes(&self, dir: Direction) -> u64 {
+        get(&self.bytes[dir as usize])
+    }
+
+    /// Counts a TCP-mode connection.
+    pub fn tcp_connection(&self) {
+        add(&self.tcp_connections, 1);
+    }
+
+    /// TCP-mode connections so far.
+    pub fn tcp_connections(&self) -> u64 {
+        get(&self.tcp_connections)
+    }
+
+    /// Counts a probe verdict.
+    pub fn probe(&self, result: ProbeResult) {
+        add(&self.probes[result as usize], 1);
+    }
+
+    /// Probes with `result` so far.
+    pub fn probes(&self, result: ProbeResult) -> u64 {
+        get(&self.probes[result as usize])
+    }
+
+    /// Counts a failed exchange.
+    pub fn failure(&self, kind: Failure) {
+        add(&self.failures[kind as usize], 1);
+    }
+
+    /// Failed exchanges of `kind` so far.
+    pub fn failures(&self, kind: Failure) -> u64 {
+        get(&self.failures[kind as usize])
+    }
+
+    /// Counts a transition into `state`.
+    pub fn transition(&self, state: State) {
+        add(&self.transitions[state as usize], 1);
+    }
+
+    /// Transitions into `state` so far.
+    pub fn transitions(&self, state: State) -> u64 {
+        get(&self.transitions[state as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_indexes_agree() {
+        for (i, c) in StatusClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert_eq!(StatusClass::of(101).as_str(), "1xx");
+        assert_eq!(StatusClass::of(204).as_str(), "2xx");
+        assert_eq!(StatusClass::of(503).as_str(), "5xx");
+        assert_eq!(StatusClass::of(999).as_str(), "5xx");
+        assert_eq!(StatusClass::of(42).as_str(), "1xx");
+        for (i, f) in Failure::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+        for (i, s) in State::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+    }
+
+    #[test]
+    fn counters_count() {
+        let s = BackendStats::default();
+        s.request(StatusClass::Success);
+        s.request(StatusClass::ServerError);
+        s.add_bytes(Direction::Rx, 10);
+        s.failure(Failure::Timeout);
+        s.transition(State::Draining);
+        assert_eq!((s.total_requests(), s.requests(StatusClass::Success)), (2, 1));
+        assert_eq!((s.bytes(Direction::Rx), s.bytes(Direction::Tx)), (10, 0));
+        assert_eq!(s.failures(Failure::Timeout), 1);
+        assert_eq!(s.transitions(State::Draining), 1);
+    }
+}

@@ -1,0 +1,166 @@
+//! The balancer actor: turns backend snapshots and the chosen strategy into the published
+//! [`Selector`], and applies run-time strategy switches atomically.
+//!
+//! It rebuilds only when what selection depends on changed (the eligible backends and their
+//! weights, or the strategy), not on every probe, so a Maglev table is rebuilt once per real change.
+//! A switch to a strategy the data plane cannot carry out is refused before it reaches the actor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use super::{NoBackendPolicy, Plane, Selector, StrategySpec, Unsupported};
+use crate::backend::BackendSet;
+
+/// Settings that do not change at run time.
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    /// Maglev table size.
+    pub table_size: u32,
+    /// No-backend policy.
+    pub policy: NoBackendPolicy,
+    /// The data plane the selection serves; switches it cannot carry out are refused.
+    pub plane: Plane,
+}
+
+/// Why a switch did not happen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SwitchError {
+    /// The data plane cannot carry out the strategy.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    /// The balancer is gone.
+    #[error("the balancer stopped; the agent is shutting down")]
+    Stopped,
+}
+
+type Switch = (StrategySpec, oneshot::Sender<StrategySpec>);
+
+/// A handle to the balancer.
+#[derive(Debug, Clone)]
+pub struct BalancerHandle {
+    selector: Arc<ArcSwap<Selector>>,
+    strategy: watch::Receiver<StrategySpec>,
+    commands: mpsc::Sender<Switch>,
+    plane: Plane,
+    switches: Arc<AtomicU64>,
+}
+
+impl BalancerHandle {
+    /// The selector the data path reads.
+    pub fn selector(&self) -> Arc<ArcSwap<Selector>> {
+        self.selector.clone()
+    }
+
+    /// The current strategy.
+    pub fn strategy(&self) -> StrategySpec {
+        self.strategy.borrow().clone()
+    }
+
+    /// A receiver that sees every strategy switch.
+    pub fn subscribe(&self) -> watch::Receiver<StrategySpec> {
+        self.strategy.clone()
+    }
+
+    /// The data plane this balancer serves.
+    pub fn plane(&self) -> Plane {
+        self.plane
+    }
+
+    /// Strategy switches so far.
+    pub fn switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+
+    /// Switches strategy; returns the previous one once the new selector is live.
+    pub async fn set_strategy(&self, spec: StrategySpec) -> Result<StrategySpec, SwitchError> {
+        self.plane.supports(&spec)?;
+        let (tx, rx) = oneshot::channel();
+        self.commands.send((spec, tx)).await.map_err(|_| SwitchError::Stopped)?;
+        rx.await.map_err(|_| SwitchError::Stopped)
+    }
+}
+
+fn selection_key(set: &BackendSet) -> Vec<(Arc<str>, u32)> {
+    set.eligible().map(|b| (b.id().clone(), b.weight)).collect()
+}
+
+fn all_key(set: &BackendSet) -> Vec<Arc<str>> {
+    set.backends.iter().filter(|b| !b.removed).map(|b| b.id().clone()).collect()
+}
+
+/// Starts the balancer over the monitor's snapshots. The initial strategy must be one the plane
+/// supports (configuration checks it with [`Plane::supports`]).
+pub fn spawn(
+    cfg: BalancerConfig,
+    initial: StrategySpec,
+    mut backends: watch::Receiver<Arc<BackendSet>>,
+) -> BalancerHandle {
+    let set = backends.borrow_and_update().clone();
+    let build = move |spec: &StrategySpec, set: &BackendSet| Selector::build(spec, set, cfg.table_size, cfg.policy);
+    let selector = Arc::new(ArcSwap::from_pointee(build(&initial, &set)));
+    let (strategy_tx, strategy_rx) = watch::channel(initial.clone());
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Switch>(8);
+    let published = selector.clone();
+    let switches = Arc::new(AtomicU64::new(0));
+    let counted = switches.clone();
+    let task = async move {
+        let mut spec = initial;
+        let mut last = (selection_key(&set), all_key(&set));
+        loop {
+            tokio::select! {
+                r = backends.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let set = backends.borrow_and_update().clone();
+                    let key = (selection_key(&set), all_key(&set));
+                    if key != last {
+                        published.store(Arc::new(build(&spec, &set)));
+                        tracing::debug!(eligible = key.0.len(), "selector rebuilt");
+                        last = key;
+                    }
+                }
+                Some((next, reply)) = cmd_rx.recv() => {
+                    let set = backends.borrow().clone();
+                    published.store(Arc::new(build(&next, &set)));
+                    let prev = std::mem::replace(&mut spec, next.clone());
+                    tracing::info!(from = %prev.kind, to = %next.kind, hash_key = %next.hash_key, "strategy switched");
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    strategy_tx.send_replace(next);
+                    let _ = reply.send(prev);
+                }
+            }
+        }
+    };
+    // The caller's span (the service, when there are several) labels the logs.
+    tokio::spawn(task.in_current_span());
+    BalancerHandle { selector, strategy: strategy_rx, commands: cmd_tx, plane: cfg.plane, switches }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{HashKey, StrategyKind};
+
+    fn cfg(plane: Plane) -> BalancerConfig {
+        BalancerConfig { table_size: 65_537, policy: NoBackendPolicy::Reject, plane }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switches_apply_atomically_and_unsupported_ones_are_refused() {
+        let (_tx, rx) = watch::channel(Arc::new(BackendSet::default()));
+        let rr = StrategySpec { kind: StrategyKind::RoundRobin, hash_key: HashKey::Source };
+        let h = spawn(cfg(Plane::Ebpf), rr.clone(), rx);
+        let header = StrategySpec { kind: StrategyKind::ConsistentHash, hash_key: "header:x-user".parse().unwrap() };
+        assert!(matches!(h.set_strategy(header).await, Err(SwitchError::Unsupported(_))));
+        assert_eq!((h.strategy(), h.switches()), (rr.clone(), 0), "nothing changed");
+        let ch = StrategySpec { kind: StrategyKind::ConsistentHash, hash_key: HashKey::FiveTuple };
+        assert_eq!(h.set_strategy(ch.clone()).await, Ok(rr));
+        assert_eq!((h.strategy(), h.switches()), (ch.clone(), 1));
+        assert_eq!(h.selector().load().spec(), &ch, "the new selector is live when the switch returns");
+    }
+}

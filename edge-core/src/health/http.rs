@@ -1,0 +1,140 @@
+//! HTTP probe: `GET --health-path` over a fresh HTTP/1.1 connection; 2xx and 3xx pass.
+//!
+//! Each probe opens its own connection (`Connection: close`), like HAProxy's `option httpchk`, so a
+//! backend whose accept queue is stuck fails its probe even when pooled connections still work.
+//! Only the status line matters, so the probe writes one request head and reads until the status
+//! of the final response is known (interim 1xx answers are skipped); httparse parses. A full HTTP
+//! client would add nothing here but a dependency this crate does not otherwise need.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{HealthCheck, ProbeError};
+use crate::util::BoxFuture;
+
+/// The largest response head a probe reads before giving up on the backend.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Passes when `GET path` answers 2xx or 3xx.
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    path: String,
+}
+
+impl HttpCheck {
+    /// A probe of `path` (starts with `/`; validated by the configuration).
+    pub fn new(path: impl Into<String>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl HealthCheck for HttpCheck {
+    fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
+        Box::pin(async move {
+            let mut stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect(e.kind().to_string()))?;
+            let _ = stream.set_nodelay(true);
+            let head = format!(
+                "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: edge-health/{}\r\nConnection: close\r\n\r\n",
+                self.path,
+                env!("CARGO_PKG_VERSION")
+            );
+            stream.write_all(head.as_bytes()).await.map_err(|e| ProbeError::Http(e.to_string()))?;
+            let status = read_status(&mut stream).await?;
+            if (200..400).contains(&status) { Ok(format!("http {status}")) } else { Err(ProbeError::Status(status)) }
+        })
+    }
+}
+
+/// Reads response heads until a final (non-1xx) one; returns its status code.
+async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = resp.code.unwrap_or(0);
+                if (100..200).contains(&code) && code != 101 {
+                    buf.drain(..len);
+                    continue;
+                }
+                return Ok(code);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(ProbeError::Http(format!("malformed response: {e}"))),
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(ProbeError::Http(format!("response head larger than {MAX_HEAD} bytes")));
+        }
+        let mut chunk = [0u8; 2048];
+        let n = stream.read(&mut chunk).await.map_err(|e| ProbeError::Http(e.to_string()))?;
+        if n == 0 {
+            return Err(ProbeError::Http("connection closed before a complete response head".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Test double: a backend that answers one connection with `answer` and records the request.
+    async fn backend(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&chunk[..n]);
+            }
+            // Split the answer to exercise partial heads.
+            let (a, b) = answer.split_at(answer.len() / 2);
+            s.write_all(a).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let _ = s.write_all(b).await;
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn passes_on_2xx_and_3xx_and_sends_a_closing_get() {
+        let (addr, req) = backend(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(HttpCheck::new("/healthz").check(addr).await, Ok("http 204".into()));
+        let req = req.await.unwrap();
+        assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains(&format!("Host: {addr}\r\n")) && req.contains("Connection: close\r\n"), "{req}");
+        let (addr, _) = backend(b"HTTP/1.1 302 Found\r\nLocation: /x\r\ncontent-length: 0\r\n\r\n").await;
+        assert_eq!(HttpCheck::new("/").check(addr).await, Ok("http 302".into()));
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped() {
+        let (addr, _) =
+            backend(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\n\r\n").await;
+        assert_eq!(HttpCheck::new("/").check(addr).await, Ok("http 200".into()));
+    }
+
+    #[tokio::test]
+    async fn fails_on_errors_garbage_and_silence() {
+        let (addr, _) = backend(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        assert_eq!(HttpCheck::new("/").check(addr).await, Err(ProbeError::Status(503)));
+        let (addr, _) = backend(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+        assert!(matches!(HttpCheck::new("/").check(addr).await, Err(ProbeError::Http(m)) if m.contains("malformed")));
+        let (addr, _) = backend(b"HTTP/1.1 200").await;
+        assert!(matches!(HttpCheck::new("/").check(addr).await, Err(ProbeError::Http(m)) if m.contains("closed")));
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(matches!(HttpCheck::new("/").check(closed).await, Err(ProbeError::Connect(_))));
+    }
+}

@@ -1,0 +1,91 @@
+//! Active health checking: probes (one implementation per file), hysteresis, and the monitor actor
+//! that owns every backend's state.
+
+mod http;
+mod hysteresis;
+mod monitor;
+mod tcp;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use http::HttpCheck;
+pub use hysteresis::Hysteresis;
+pub use monitor::{CommandError, Monitor, MonitorConfig, MonitorHandle};
+pub use tcp::TcpCheck;
+
+use crate::util::BoxFuture;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// TCP connect failed.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The whole probe took longer than `--health-timeout`.
+    #[error("timeout after {0:?}")]
+    Timeout(Duration),
+    /// HTTP answered outside 2xx/3xx.
+    #[error("http status {0}")]
+    Status(u16),
+    /// HTTP exchange failed after connecting.
+    #[error("http: {0}")]
+    Http(String),
+}
+
+/// One way of probing a backend.
+pub trait HealthCheck: Send + Sync + fmt::Debug {
+    /// Probes `addr` once; `Ok` carries a short description of the success.
+    fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>>;
+}
+
+/// Probe timing and hysteresis (`--health-*`, `--rise`, `--fall`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Time between probes of one backend.
+    pub interval: Duration,
+    /// Limit for one probe, connect included.
+    pub timeout: Duration,
+    /// Random spread of the interval, as a fraction (0.1 = ±10 %), so that probes of many backends
+    /// and many agents do not synchronise.
+    pub jitter: f64,
+    /// Passes in a row to become healthy.
+    pub rise: u32,
+    /// Failures in a row to become unhealthy.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        // HAProxy's defaults: inter 2s, rise 2, fall 3; timeout 1s.
+        Self { interval: Duration::from_secs(2), timeout: Duration::from_secs(1), jitter: 0.1, rise: 2, fall: 3 }
+    }
+}
+
+impl HealthConfig {
+    /// The next wait, with jitter applied.
+    pub fn next_interval(&self) -> Duration {
+        if self.jitter <= 0.0 {
+            return self.interval;
+        }
+        let f = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
+        self.interval.mul_f64(f.max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_band() {
+        let c = HealthConfig { interval: Duration::from_millis(1000), jitter: 0.1, ..Default::default() };
+        for _ in 0..1000 {
+            let d = c.next_interval();
+            assert!(d >= Duration::from_millis(900) && d <= Duration::from_millis(1100), "{d:?}");
+        }
+        let c = HealthConfig { jitter: 0.0, ..c };
+        assert_eq!(c.next_interval(), Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,82 @@
+//! What the dataplane actor counts, for the metrics exporter: conntrack entries the sweep removed
+//! (by [`Expiry`]), Maglev tables swapped in, and the live flows per backend from the last sweep.
+//! The kernel's own per-CPU counters are read from the maps at scrape time (`PinnedMaps`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+/// Why the sweep removed a conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expiry {
+    /// Its backend left the maps.
+    BackendRemoved,
+    /// A UDP flow idle past `--udp-timeout`.
+    UdpIdle,
+    /// A closed TCP flow past its linger time.
+    TcpClosed,
+    /// A SYN that never got an answer.
+    TcpSynUnanswered,
+    /// An established TCP flow idle past `--tcp-timeout`.
+    TcpIdle,
+}
+
+impl Expiry {
+    /// Every reason.
+    pub const ALL: [Expiry; 5] =
+        [Self::BackendRemoved, Self::UdpIdle, Self::TcpClosed, Self::TcpSynUnanswered, Self::TcpIdle];
+
+    /// Snake-case name.
+    pub fn as_str(self) -> &'static str {
+        ["backend_removed", "udp_idle", "tcp_closed", "tcp_syn_unanswered", "tcp_idle"][self as usize]
+    }
+}
+
+/// Live (not closing) flows toward one backend of one service, from the last sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowCount {
+    /// The service's name.
+    pub service: String,
+    /// The backend's `ip:port`.
+    pub backend: String,
+    /// Live flows.
+    pub flows: u64,
+}
+
+/// The actor's counters.
+#[derive(Debug, Default)]
+pub struct DataplaneStats {
+    expired: [AtomicU64; 5],
+    table_swaps: AtomicU64,
+    flows: ArcSwap<Vec<FlowCount>>,
+}
+
+impl DataplaneStats {
+    pub(crate) fn expired(&self, reason: Expiry, n: u64) {
+        self.expired[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn table_swapped(&self) {
+        self.table_swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_flows(&self, flows: Vec<FlowCount>) {
+        self.flows.store(Arc::new(flows));
+    }
+
+    /// Entries removed for `reason` so far.
+    pub fn expirations(&self, reason: Expiry) -> u64 {
+        self.expired[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Tables written and swapped in so far.
+    pub fn table_swaps(&self) -> u64 {
+        self.table_swaps.load(Ordering::Relaxed)
+    }
+
+    /// Live flows per service and backend, from the last sweep.
+    pub fn flows(&self) -> Arc<Vec<FlowCount>> {
+        self.flows.load_full()
+    }
+}

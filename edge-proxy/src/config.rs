@@ -1,0 +1,33 @@
+//! The proxy's settings and their defaults (the binary's flags fill them in).
+
+use std::time::Duration;
+
+/// Proxy limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Time for a client to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Time to connect to a backend.
+    pub connect_timeout: Duration,
+    /// Time for a backend to send its response head.
+    pub upstream_timeout: Duration,
+    /// Idle keep-alive (and TCP-mode) connections close after this.
+    pub idle_timeout: Duration,
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}

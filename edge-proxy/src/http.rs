@@ -1,0 +1,350 @@
+//! The HTTP reverse proxy: a hyper 1.x server (HTTP/1.1 and h2, optional TLS) per listener and
+//! worker, in front of the upstream HTTP/1.1 client in `upstream` with its per-worker pool.
+//!
+//! Per request: load the selector snapshot (no lock), hash the key if the strategy needs one, pick a
+//! backend, rewrite headers, encode the head once, and exchange it on a pooled or new connection.
+//! Retries are bounded and safe: a refused connect goes once to another backend for any request
+//! without a body (nothing reached a backend); a connection that closes before answering is retried
+//! once for idempotent bodyless requests; a pooled connection found closed (a stale keep-alive) is
+//! replaced by a fresh one to the same backend once. Otherwise: 502, a timeout 504, no backend 503.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use edge_core::backend::{Failure, StatusClass};
+use edge_core::balance::{PickSource, Target, request_hash};
+use edge_core::util::GaugeGuard;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::accept::{Acceptor, accept_until_shutdown, drain};
+use crate::body::ProxyBody;
+use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
+use crate::headers::{add_forwarded, strip_hop_by_hop};
+use crate::io::ClientIo;
+use crate::served::Served;
+use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
+use crate::upstream::{SendError, UpstreamConn, pool};
+
+/// What a request handler knows about its client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener address the client reached.
+    pub local: SocketAddr,
+    /// Whether TLS was terminated.
+    pub tls: bool,
+}
+
+/// The HTTP proxy of one listener on one worker, shared by the listener's connections.
+#[derive(Debug)]
+pub struct HttpProxy(Served);
+
+fn local_response(status: StatusCode, text: &'static str, in_flight: Option<InFlight>) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::local(text, in_flight));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// The request as it goes to every attempt.
+struct Outgoing {
+    method: Method,
+    head: Bytes,
+    body: Option<(Incoming, RequestFraming)>,
+    /// Safe to send twice: idempotent method and no body.
+    replayable: bool,
+}
+
+impl HttpProxy {
+    /// Builds the proxy for one listener on one worker.
+    pub(crate) fn new(served: Served) -> Self {
+        Self(served)
+    }
+
+    /// One attempt on `target`: a pooled connection when there is a usable one, else a new one.
+    /// Returns whether a pooled connection was used, with the outcome.
+    async fn attempt(
+        &self,
+        target: &Target,
+        out: &mut Outgoing,
+        fresh: bool,
+    ) -> (bool, Result<(UpstreamConn, ResponseHead), SendError>) {
+        let pooled = if fresh { None } else { pool::checkout(target.addr()) };
+        // A request that must not be sent twice only goes on a pooled connection that is
+        // verifiably open; a replayable one is retried if the connection turns out stale.
+        let pooled = pooled.filter(|c| out.replayable || c.is_alive());
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match UpstreamConn::connect(target.addr(), self.0.cfg.connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => return (false, Err(e)),
+            },
+        };
+        let r = conn
+            .exchange(
+                &out.method,
+                out.head.clone(),
+                out.body.take(),
+                self.0.cfg.upstream_timeout,
+                self.0.cfg.idle_timeout,
+            )
+            .await;
+        (reused, r.map(|h| (conn, h)))
+    }
+
+    /// Serves one request.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        activity: &Arc<Activity>,
+    ) -> Response<ProxyBody> {
+        let in_flight = activity.begin();
+        let started = Instant::now();
+        let selector = self.0.selector.load();
+        let hash = if selector.needs_hash() {
+            request_hash(selector.hash_key(), conn.client, conn.local, Some(req.headers()))
+        } else {
+            0
+        };
+        let Some((target, source)) = selector.pick(hash) else {
+            self.0.traffic.no_backend(NoBackend::Rejected);
+            self.0.traffic.unrouted();
+            return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight));
+        };
+        if source == PickSource::Fallback {
+            self.0.traffic.no_backend(NoBackend::Fallback);
+        }
+        let (mut parts, body) = req.into_parts();
+        prepare_request_head(&mut parts.headers, &parts.uri, parts.version, conn);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let empty = body.is_end_stream();
+        let framing = codec::request_framing(&parts.method, empty, body.size_hint().exact());
+        let mut head = BytesMut::new();
+        codec::encode_request_head(&mut head, &parts.method, path, &parts.headers, framing);
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        );
+        let mut out = Outgoing {
+            method: parts.method,
+            head: head.freeze(),
+            body: (!empty).then_some((body, framing)),
+            replayable: empty && idempotent,
+        };
+
+        let mut target = target;
+        let mut active = GaugeGuard::new(&target.backend.stats.active);
+        let (mut retried, mut refreshed) = (false, false);
+        let result = loop {
+            let (reused, r) = self.attempt(target, &mut out, refreshed).await;
+            let err = match r {
+                Ok(ok) => break Ok(ok),
+                Err(e) => e,
+            };
+            let m = &target.backend.stats;
+            // A pooled keep-alive connection the backend had closed: not the backend's fault.
+            if reused && matches!(err, SendError::Empty) && out.replayable && !refreshed {
+                self.0.traffic.retry(RetryReason::StaleConnection);
+                refreshed = true;
+                continue;
+            }
+            let retry = match &err {
+                SendError::Connect(_) => {
+                    m.failure(Failure::Connect);
+                    empty.then_some(RetryReason::Connect)
+                }
+                SendError::Empty => {
+                    m.failure(Failure::Reset);
+                    out.replayable.then_some(RetryReason::EmptyResponse)
+                }
+                SendError::Timeout => {
+                    m.failure(Failure::Timeout);
+                    None
+                }
+                SendError::ClientBody(_) => None,
+                SendError::Protocol(_) | SendError::Io(_) => {
+                    m.failure(Failure::Reset);
+                    None
+                }
+            };
+            tracing::debug!(backend = %target.id(), error = %err, "upstream exchange failed");
+            if let (Some(reason), false) = (retry, retried) {
+                // Prefer another backend; a connection that closed unanswered is worth one more
+                // try on the same backend when it is the only one.
+                let other = selector.pick_other(hash, target.id()).map(|(t, _)| t);
+                let next = match (&err, other) {
+                    (_, Some(t)) => Some(t),
+                    (SendError::Empty, None) => Some(target),
+                    _ => None,
+                };
+                if let Some(next) = next {
+                    self.0.traffic.retry(reason);
+                    tracing::debug!(from = %target.id(), to = %next.id(), "retrying the request once");
+                    retried = true;
+                    refreshed = true;
+                    target = next;
+                    active = GaugeGuard::new(&target.backend.stats.active);
+                    continue;
+                }
+            }
+            break Err(err);
+        };
+        let m = &target.backend.stats;
+        match result {
+            Ok((upstream, head)) => {
+                let ResponseHead { status, mut headers, framing, keep_alive, .. } = head;
+                strip_hop_by_hop(&mut headers);
+                if !matches!(framing, BodyFraming::Length(_)) {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
+                m.request(StatusClass::of(status.as_u16()));
+                m.duration.observe(started.elapsed());
+                let body = UpstreamBody::new(upstream, framing, keep_alive);
+                let mut resp = Response::new(ProxyBody::upstream(body, in_flight, active));
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                resp
+            }
+            Err(SendError::ClientBody(e)) => {
+                self.0.stats.client_error(ClientError::RequestBody);
+                tracing::debug!(error = %e, "client request body failed");
+                drop(active);
+                local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight))
+            }
+            Err(e) => {
+                m.request(StatusClass::ServerError);
+                m.duration.observe(started.elapsed());
+                drop(active);
+                match e {
+                    SendError::Timeout => {
+                        local_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
+                    }
+                    _ => local_response(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites the client's head for the backend: hop-by-hop headers out, Host kept (or taken from an
+/// HTTP/2 `:authority`), X-Forwarded-* added.
+fn prepare_request_head(h: &mut HeaderMap, uri: &Uri, version: Version, conn: ConnInfo) {
+    strip_hop_by_hop(h);
+    if (!h.contains_key(header::HOST) || version == Version::HTTP_2)
+        && let Some(a) = uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        h.insert(header::HOST, v);
+    }
+    add_forwarded(h, conn.client.ip(), conn.tls);
+}
+
+/// Serves one HTTP(S) listener until `shutdown` turns true, then lets its open connections finish
+/// their current requests for up to `limit` before closing them.
+pub async fn serve(
+    mut listener: Acceptor,
+    proxy: Arc<HttpProxy>,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+    limit: std::time::Duration,
+) {
+    let kind = if tls.is_some() { ListenerKind::Https } else { ListenerKind::Http };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(proxy.0.cfg.max_header_bytes)
+        .max_headers(proxy.0.cfg.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(proxy.0.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_timeout(std::time::Duration::from_secs(10));
+    let graceful = GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
+    let listen_addr = listener.local_addr().ok();
+    let stats = proxy.0.stats.clone();
+    accept_until_shutdown(&mut listener, &mut shutdown, &stats, kind, &mut conns, |stream, client| {
+        let local = stream.local_addr().ok().or(listen_addr).unwrap_or(client);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        async move {
+            let Some((io, h2)) = handshake(stream, tls.as_ref(), proxy.0.cfg.header_read_timeout, &proxy.0.stats).await
+            else {
+                return;
+            };
+            let info = ConnInfo { client, local, tls: tls.is_some() };
+            let activity = Arc::new(Activity::default());
+            let timeouts =
+                GuardTimeouts { header_read: proxy.0.cfg.header_read_timeout, idle: proxy.0.cfg.idle_timeout };
+            let io = ConnGuard::new(io, activity.clone(), timeouts, h2, proxy.0.stats.clone());
+            let stats = proxy.0.stats.clone();
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                let activity = activity.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, info, &activity).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                // hyper answered 400 or 431 itself before closing; count it.
+                if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                    if h.is_parse_too_large() {
+                        stats.client_error(ClientError::HeaderTooLarge);
+                    } else if h.is_parse() {
+                        stats.client_error(ClientError::BadRequest);
+                    }
+                }
+                tracing::debug!(client = %client, error = %e, "client connection ended with an error");
+            }
+        }
+    })
+    .await;
+    drop(listener);
+    // Keep-alive connections close after their current request; give them `limit` to do so.
+    drain(&mut conns, limit, kind, graceful.shutdown()).await;
+}
+
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<&TlsAcceptor>,
+    limit: std::time::Duration,
+    stats: &ProxyStats,
+) -> Option<(ClientIo, bool)> {
+    let Some(acceptor) = tls else { return Some((ClientIo::Plain(stream), false)) };
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            Some((ClientIo::Tls(Box::new(s)), h2))
+        }
+        Ok(Err(e)) => {
+            stats.client_error(ClientError::TlsHandshake);
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            stats.client_error(ClientError::TlsHandshake);
+            None
+        }
+    }
+}

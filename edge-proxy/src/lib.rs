@@ -1,0 +1,31 @@
+//! edge-proxy: the userspace data plane, for hosts without eBPF (Fargate) and for HTTP.
+//!
+//! An HTTP reverse proxy (hyper server for HTTP/1.1 and h2, TLS by rustls, its own upstream
+//! HTTP/1.1 client with a per-worker pool) and a TCP proxy, on thread-per-core workers. Every
+//! listener carries its service's selector snapshot (from `edge_core::balance`) and reads it
+//! without a lock; outcomes are counted into the backends' own counters and into [`ProxyStats`]
+//! and [`ServiceTraffic`], which the binary's metrics exporter reads.
+//!
+//! Module dependencies point one way: `config`, `stats`, `headers`, `io`, `tls`, `conn_guard` and
+//! `upstream` are leaves; `served` (what a listener's proxy works with) and `accept` use `stats`;
+//! `body` uses `conn_guard` and `upstream`; `http` and `tcp` use those; `workers` starts both.
+
+mod accept;
+mod body;
+mod config;
+mod conn_guard;
+mod headers;
+mod http;
+mod io;
+mod served;
+mod stats;
+mod tcp;
+mod tls;
+mod upstream;
+mod workers;
+
+pub use accept::{AcceptorParts, Loads, acceptors, bind_group};
+pub use config::ProxyConfig;
+pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason, ServiceTraffic};
+pub use tls::{TlsError, acceptor as tls_acceptor};
+pub use workers::{Listener, WorkerContext, WorkerSockets, allowed_cpus, spawn as spawn_worker};

@@ -1,0 +1,24 @@
+//! What the proxy of one listener on one worker works with: the selector of the service the
+//! listener serves, that service's counters, the process's counters and the proxy's settings.
+//! The HTTP and the TCP proxy hold one each.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use edge_core::balance::Selector;
+
+use crate::config::ProxyConfig;
+use crate::stats::{ProxyStats, ServiceTraffic};
+
+/// One listener's view of its service and the process.
+#[derive(Debug)]
+pub(crate) struct Served {
+    /// The selector of the service this listener serves.
+    pub selector: Arc<ArcSwap<Selector>>,
+    /// That service's counters.
+    pub traffic: Arc<ServiceTraffic>,
+    /// Process-wide proxy counters.
+    pub stats: Arc<ProxyStats>,
+    /// Proxy settings.
+    pub cfg: ProxyConfig,
+}

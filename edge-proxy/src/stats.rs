@@ -1,0 +1,193 @@
+//! The proxy's own counters (backends count into their own `BackendStats`): connections per
+//! listener kind and the client errors the proxy answered, for the whole process
+//! ([`ProxyStats`]); retries and requests that found no backend, per service
+//! ([`ServiceTraffic`]). Plain atomics, shared by every worker; the metrics exporter reads them.
+//! Label values are the enums here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edge_core::util::Gauge;
+
+/// A listener's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Cleartext HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// Raw TCP.
+    Tcp,
+}
+
+impl ListenerKind {
+    /// Every kind.
+    pub const ALL: [ListenerKind; 3] = [Self::Http, Self::Https, Self::Tcp];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        ["http", "https", "tcp"][self as usize]
+    }
+}
+
+/// A client mistake the proxy answered itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError {
+    /// A malformed request head (400).
+    BadRequest,
+    /// A request head over the size or count limits (431).
+    HeaderTooLarge,
+    /// A request head that did not complete in time (408).
+    HeaderTimeout,
+    /// A failed TLS handshake.
+    TlsHandshake,
+    /// A request body that failed or stalled (400).
+    RequestBody,
+}
+
+impl ClientError {
+    /// Every kind.
+    pub const ALL: [ClientError; 5] =
+        [Self::BadRequest, Self::HeaderTooLarge, Self::HeaderTimeout, Self::TlsHandshake, Self::RequestBody];
+
+    /// Snake-case name.
+    pub fn as_str(self) -> &'static str {
+        ["bad_request", "header_too_large", "header_timeout", "tls_handshake", "request_body"][self as usize]
+    }
+}
+
+/// Why an upstream attempt was made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// A refused or timed-out connect: nothing reached the backend.
+    Connect,
+    /// An idempotent bodyless request whose connection closed before any answer.
+    EmptyResponse,
+    /// A pooled keep-alive connection the backend had already closed.
+    StaleConnection,
+}
+
+impl RetryReason {
+    /// Every reason.
+    pub const ALL: [RetryReason; 3] = [Self::Connect, Self::EmptyResponse, Self::StaleConnection];
+
+    /// Snake-case name.
+    pub fn as_str(self) -> &'static str {
+        ["connect", "empty_response", "stale_connection"][self as usize]
+    }
+}
+
+/// What happened to a request or connection that found no eligible backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend {
+    /// Answered 503 (or the TCP connection closed).
+    Rejected,
+    /// `--on-no-backend all` sent it to a backend regardless of health.
+    Fallback,
+}
+
+impl NoBackend {
+    /// Both outcomes.
+    pub const ALL: [NoBackend; 2] = [Self::Rejected, Self::Fallback];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        ["rejected", "fallback"][self as usize]
+    }
+}
+
+/// Process-wide proxy counters.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    connections: [AtomicU64; 3],
+    open: [Gauge; 3],
+    client_errors: [AtomicU64; 5],
+}
+
+impl ProxyStats {
+    /// Counts an accepted connection; returns the gauge of open ones to hold while it lives.
+    pub(crate) fn accepted(&self, kind: ListenerKind) -> &Gauge {
+        self.connections[kind as usize].fetch_add(1, Ordering::Relaxed);
+        &self.open[kind as usize]
+    }
+
+    /// Accepted connections so far.
+    pub fn connections(&self, kind: ListenerKind) -> u64 {
+        self.connections[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Open connections now.
+    pub fn open(&self, kind: ListenerKind) -> i64 {
+        self.open[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a client error.
+    pub fn client_error(&self, kind: ClientError) {
+        self.client_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client errors of `kind` so far.
+    pub fn client_errors(&self, kind: ClientError) -> u64 {
+        self.client_errors[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// One service's traffic counters that belong to no backend.
+#[derive(Debug, Default)]
+pub struct ServiceTraffic {
+    retries: [AtomicU64; 3],
+    no_backend: [AtomicU64; 2],
+    unrouted: AtomicU64,
+}
+
+impl ServiceTraffic {
+    /// Counts a retry.
+    pub fn retry(&self, reason: RetryReason) {
+        self.retries[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries for `reason` so far.
+    pub fn retries(&self, reason: RetryReason) -> u64 {
+        self.retries[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a request or connection without an eligible backend.
+    pub fn no_backend(&self, outcome: NoBackend) {
+        self.no_backend[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Such requests and connections so far.
+    pub fn no_backends(&self, outcome: NoBackend) -> u64 {
+        self.no_backend[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts an HTTP request answered 503 because no backend could take it.
+    pub fn unrouted(&self) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// HTTP requests answered 503 without a backend so far.
+    pub fn unrouted_requests(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_follow_the_label_lists() {
+        for (i, k) in ListenerKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for (i, k) in ClientError::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for (i, k) in RetryReason::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for (i, k) in NoBackend::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+}
