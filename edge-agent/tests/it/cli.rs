@@ -204,6 +204,10 @@ async fn run_and_check(mut cmd: Command, admin_port: u16, listen_port: u16, expe
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("admin api ready"), "{log}");
+    assert!(!log.contains("Some("), "log values print plainly, not as Rust options:\n{log}");
 }
 
 unsafe extern "C" {

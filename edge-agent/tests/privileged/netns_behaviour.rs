@@ -107,6 +107,8 @@ impl Env {
         assert_eq!(state["dataplane"]["mode"], want, "the agent runs another data plane: {state}\n{}", env.log());
         let passes = eventually(SETTLE, || env.topo.http_get(vip80(), T).is_ok());
         assert!(passes, "no request through the VIP succeeded within {SETTLE:?} of readiness\n{}", env.log());
+        let log = env.agent.log_tail();
+        assert!(!log.contains("Some("), "log values print plainly, not as Rust options:\n{log}");
         env
     }
 
