@@ -14,8 +14,12 @@ use tokio::net::TcpStream;
 use super::{HealthCheck, ProbeError};
 use crate::util::BoxFuture;
 
-/// The largest response head a probe reads before giving up on the backend.
-const MAX_HEAD: usize = 16 * 1024;
+/// The largest response head a probe reads before giving up on the backend (large cookies and
+/// many headers fit; a backend that sends more is broken).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The most response headers a probe parses (hyper's client allows 100).
+const MAX_HEADERS: usize = 128;
 
 /// Passes when `GET path` answers 2xx or 3xx.
 #[derive(Debug, Clone)]
@@ -40,8 +44,13 @@ impl HealthCheck for HttpCheck {
                 self.path,
                 env!("CARGO_PKG_VERSION")
             );
-            stream.write_all(head.as_bytes()).await.map_err(|e| ProbeError::Http(e.to_string()))?;
-            let status = read_status(&mut stream).await?;
+            let written = stream.write_all(head.as_bytes()).await;
+            // A backend may answer (and close) before it reads the request; its answer counts.
+            let status = match (read_status(&mut stream).await, written) {
+                (Ok(status), _) => status,
+                (Err(_), Err(e)) => return Err(ProbeError::Http(e.to_string())),
+                (Err(e), Ok(())) => return Err(e),
+            };
             if (200..400).contains(&status) { Ok(format!("http {status}")) } else { Err(ProbeError::Status(status)) }
         })
     }
@@ -51,7 +60,7 @@ impl HealthCheck for HttpCheck {
 async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
@@ -117,6 +126,14 @@ mod tests {
         assert!(req.contains(&format!("Host: {addr}\r\n")) && req.contains("Connection: close\r\n"), "{req}");
         let (addr, _) = backend(b"HTTP/1.1 302 Found\r\nLocation: /x\r\ncontent-length: 0\r\n\r\n").await;
         assert_eq!(HttpCheck::new("/").check(addr).await, Ok("http 302".into()));
+    }
+
+    #[tokio::test]
+    async fn large_heads_within_reason_pass() {
+        let head: String = (0..110).map(|i| format!("x-h{i}: {}\r\n", "v".repeat(200))).collect();
+        let answer: &'static [u8] = Box::leak(format!("HTTP/1.1 200 OK\r\n{head}\r\n").into_bytes().into_boxed_slice());
+        let (addr, _) = backend(answer).await;
+        assert_eq!(HttpCheck::new("/").check(addr).await, Ok("http 200".into()));
     }
 
     #[tokio::test]
