@@ -7,7 +7,7 @@
 //!
 //! Services: `--listen` and `--listen-tcp` serve the first service. In eBPF mode every service
 //! with a VIP is a `ServiceInput` of the dataplane actor; otherwise each TCP VIP gets a userspace
-//! TCP listener bound to its own service's selector (`dataplane::fallback_listeners`).
+//! TCP listener bound to its own service's selector (`plane::fallback_listeners`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use edge_core::balance::{self, BalancerConfig, BalancerHandle};
+use edge_core::balance::{self, BalancerConfig, BalancerHandle, Plane};
 use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
 use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck};
 use edge_dataplane::{
@@ -170,6 +170,12 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         CheckKind::Tcp => Arc::new(TcpCheck),
         CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
     };
+    // A service's strategy must suit the plane that carries it: the kernel for a VIP in eBPF mode,
+    // the userspace proxy otherwise (a top-level service without a VIP serves --listen even then).
+    let serving_plane = |s: &ServiceConfig| match (dataplane.mode, s.vip) {
+        (Plane::Ebpf, Some(_)) => Plane::Ebpf,
+        _ => Plane::Userspace,
+    };
     let several = cfg.services.len() > 1;
     let mut services: Vec<ServiceHandle> = Vec::with_capacity(cfg.services.len());
     for (s, sources) in cfg.services.iter().zip(all_sources) {
@@ -182,7 +188,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
                 sources,
             );
             let balancer = balance::spawn(
-                BalancerConfig { table_size: cfg.table_size, policy: cfg.on_no_backend, plane: dataplane.mode },
+                BalancerConfig { table_size: cfg.table_size, policy: cfg.on_no_backend, plane: serving_plane(s) },
                 s.strategy.clone(),
                 monitor.subscribe(),
             );

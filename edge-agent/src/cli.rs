@@ -275,14 +275,14 @@ settings! {
         pub workers: Option<Int<1, 256>>,
         /// Pin each worker to its own CPU: on or off.
         #[arg(long, env = "EDGE_CPU_PINNING", value_name = "on|off")]
-        #[serde(default, deserialize_with = "one")]
+        #[serde(default, deserialize_with = "deserialize_bool")]
         pub cpu_pinning: Option<Switch>,
 
         /// Log format: text or json.
         #[arg(long, env = "EDGE_LOG_FORMAT", value_name = "FORMAT")]
         #[serde(default, deserialize_with = "one")]
         pub log_format: Option<LogFormat>,
-        /// Log level or directives, e.g. info or info,edge_agent=debug.
+        /// Log level or directives, e.g. info, debug or info,edge_proxy=debug.
         #[arg(long, env = "EDGE_LOG_LEVEL", value_name = "LEVEL")]
         #[serde(default, deserialize_with = "one")]
         pub log_level: Option<LogLevel>,
@@ -333,17 +333,72 @@ pub fn command(defaults: &RunArgs) -> clap::Command {
     })
 }
 
-/// Parses `argv` (help shows `defaults`); errors come back ready to print (exit status 2),
-/// naming the flag or the `EDGE_*` variable a bad value came from.
+/// Parses `argv` and the `EDGE_*` variables (help shows `defaults`); errors come back ready to
+/// print (exit status 2), naming the flag or the variable a bad value came from.
 pub fn parse_from<I, T>(argv: I, defaults: &RunArgs) -> Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-    let mut cmd = command(defaults);
-    let matches = cmd.try_get_matches_from_mut(argv.clone()).map_err(|e| explain(e, &cmd, &argv))?;
-    Cli::from_arg_matches(&matches).map_err(|e| explain(e, &cmd, &argv))
+    let (cmd, words) = listed_variables(command(defaults), &argv);
+    parse(cmd, &argv, words)
+}
+
+/// Parses `argv` alone, ignoring `EDGE_*` variables: for agents the program builds itself (the
+/// demo) and for tests, which the operator's environment must not change.
+pub fn parse_words<I, T>(argv: I, defaults: &RunArgs) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let cmd = command(defaults).mut_subcommand("run", |run| run.mut_args(|a| a.env(None)));
+    parse(cmd, &argv, argv.clone())
+}
+
+fn parse(mut cmd: clap::Command, argv: &[OsString], words: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let matches = cmd.try_get_matches_from_mut(words).map_err(|e| explain(e, &cmd, argv))?;
+    Cli::from_arg_matches(&matches).map_err(|e| explain(e, &cmd, argv))
+}
+
+/// The variables of repeatable settings hold values separated by spaces. Clap would keep the
+/// empty pieces of `"a  b"`, `"a "` or `""` as values, so they are read here: each piece becomes a
+/// flag after `run` (a flag given on the command line wins, as clap would have it), and a blank
+/// variable is ignored.
+fn listed_variables(mut cmd: clap::Command, argv: &[OsString]) -> (clap::Command, Vec<OsString>) {
+    let mut words = argv.to_vec();
+    if argv.get(1).is_none_or(|a| a != "run") {
+        return (cmd, words);
+    }
+    let Some(run) = cmd.find_subcommand("run") else { return (cmd, words) };
+    let listed: Vec<(String, String, String)> = run
+        .get_arguments()
+        .filter(|a| a.get_value_delimiter() == Some(' '))
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((a.get_id().to_string(), a.get_long()?.to_string(), env))
+        })
+        .collect();
+    for (id, long, env) in listed {
+        let Ok(value) = std::env::var(&env) else { continue };
+        if flag_given(argv, &long) {
+            continue;
+        }
+        if value.trim().is_empty() {
+            cmd = cmd.mut_subcommand("run", |run| run.mut_arg(&id, |a| a.env(None)));
+        }
+        words.extend(value.split_whitespace().map(|piece| OsString::from(format!("--{long}={piece}"))));
+    }
+    (cmd, words)
+}
+
+/// Whether `--long` is on the command line (as `--long VALUE` or `--long=VALUE`).
+fn flag_given(argv: &[OsString], long: &str) -> bool {
+    argv.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+    })
 }
 
 /// Rewrites a bad-value error as `invalid --flag 'value': reason`, or `invalid EDGE_VAR 'value'
@@ -362,10 +417,7 @@ fn explain(e: clap::Error, cmd: &clap::Command, argv: &[OsString]) -> clap::Erro
         Some(s) => s.to_string(),
         None => e.kind().as_str().unwrap_or("invalid value").to_string(),
     };
-    let flag_given = argv.iter().any(|a| {
-        let a = a.to_string_lossy();
-        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
-    });
+    let flag_given = flag_given(argv, &long);
     let env = cmd
         .get_subcommands()
         .flat_map(|s| s.get_arguments())

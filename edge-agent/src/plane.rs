@@ -73,9 +73,11 @@ impl DataplaneStatus {
             return Ok((Self::userspace(requested, reason, Some(report)), None));
         }
         // Configuration refused unsupported strategies under --mode ebpf; under auto they decide.
-        if let Some((name, e)) =
-            cfg.services.iter().find_map(|s| Plane::Ebpf.supports(&s.strategy).err().map(|e| (&s.name, e)))
-        {
+        // Only services with a VIP would be carried by the kernel.
+        let unsupported = |s: &crate::config::ServiceConfig| {
+            s.vip.and_then(|_| Plane::Ebpf.supports(&s.strategy).err()).map(|e| (s.name.clone(), e))
+        };
+        if let Some((name, e)) = cfg.services.iter().find_map(unsupported) {
             let reason = format!("service '{name}' needs the userspace proxy ({e}); running the userspace proxy");
             return Ok((Self::userspace(requested, reason, None), None));
         }
@@ -151,7 +153,7 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         let mut argv = vec!["edge-agent", "run", "--mode", "userspace", "--config", file.to_str().unwrap()];
         argv.extend_from_slice(extra);
-        let Command::Run(args) = cli::parse_from(argv, &crate::config::defaults()).unwrap().command else {
+        let Command::Run(args) = cli::parse_words(argv, &crate::config::defaults()).unwrap().command else {
             unreachable!()
         };
         let c = Config::load(*args).unwrap();

@@ -290,7 +290,8 @@ impl fmt::Display for Token {
     }
 }
 
-/// `tracing` filter directives (`info`, `info,edge_agent=debug`).
+/// `tracing` filter directives (`info`, `info,edge_proxy=debug`); the targets are the crates:
+/// `edge_agent`, `edge_core`, `edge_proxy`, `edge_dataplane`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLevel(pub String);
 
@@ -305,7 +306,7 @@ impl FromStr for LogLevel {
     fn from_str(s: &str) -> Result<Self, String> {
         s.parse::<tracing_subscriber::filter::Targets>()
             .map(|_| Self(s.to_string()))
-            .map_err(|_| "use error, warn, info, debug or trace, or directives like info,edge_agent=debug".into())
+            .map_err(|_| "use error, warn, info, debug or trace, or directives like info,edge_proxy=debug".into())
     }
 }
 

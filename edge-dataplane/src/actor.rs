@@ -225,7 +225,8 @@ impl<M: KernelMaps> Actor<M> {
             }
         }
         let cleanup = self.cfg.cleanup;
-        // Closes the maps and the object; the pinned links keep the programs attached.
+        // Closes this agent's descriptors of the maps (the caller holds the loaded object until the
+        // actor returns); the pinned links keep the programs attached.
         drop(self);
         if cleanup {
             match crate::pins::cleanup() {

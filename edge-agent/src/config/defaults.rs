@@ -1,7 +1,8 @@
-//! Every default of `edge-agent run`, in one place, as the settings value they fill in (so they
-//! merge like any other source and `--help` shows them from here). Where a component owns a
-//! default (probe timing in `HealthConfig`, proxy limits in `ProxyConfig`, table size and conntrack
-//! size next to the code that sizes the maps), this module takes it from there.
+//! Every default of `edge-agent run`, in one place: the constants here, or the component that owns
+//! one (probe timing in `HealthConfig`, proxy limits in `ProxyConfig`, table and conntrack sizes
+//! next to the code that sizes the maps). [`defaults`] shows them as settings, for `--help` and the
+//! README; each `config` section applies the same value, from the same constant, to a setting
+//! that was not given (a test checks that the two agree).
 
 use std::net::SocketAddr;
 use std::time::Duration;

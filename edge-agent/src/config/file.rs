@@ -55,7 +55,16 @@ pub fn parse(path: &Path, text: &str) -> Result<(RunArgs, Vec<ServiceTable>), Co
             )));
         }
     }
-    let args = typed(table).map_err(err)?;
+    let args: RunArgs = typed(table).map_err(err)?;
+    // Checked here, where the source is known: the merged list may come from flags instead.
+    if let Some(b) = args
+        .backend
+        .iter()
+        .enumerate()
+        .find_map(|(i, b)| args.backend[..i].iter().any(|x| x.addr == b.addr).then_some(b))
+    {
+        return Err(err(format!("backend '{b}' is given twice; give each backend once")));
+    }
     Ok((args, services))
 }
 
@@ -96,8 +105,7 @@ mod tests {
 
     #[test]
     fn keys_are_flag_names_and_values_their_types() {
-        let text =
-            "listen = \":80\"\nbackends = [\"10.0.0.1:80\"]\nrise = 3\nhealth_interval = \"1s\"\ncleanup = true\n";
+        let text = "listen = \":80\"\nbackends = [\"10.0.0.1:80\"]\nrise = 3\nhealth_interval = \"1s\"\ncleanup = true\ncpu-pinning = false\n";
         let (a, s) = parse(p(), text).unwrap();
         assert!(s.is_empty());
         assert_eq!(a.listen.len(), 1);
@@ -105,6 +113,7 @@ mod tests {
         assert_eq!(a.rise.map(|r| r.0), Some(3));
         assert_eq!(a.health_interval.map(|d| d.0), Some(std::time::Duration::from_secs(1)));
         assert_eq!(a.cleanup.map(|c| c.0), Some(true));
+        assert_eq!(a.cpu_pinning.map(|c| c.0), Some(false), "on/off settings are TOML booleans");
     }
 
     #[test]
@@ -116,8 +125,10 @@ mod tests {
             ("rise = 0", "invalid rise '0': use an integer from 1 to 100"),
             ("health-interval = \"2x\"", "invalid health-interval '2x': '2x' is not a duration"),
             ("cleanup = \"yes\"", "key 'cleanup' must be true or false"),
+            ("cpu-pinning = \"off\"", "key 'cpu-pinning' must be true or false"),
             ("backend = [\"10.0.0.1:80,weight=1,weight=2\"]", "gives weight twice"),
             ("mode = \"kernel\"", "invalid mode 'kernel': use auto, ebpf or userspace"),
+            ("backend = [\"10.0.0.1:80\", \"10.0.0.1:80\"]", "backend '10.0.0.1:80' is given twice"),
             ("service = 1", "'service' must be an array of tables"),
         ];
         for (text, want) in cases {

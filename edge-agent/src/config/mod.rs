@@ -150,7 +150,7 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     flag: "backend",
                     value: b.to_string(),
-                    reason: "this backend is given twice; give each backend once".into(),
+                    reason: "this backend is given twice (by --backend or EDGE_BACKEND); give each backend once".into(),
                 });
             }
             backends.push(b.clone());
@@ -184,7 +184,10 @@ impl Config {
             kind: args.strategy.unwrap_or_default(),
             hash_key: args.hash_key.clone().unwrap_or_default(),
         };
+        // The kernel carries the top-level service only when it has a VIP; `[[service]]` tables
+        // are checked with the strategy they end up with.
         if mode == ModeChoice::Ebpf
+            && ebpf.vip.is_some()
             && let Err(e) = Plane::Ebpf.supports(&strategy)
         {
             return Err(ConfigError::Invalid {

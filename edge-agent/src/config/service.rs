@@ -227,11 +227,11 @@ fn one_service(st: &ServiceTable, cx: &Context<'_>) -> Result<ServiceConfig, Con
         kind: k.strategy.unwrap_or(cx.strategy.kind),
         hash_key: k.hash_key.clone().unwrap_or_else(|| cx.strategy.hash_key.clone()),
     };
-    // An inherited header key was already refused with the top-level --hash-key.
     if cx.mode == ModeChoice::Ebpf
         && let Err(e) = Plane::Ebpf.supports(&strategy)
     {
-        return Err(st.error(format!("invalid hash-key '{}': {e}", strategy.hash_key)));
+        let from = if k.hash_key.is_some() { "" } else { " (taken from the top-level --hash-key)" };
+        return Err(st.error(format!("invalid hash-key '{}'{from}: {e}", strategy.hash_key)));
     }
     Ok(ServiceConfig { name, vip: Some(vip), backends, backends_file, strategy, origin: Origin::File(st.file.clone()) })
 }

@@ -14,7 +14,7 @@ const FILE: &str = "edge.toml";
 /// Settings from `edge-agent run` words.
 fn words(w: &[&str]) -> Result<RunArgs, String> {
     let argv = ["edge-agent", "run"].iter().chain(w).map(|s| s.to_string());
-    match cli::parse_from(argv, &crate::config::defaults()).map_err(|e| e.to_string())?.command {
+    match cli::parse_words(argv, &crate::config::defaults()).map_err(|e| e.to_string())?.command {
         Command::Run(a) => Ok(*a),
         _ => Err("not run".into()),
     }
@@ -292,7 +292,18 @@ fn conflicts_with_the_top_level_settings() {
 
     let w: Vec<&str> = EBPF.iter().chain(&["--hash-key", "header:x-user"]).copied().collect();
     let e = load(&text.replace("127.0.0.1:8080", "10.0.0.5:80"), &w).unwrap_err();
-    assert!(e.contains("invalid --hash-key 'header:x-user'"), "the top-level check still runs first: {e}");
+    assert!(e.contains("invalid hash-key 'header:x-user' (taken from the top-level --hash-key)"), "{e}");
+    // With a VIP the top-level service is the kernel's too, and its own check comes first.
+    let w: Vec<&str> = w.iter().chain(&["--vip", "10.0.0.6:80", "--backend", "10.0.2.2:80"]).copied().collect();
+    let e = load(&text.replace("127.0.0.1:8080", "10.0.0.5:80"), &w).unwrap_err();
+    assert!(e.contains("invalid --hash-key 'header:x-user'"), "{e}");
+    // A top-level service without a VIP is served by the userspace proxy even in eBPF mode: a
+    // header key is fine for it, as long as no VIP service takes it over.
+    let text = "[[service]]\nvip = \"10.0.0.5:80\"\nbackend = \"10.0.1.2:80\"\nhash-key = \"source\"\n";
+    let flags = ["--listen", ":8080", "--backend", "10.0.2.2:80", "--hash-key", "header:x-user"];
+    let w: Vec<&str> = EBPF.iter().chain(&flags).copied().collect();
+    let c = load(text, &w).unwrap();
+    assert_eq!(c.services[0].strategy.hash_key.to_string(), "header:x-user");
 
     // Same address and port with another protocol is another service.
     let text = "[[service]]\nvip = \"10.0.0.5:53\"\nbackend = \"10.0.1.2:53\"\n\

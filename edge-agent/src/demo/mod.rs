@@ -65,7 +65,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     for b in &backends {
         argv.extend(["--backend".to_string(), b.addr.to_string()]);
     }
-    let Command::Run(args) = cli::parse_from(argv, &crate::config::defaults())?.command else {
+    let Command::Run(args) = cli::parse_words(argv, &crate::config::defaults())?.command else {
         anyhow::bail!("the demo's agent arguments are not a run command")
     };
     let cfg = Config::load(*args)?;

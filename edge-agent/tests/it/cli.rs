@@ -65,6 +65,10 @@ fn environment_variables_are_read_and_checked_naming_the_variable() {
         2,
         "invalid EDGE_CLEANUP 'maybe' (it sets --cleanup): use on or off (or true/false, yes/no, 1/0)",
     );
+    // Lists in variables are separated by any run of spaces, and a blank list is no list: both get
+    // past parsing to the next problem (nothing to listen on).
+    fails_with(&["run"], &[("EDGE_BACKEND", " 127.0.0.1:9  127.0.0.1:10 ")], 2, "nothing to listen on");
+    fails_with(&["run", "--backend", "127.0.0.1:9"], &[("EDGE_LISTEN", "")], 2, "nothing to listen on");
     // A flag overrides its variable, so a bad variable under a good flag is not an error.
     fails_with(&["run", "--backend", "127.0.0.1:9", "--fall", "2"], &[("EDGE_FALL", "-1")], 2, "nothing to listen on");
 }

@@ -80,7 +80,7 @@ pub async fn agent(args: &[&str]) -> AgentHandle {
     }
     let mut words = vec!["edge-agent", "run"];
     words.extend_from_slice(args);
-    let cli = cli::parse_from(words, &edge_agent::config::defaults())
+    let cli = cli::parse_words(words, &edge_agent::config::defaults())
         .unwrap_or_else(|e| panic!("arguments do not parse: {e}"));
     let Command::Run(args) = cli.command else { panic!("not a run command") };
     let cfg = Config::load(*args).unwrap_or_else(|e| panic!("configuration is invalid: {e}"));

@@ -1,6 +1,7 @@
-//! The processes and namespaces a benchmark starts, stopped when it ends however it ends: every
+//! The processes and namespaces a benchmark starts, stopped when the run ends or fails: every
 //! process gets SIGTERM (then SIGKILL after a grace period), every namespace is deleted, every
-//! temporary folder removed, in the guard's `Drop`.
+//! temporary folder removed, in the guard's `Drop`. A run killed outright leaves them; the next
+//! run deletes a leftover namespace or folder of the same name before it makes its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
