@@ -7,7 +7,7 @@
 //! program's agent side) and the binary build on this crate; it knows neither an HTTP stack nor
 //! eBPF, so each piece is tested here on its own, mostly on paused time.
 //!
-//! Dependencies between the modules point one way: `util`, `histogram` and `service` are leaves,
+//! Dependencies between the modules point one way: `util`, `label`, `histogram` and `service` are leaves,
 //! `backend` uses them, `discovery` and `balance` use `backend`, and `health` uses `discovery`.
 
 pub mod backend;
@@ -15,5 +15,6 @@ pub mod balance;
 pub mod discovery;
 pub mod health;
 pub mod histogram;
+pub mod label;
 pub mod service;
 pub mod util;

@@ -22,33 +22,20 @@ use crate::netinfo;
 use crate::object::EBPF_OBJECT;
 use crate::pins::{self, PinError};
 
-/// How the XDP program attaches (`--xdp-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum XdpMode {
-    /// Native (driver) XDP where the driver supports it, except on veth; otherwise only the TC
-    /// program steers.
-    #[default]
-    Auto,
-    /// Native XDP or fail.
-    Native,
-    /// Generic (skb) XDP: works everywhere, slower than TC.
-    Generic,
-    /// No XDP: the TC program steers alone (keeps GSO both ways; the fastest choice on veth).
-    Off,
-}
-
-impl XdpMode {
-    /// Every mode.
-    pub const ALL: [XdpMode; 4] = [Self::Auto, Self::Native, Self::Generic, Self::Off];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Native => "native",
-            Self::Generic => "generic",
-            Self::Off => "off",
-        }
+edge_core::label_enum! {
+    /// How the XDP program attaches (`--xdp-mode`).
+    #[derive(Default)]
+    pub enum XdpMode {
+        /// Native (driver) XDP where the driver supports it, except on veth; otherwise only the TC
+        /// program steers.
+        #[default]
+        Auto => "auto",
+        /// Native XDP or fail.
+        Native => "native",
+        /// Generic (skb) XDP: works everywhere, slower than TC.
+        Generic => "generic",
+        /// No XDP: the TC program steers alone (keeps GSO both ways; the fastest choice on veth).
+        Off => "off",
     }
 }
 

@@ -7,29 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-/// Why the sweep removed a conntrack entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Expiry {
-    /// Its backend left the maps.
-    BackendRemoved,
-    /// A UDP flow idle past `--udp-timeout`.
-    UdpIdle,
-    /// A closed TCP flow past its linger time.
-    TcpClosed,
-    /// A SYN that never got an answer.
-    TcpSynUnanswered,
-    /// An established TCP flow idle past `--tcp-timeout`.
-    TcpIdle,
-}
-
-impl Expiry {
-    /// Every reason.
-    pub const ALL: [Expiry; 5] =
-        [Self::BackendRemoved, Self::UdpIdle, Self::TcpClosed, Self::TcpSynUnanswered, Self::TcpIdle];
-
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        ["backend_removed", "udp_idle", "tcp_closed", "tcp_syn_unanswered", "tcp_idle"][self as usize]
+edge_core::label_enum! {
+    /// Why the sweep removed a conntrack entry.
+    pub enum Expiry {
+        /// Its backend left the maps.
+        BackendRemoved => "backend_removed",
+        /// A UDP flow idle past `--udp-timeout`.
+        UdpIdle => "udp_idle",
+        /// A closed TCP flow past its linger time.
+        TcpClosed => "tcp_closed",
+        /// A SYN that never got an answer.
+        TcpSynUnanswered => "tcp_syn_unanswered",
+        /// An established TCP flow idle past `--tcp-timeout`.
+        TcpIdle => "tcp_idle",
     }
 }
 
@@ -47,7 +37,7 @@ pub struct FlowCount {
 /// The actor's counters.
 #[derive(Debug, Default)]
 pub struct DataplaneStats {
-    expired: [AtomicU64; 5],
+    expired: [AtomicU64; Expiry::ALL.len()],
     table_swaps: AtomicU64,
     flows: ArcSwap<Vec<FlowCount>>,
 }

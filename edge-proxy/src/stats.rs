@@ -8,99 +8,62 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_core::util::Gauge;
 
-/// A listener's protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// Cleartext HTTP.
-    Http,
-    /// HTTP over TLS.
-    Https,
-    /// Raw TCP.
-    Tcp,
-}
-
-impl ListenerKind {
-    /// Every kind.
-    pub const ALL: [ListenerKind; 3] = [Self::Http, Self::Https, Self::Tcp];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        ["http", "https", "tcp"][self as usize]
+edge_core::label_enum! {
+    /// A listener's protocol.
+    pub enum ListenerKind {
+        /// Cleartext HTTP.
+        Http => "http",
+        /// HTTP over TLS.
+        Https => "https",
+        /// Raw TCP.
+        Tcp => "tcp",
     }
 }
 
-/// A client mistake the proxy answered itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientError {
-    /// A malformed request head (400).
-    BadRequest,
-    /// A request head over the size or count limits (431).
-    HeaderTooLarge,
-    /// A request head that did not complete in time (408).
-    HeaderTimeout,
-    /// A failed TLS handshake.
-    TlsHandshake,
-    /// A request body that failed or stalled (400).
-    RequestBody,
-}
-
-impl ClientError {
-    /// Every kind.
-    pub const ALL: [ClientError; 5] =
-        [Self::BadRequest, Self::HeaderTooLarge, Self::HeaderTimeout, Self::TlsHandshake, Self::RequestBody];
-
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        ["bad_request", "header_too_large", "header_timeout", "tls_handshake", "request_body"][self as usize]
+edge_core::label_enum! {
+    /// A client mistake the proxy answered itself.
+    pub enum ClientError {
+        /// A malformed request head (400).
+        BadRequest => "bad_request",
+        /// A request head over the size or count limits (431).
+        HeaderTooLarge => "header_too_large",
+        /// A request head that did not complete in time (408).
+        HeaderTimeout => "header_timeout",
+        /// A failed TLS handshake.
+        TlsHandshake => "tls_handshake",
+        /// A request body that failed or stalled (400).
+        RequestBody => "request_body",
     }
 }
 
-/// Why an upstream attempt was made again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
-    /// A refused or timed-out connect: nothing reached the backend.
-    Connect,
-    /// An idempotent bodyless request whose connection closed before any answer.
-    EmptyResponse,
-    /// A pooled keep-alive connection the backend had already closed.
-    StaleConnection,
-}
-
-impl RetryReason {
-    /// Every reason.
-    pub const ALL: [RetryReason; 3] = [Self::Connect, Self::EmptyResponse, Self::StaleConnection];
-
-    /// Snake-case name.
-    pub fn as_str(self) -> &'static str {
-        ["connect", "empty_response", "stale_connection"][self as usize]
+edge_core::label_enum! {
+    /// Why an upstream attempt was made again.
+    pub enum RetryReason {
+        /// A refused or timed-out connect: nothing reached the backend.
+        Connect => "connect",
+        /// An idempotent bodyless request whose connection closed before any answer.
+        EmptyResponse => "empty_response",
+        /// A pooled keep-alive connection the backend had already closed.
+        StaleConnection => "stale_connection",
     }
 }
 
-/// What happened to a request or connection that found no eligible backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoBackend {
-    /// Answered 503 (or the TCP connection closed).
-    Rejected,
-    /// `--on-no-backend all` sent it to a backend regardless of health.
-    Fallback,
-}
-
-impl NoBackend {
-    /// Both outcomes.
-    pub const ALL: [NoBackend; 2] = [Self::Rejected, Self::Fallback];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        ["rejected", "fallback"][self as usize]
+edge_core::label_enum! {
+    /// What happened to a request or connection that found no eligible backend.
+    pub enum NoBackend {
+        /// Answered 503 (or the TCP connection closed).
+        Rejected => "rejected",
+        /// `--on-no-backend all` sent it to a backend regardless of health.
+        Fallback => "fallback",
     }
 }
 
 /// Process-wide proxy counters.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
-    connections: [AtomicU64; 3],
-    open: [Gauge; 3],
-    client_errors: [AtomicU64; 5],
+    connections: [AtomicU64; ListenerKind::ALL.len()],
+    open: [Gauge; ListenerKind::ALL.len()],
+    client_errors: [AtomicU64; ClientError::ALL.len()],
 }
 
 impl ProxyStats {
@@ -134,8 +97,8 @@ impl ProxyStats {
 /// One service's traffic counters that belong to no backend.
 #[derive(Debug, Default)]
 pub struct ServiceTraffic {
-    retries: [AtomicU64; 3],
-    no_backend: [AtomicU64; 2],
+    retries: [AtomicU64; RetryReason::ALL.len()],
+    no_backend: [AtomicU64; NoBackend::ALL.len()],
     unrouted: AtomicU64,
 }
 

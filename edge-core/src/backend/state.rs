@@ -25,34 +25,23 @@ impl Health {
     }
 }
 
-/// The state operators see: health, overridden by draining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Not probed yet; no traffic.
-    Unknown,
-    /// Passing; gets traffic.
-    Healthy,
-    /// Failing; no new traffic.
-    Unhealthy,
-    /// Drained by an operator or removed by discovery: no new traffic, existing traffic finishes.
-    Draining,
+crate::label_enum! {
+    /// The state operators see: health, overridden by draining.
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum State {
+        /// Not probed yet; no traffic.
+        Unknown => "unknown",
+        /// Passing; gets traffic.
+        Healthy => "healthy",
+        /// Failing; no new traffic.
+        Unhealthy => "unhealthy",
+        /// Drained by an operator or removed by discovery: no new traffic, existing traffic finishes.
+        Draining => "draining",
+    }
 }
 
 impl State {
-    /// Every state, for one-hot metrics.
-    pub const ALL: [State; 4] = [State::Unknown, State::Healthy, State::Unhealthy, State::Draining];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Healthy => "healthy",
-            Self::Unhealthy => "unhealthy",
-            Self::Draining => "draining",
-        }
-    }
-
     /// The state for a health, a drain and a removal.
     pub fn of(health: Health, drained_or_removed: bool) -> Self {
         match (drained_or_removed, health) {

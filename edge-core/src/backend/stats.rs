@@ -9,111 +9,76 @@ use super::State;
 use crate::histogram::Histogram;
 use crate::util::Gauge;
 
-/// An HTTP status class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
-    /// 1xx.
-    Informational,
-    /// 2xx.
-    Success,
-    /// 3xx.
-    Redirection,
-    /// 4xx.
-    ClientError,
-    /// 5xx.
-    ServerError,
+crate::label_enum! {
+    /// An HTTP status class.
+    pub enum StatusClass {
+        /// 1xx.
+        Informational => "1xx",
+        /// 2xx.
+        Success => "2xx",
+        /// 3xx.
+        Redirection => "3xx",
+        /// 4xx.
+        ClientError => "4xx",
+        /// 5xx.
+        ServerError => "5xx",
+    }
 }
 
 impl StatusClass {
-    /// Every class, in order.
-    pub const ALL: [StatusClass; 5] =
-        [Self::Informational, Self::Success, Self::Redirection, Self::ClientError, Self::ServerError];
-
     /// The class of a status code (codes outside 100..=599 count as 5xx or 1xx).
     pub fn of(status: u16) -> Self {
         Self::ALL[usize::from(status / 100).clamp(1, 5) - 1]
     }
+}
 
-    /// `1xx` .. `5xx`.
-    pub fn as_str(self) -> &'static str {
-        ["1xx", "2xx", "3xx", "4xx", "5xx"][self as usize]
+crate::label_enum! {
+    /// How an exchange with a backend failed.
+    pub enum Failure {
+        /// The connection could not be made.
+        Connect => "connect",
+        /// No answer in time.
+        Timeout => "timeout",
+        /// The connection broke, or the backend spoke something else than HTTP.
+        Reset => "reset",
     }
 }
 
-/// How an exchange with a backend failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The connection could not be made.
-    Connect,
-    /// No answer in time.
-    Timeout,
-    /// The connection broke, or the backend spoke something else than HTTP.
-    Reset,
-}
-
-impl Failure {
-    /// Every kind.
-    pub const ALL: [Failure; 3] = [Self::Connect, Self::Timeout, Self::Reset];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        ["connect", "timeout", "reset"][self as usize]
+crate::label_enum! {
+    /// A probe's verdict.
+    pub enum ProbeResult {
+        /// Passed.
+        Success => "success",
+        /// Failed.
+        Failure => "failure",
     }
 }
 
-/// A probe's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeResult {
-    /// Passed.
-    Success,
-    /// Failed.
-    Failure,
-}
-
-impl ProbeResult {
-    /// Both verdicts.
-    pub const ALL: [ProbeResult; 2] = [Self::Success, Self::Failure];
-
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        ["success", "failure"][self as usize]
-    }
-}
-
-/// Which way TCP-mode bytes went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From the backend.
-    Rx,
-    /// To the backend.
-    Tx,
-}
-
-impl Direction {
-    /// Both directions.
-    pub const ALL: [Direction; 2] = [Self::Rx, Self::Tx];
-
-    /// `rx` or `tx`.
-    pub fn as_str(self) -> &'static str {
-        ["rx", "tx"][self as usize]
+crate::label_enum! {
+    /// Which way TCP-mode bytes went.
+    pub enum Direction {
+        /// From the backend.
+        Rx => "rx",
+        /// To the backend.
+        Tx => "tx",
     }
 }
 
 /// One backend's counters. Everything is monotonic except `active`.
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    requests: [AtomicU64; 5],
+    requests: [AtomicU64; StatusClass::ALL.len()],
     /// Time from request head to response head.
     pub duration: Histogram,
     /// In-flight HTTP requests and open TCP connections (least connections' load).
     pub active: Gauge,
-    bytes: [AtomicU64; 2],
+    bytes: [AtomicU64; Direction::ALL.len()],
     tcp_connections: AtomicU64,
-    probes: [AtomicU64; 2],
+    probes: [AtomicU64; ProbeResult::ALL.len()],
     /// Probe durations.
     pub probe_duration: Histogram,
-    failures: [AtomicU64; 3],
-    transitions: [AtomicU64; 4],
+    failures: [AtomicU64; Failure::ALL.len()],
+    transitions: [AtomicU64; State::ALL.len()],
 }
 
 fn add(c: &AtomicU64, n: u64) {

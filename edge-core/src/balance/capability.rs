@@ -4,27 +4,17 @@
 
 use super::{HashKey, StrategySpec};
 
-/// The data plane that carries traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Plane {
-    /// The userspace proxy: HTTP and TCP, every strategy and key.
-    Userspace,
-    /// The eBPF program: packets, so no HTTP headers.
-    Ebpf,
+crate::label_enum! {
+    /// The data plane that carries traffic.
+    pub enum Plane {
+        /// The userspace proxy: HTTP and TCP, every strategy and key.
+        Userspace => "userspace",
+        /// The eBPF program: packets, so no HTTP headers.
+        Ebpf => "ebpf",
+    }
 }
 
 impl Plane {
-    /// Both planes.
-    pub const ALL: [Plane; 2] = [Self::Userspace, Self::Ebpf];
-
-    /// `userspace` or `ebpf`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Userspace => "userspace",
-            Self::Ebpf => "ebpf",
-        }
-    }
-
     /// Whether this plane can carry out `spec`; the error says why not and what to use instead.
     pub fn supports(self, spec: &StrategySpec) -> Result<(), Unsupported> {
         match (self, &spec.hash_key) {
