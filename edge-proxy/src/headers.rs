@@ -1,4 +1,5 @@
-//! Header rewriting between client and backend: hop-by-hop removal and X-Forwarded-*.
+//! Header rewriting between client and backend: hop-by-hop removal, trailer filtering and
+//! X-Forwarded-*.
 
 use std::net::IpAddr;
 
@@ -16,12 +17,59 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// End-to-end headers a `Connection` header may not name: routing, authentication, framing, and
+/// the forwarding headers the proxy vouches for. Without this, `Connection: host` or
+/// `Connection: authorization` would make the proxy strip them (the "hop-by-hop header abuse"
+/// that let clients hide their address from backends behind other proxies).
+const PROTECTED: [HeaderName; 9] = [
+    header::HOST,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// Fields a trailer may not carry (RFC 9110 section 6.5.1): framing, routing, request modifiers,
+/// authentication, response control and content handling. A sender cannot change these after the
+/// head, so a proxy drops them rather than let a backend act on them.
+const NOT_IN_TRAILERS: [HeaderName; 24] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::CONTENT_RANGE,
+    header::TRAILER,
+    header::HOST,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    header::EXPECT,
+    header::MAX_FORWARDS,
+    header::CACHE_CONTROL,
+    header::RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    header::SET_COOKIE,
+    header::WWW_AUTHENTICATE,
+    header::LOCATION,
+];
+
 /// X-Forwarded-For.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// X-Forwarded-Proto.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// Removes hop-by-hop headers, including those the `Connection` header names, and `Upgrade`.
+/// Removes hop-by-hop headers, those the `Connection` header names (except [`PROTECTED`] ones),
+/// and `Upgrade`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -29,6 +77,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !PROTECTED.contains(n))
         .collect();
     for n in named {
         h.remove(n);
@@ -37,6 +86,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         h.remove(n);
     }
     h.remove(header::UPGRADE);
+}
+
+/// Drops the trailer fields RFC 9110 section 6.5.1 forbids, and hop-by-hop ones.
+pub fn sanitize_trailers(t: &mut HeaderMap) {
+    for n in NOT_IN_TRAILERS.iter().chain(&HOP_BY_HOP) {
+        t.remove(n);
+    }
+    t.remove(header::FORWARDED);
+    t.remove(&X_FORWARDED_FOR);
+    t.remove(&X_FORWARDED_PROTO);
 }
 
 /// Appends the client's address to X-Forwarded-For (joining repeated headers) and sets
@@ -74,6 +133,36 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn connection_cannot_strip_protected_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("host, authorization, x-forwarded-for, content-length, cookie, x-gone"),
+        );
+        for n in ["host", "authorization", "x-forwarded-for", "content-length", "cookie", "x-gone"] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("v"));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-length", "cookie", "host", "x-forwarded-for"]);
+    }
+
+    #[test]
+    fn trailers_lose_framing_routing_and_auth_fields() {
+        let mut t = HeaderMap::new();
+        for n in ["content-length", "host", "authorization", "transfer-encoding", "x-forwarded-for", "set-cookie"] {
+            t.insert(HeaderName::from_static(n), HeaderValue::from_static("1"));
+        }
+        t.insert("x-checksum", HeaderValue::from_static("abc"));
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        sanitize_trailers(&mut t);
+        let mut left: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["grpc-status", "x-checksum"]);
     }
 
     #[test]

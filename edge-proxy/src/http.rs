@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use edge_core::backend::{Failure, StatusClass};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::GaugeGuard;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
+use crate::authority::settle_host;
 use crate::body::ProxyBody;
 use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
@@ -116,9 +117,23 @@ impl HttpProxy {
     ) -> Response<ProxyBody> {
         let in_flight = activity.begin();
         let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        if let Err(e) = settle_host(&mut parts.headers, &parts.uri, parts.version) {
+            self.0.stats.client_error(ClientError::BadRequest);
+            tracing::debug!(client = %conn.client, error = %e, "refused a request");
+            let mut r = local_response(
+                StatusCode::BAD_REQUEST,
+                "bad request: missing, repeated or invalid host\n",
+                Some(in_flight),
+            );
+            // The request may have a body we will not read: end the connection after answering.
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        strip_hop_by_hop(&mut parts.headers);
         let selector = self.0.selector.load();
         let hash = if selector.needs_hash() {
-            request_hash(selector.hash_key(), conn.client, conn.local, Some(req.headers()))
+            request_hash(selector.hash_key(), conn.client, conn.local, Some(&parts.headers))
         } else {
             0
         };
@@ -130,8 +145,7 @@ impl HttpProxy {
         if source == PickSource::Fallback {
             self.0.traffic.no_backend(NoBackend::Fallback);
         }
-        let (mut parts, body) = req.into_parts();
-        prepare_request_head(&mut parts.headers, &parts.uri, parts.version, conn);
+        add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let empty = body.is_end_stream();
         let framing = codec::request_framing(&parts.method, empty, body.size_hint().exact());
@@ -240,19 +254,6 @@ impl HttpProxy {
             }
         }
     }
-}
-
-/// Rewrites the client's head for the backend: hop-by-hop headers out, Host kept (or taken from an
-/// HTTP/2 `:authority`), X-Forwarded-* added.
-fn prepare_request_head(h: &mut HeaderMap, uri: &Uri, version: Version, conn: ConnInfo) {
-    strip_hop_by_hop(h);
-    if (!h.contains_key(header::HOST) || version == Version::HTTP_2)
-        && let Some(a) = uri.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        h.insert(header::HOST, v);
-    }
-    add_forwarded(h, conn.client.ip(), conn.tls);
 }
 
 /// Serves one HTTP(S) listener until `shutdown` turns true, then lets its open connections finish

@@ -6,11 +6,13 @@
 //! without a lock; outcomes are counted into the backends' own counters and into [`ProxyStats`]
 //! and [`ServiceTraffic`], which the binary's metrics exporter reads.
 //!
-//! Module dependencies point one way: `config`, `stats`, `headers`, `io`, `tls`, `conn_guard` and
-//! `upstream` are leaves; `served` (what a listener's proxy works with) and `accept` use `stats`;
-//! `body` uses `conn_guard` and `upstream`; `http` and `tcp` use those; `workers` starts both.
+//! Module dependencies point one way: `config`, `stats`, `authority`, `headers`, `io`, `tls` and
+//! `conn_guard` are leaves; `upstream` uses `headers`; `served` (what a listener's proxy works
+//! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `http` and `tcp` use
+//! those; `workers` starts both.
 
 mod accept;
+mod authority;
 mod body;
 mod config;
 mod conn_guard;

@@ -12,6 +12,7 @@ mod cli;
 mod dataplane_probe;
 mod health;
 mod http_proxy;
+mod semantics;
 mod services;
 mod strategies;
 mod tcp_proxy;

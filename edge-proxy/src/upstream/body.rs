@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::codec::{BodyFraming, Chunk, ChunkedDecoder};
 use super::{UpstreamConn, pool};
+use crate::headers::sanitize_trailers;
 
 /// Errors while streaming a backend's body.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -104,7 +105,8 @@ impl Body for UpstreamBody {
                 }
                 Kind::Chunked(dec) => match dec.decode(&mut conn.buf) {
                     Ok(Some(Chunk::Data(d))) => return Poll::Ready(Some(Ok(Frame::data(d)))),
-                    Ok(Some(Chunk::Trailers(t))) => {
+                    Ok(Some(Chunk::Trailers(mut t))) => {
+                        sanitize_trailers(&mut t);
                         this.finish();
                         return Poll::Ready(Some(Ok(Frame::trailers(t))));
                     }

@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 
 use codec::{CodecError, RequestFraming, ResponseHead};
 
+use crate::headers::sanitize_trailers;
+
 /// One connection to a backend.
 #[derive(Debug)]
 pub struct UpstreamConn {
@@ -134,7 +136,8 @@ impl UpstreamConn {
                             }
                         }
                         Err(frame) => {
-                            if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
+                            if let (Ok(mut trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
+                                sanitize_trailers(&mut trailers);
                                 codec::encode_last_chunk(&mut out, Some(&trailers));
                                 self.write_timed(&out, idle).await?;
                                 return self.read_head(method, timeout).await;
