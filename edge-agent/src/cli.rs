@@ -230,6 +230,10 @@ settings! {
         #[arg(long, env = "EDGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
         #[serde(default, deserialize_with = "one")]
         pub admin_token: Option<Token>,
+        /// Serve the admin API on a non-loopback address without --admin-token: on or off.
+        #[arg(long, env = "EDGE_ADMIN_INSECURE", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+        #[serde(default, deserialize_with = "deserialize_bool")]
+        pub admin_insecure: Option<Switch>,
 
         /// PEM certificate chain; makes every --listen listener HTTPS.
         #[arg(long, env = "EDGE_TLS_CERT", value_name = "PATH")]

@@ -21,6 +21,9 @@ use crate::values::{
 /// The admin listener when `--admin` is not given.
 pub const ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
+/// A non-loopback admin listener needs a token.
+pub const ADMIN_INSECURE: bool = false;
+
 /// SNAT ports: below Linux's default ip_local_port_range (32768-60999).
 pub const SNAT_PORTS: PortRange = PortRange(16384, 32767);
 
@@ -62,6 +65,7 @@ pub fn defaults() -> RunArgs {
         table_size: Some(TableSize(DEFAULT_TABLE_SIZE)),
         on_no_backend: Some(NoBackendChoice::default()),
         admin: Some(AdminAddr(Some(ADMIN))),
+        admin_insecure: Some(Switch(ADMIN_INSECURE)),
         header_read_timeout: Some(Dur(p.header_read_timeout)),
         connect_timeout: Some(Dur(p.connect_timeout)),
         upstream_timeout: Some(Dur(p.upstream_timeout)),

@@ -1,10 +1,10 @@
 //! Listeners section: `--listen`, `--listen-tcp`, `--tls-cert`/`--tls-key`, `--admin`,
-//! `--admin-token`.
+//! `--admin-token`, `--admin-insecure`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::defaults::ADMIN;
+use super::defaults::{ADMIN, ADMIN_INSECURE};
 use super::{ConfigError, usage};
 use crate::cli::RunArgs;
 
@@ -41,11 +41,20 @@ pub(super) fn build(args: &RunArgs) -> Result<Listeners, ConfigError> {
         (Some(_), None) => return Err(usage("--tls-cert needs --tls-key; give both PEM files")),
         (None, Some(_)) => return Err(usage("--tls-key needs --tls-cert; give both PEM files")),
     };
-    Ok(Listeners {
-        listen,
-        listen_tcp,
-        tls,
-        admin: args.admin.map_or(Some(ADMIN), |a| a.0),
-        admin_token: args.admin_token.as_ref().map(|t| t.0.clone()).filter(|t| !t.is_empty()),
-    })
+    let admin = args.admin.map_or(Some(ADMIN), |a| a.0);
+    let admin_token = args.admin_token.as_ref().map(|t| t.0.clone()).filter(|t| !t.is_empty());
+    let insecure = args.admin_insecure.map_or(ADMIN_INSECURE, |v| v.0);
+    // Anyone who can reach a non-loopback admin listener could drain every backend; refuse to
+    // open one without a token unless the operator says so in as many words.
+    if let Some(a) = admin
+        && !a.ip().is_loopback()
+        && admin_token.is_none()
+        && !insecure
+    {
+        return Err(usage(format!(
+            "--admin {a} is reachable from other hosts but has no token; set --admin-token TOKEN \
+             (or EDGE_ADMIN_TOKEN), bind it to 127.0.0.1, or pass --admin-insecure to serve it unprotected"
+        )));
+    }
+    Ok(Listeners { listen, listen_tcp, tls, admin, admin_token })
 }

@@ -28,6 +28,20 @@ async fn mutating_calls_need_the_token_reads_do_not() {
 }
 
 #[tokio::test]
+async fn a_non_loopback_admin_listener_starts_with_a_token_or_when_told_to() {
+    let b = TestBackend::start("a").await;
+    let base = Args::words(&["--listen", "127.0.0.1:0", "--mode", "userspace", "--admin", "0.0.0.0:0"]);
+    for extra in [["--admin-token", "t"].as_slice(), ["--admin-insecure"].as_slice()] {
+        let agent = base.clone().with(extra).backends(&[b.spec()]).start().await;
+        let a = agent.admin_addr.unwrap();
+        assert!(a.ip().is_unspecified(), "{a}");
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], a.port()));
+        assert_eq!(admin(local, "GET", "/healthz", None, None).await.0, 200, "{extra:?}");
+        agent.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn endpoints_shapes_and_errors() {
     let b = TestBackend::start("a").await;
     let spec = b.spec();

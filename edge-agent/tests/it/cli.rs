@@ -42,6 +42,9 @@ fn bad_flags_fail_at_start_naming_flag_and_fix() {
     fails_with(&["run", "--backend", "127.0.0.1:9"], &[], 2, "nothing to listen on");
     fails_with(&["run", "--listen", ":0"], &[], 2, "no backends; give --backend");
     fails_with(&with(&["--bogus"]), &[], 2, "unexpected argument '--bogus'");
+    let open = "--admin 0.0.0.0:0 is reachable from other hosts but has no token; set --admin-token TOKEN";
+    fails_with(&with(&["--admin", "0.0.0.0:0"]), &[], 2, open);
+    fails_with(&with(&[]), &[("EDGE_ADMIN", "[::]:0")], 2, "pass --admin-insecure to serve it unprotected");
 }
 
 #[test]
