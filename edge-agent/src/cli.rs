@@ -260,6 +260,14 @@ settings! {
         #[arg(long, env = "EDGE_IDLE_TIMEOUT", value_name = "DURATION")]
         #[serde(default, deserialize_with = "one")]
         pub idle_timeout: Option<Dur<10>>,
+        /// Longest gap between body bytes from a backend, or from a client sending a request body.
+        #[arg(long, env = "EDGE_BODY_TIMEOUT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub body_timeout: Option<Dur<10>>,
+        /// Slowest average request body in bytes per second (0: only --body-timeout applies).
+        #[arg(long, env = "EDGE_BODY_MIN_RATE", value_name = "BYTES")]
+        #[serde(default, deserialize_with = "one")]
+        pub body_min_rate: Option<Int<0, 1_073_741_824>>,
         /// Longest wait for traffic to finish on a removed backend, and at shutdown.
         #[arg(long, env = "EDGE_DRAIN_TIMEOUT", value_name = "DURATION")]
         #[serde(default, deserialize_with = "one")]

@@ -11,8 +11,16 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Time for a backend to send its response head.
     pub upstream_timeout: Duration,
-    /// Idle keep-alive (and TCP-mode) connections close after this.
+    /// Idle keep-alive (and TCP-mode) connections close after this; so does a client connection
+    /// whose responses make no progress toward the client for this long (a client that stopped
+    /// reading).
     pub idle_timeout: Duration,
+    /// Longest gap between body bytes: from a backend once its response head arrived, and from a
+    /// client sending a request body.
+    pub body_timeout: Duration,
+    /// Slowest request body accepted, bytes per second on average: a request body must arrive
+    /// within `body_timeout` plus one second per this many bytes (0: no rate, only the gap rule).
+    pub body_min_rate: u64,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
     /// Most request headers.
@@ -26,6 +34,8 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
         }

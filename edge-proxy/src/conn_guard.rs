@@ -1,9 +1,15 @@
-//! Per-connection timeouts hyper does not provide: 408 on a slow request head, and idle close.
+//! Per-connection timeouts hyper does not provide: 408 on a slow request head, idle close, and
+//! close when the client stops reading.
 //!
 //! hyper's own `header_read_timeout` closes the connection without answering and counts keep-alive
-//! idle time toward the head timer. This wrapper sits between the socket and hyper and knows three
+//! idle time toward the head timer. This wrapper sits between the socket and hyper and knows four
 //! phases, driven by the request service through [`Activity`]:
-//! - **busy**: a request is in flight; no timer (the upstream timeout governs);
+//! - **busy**: a request is in flight and the proxy waits on the backend or on the client's request
+//!   body; no timer here (the upstream, body and request-body timeouts govern);
+//! - **stalled**: a response (head or body frame) is with hyper but hyper has not asked for the
+//!   next frame, because the client does not read (HTTP/1.1 writes block) or keeps its HTTP/2
+//!   window shut; when no response on the connection moves for `--idle-timeout`, the connection
+//!   closes, which drops the backend connections its responses were streaming from;
 //! - **head**: bytes of a request arrived but its head is not complete; after
 //!   `--header-read-timeout` the client gets `408 Request Timeout` and the connection closes;
 //! - **idle**: nothing in flight and nothing received; the connection closes after
@@ -26,11 +32,16 @@ use crate::stats::{ClientError, ProxyStats};
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-/// What the request service tells the connection: requests started and still in flight.
+/// What the request service tells the connection: requests started and still in flight, and
+/// whether their responses are moving toward the client.
 #[derive(Debug, Default)]
 pub struct Activity {
     requests: AtomicU64,
     in_flight: AtomicU32,
+    /// Responses whose next frame waits for hyper to ask for it, that is, on the client.
+    waiting: AtomicU32,
+    /// Frames asked for, over all responses: any change is progress toward the client.
+    progress: AtomicU64,
 }
 
 impl Activity {
@@ -45,6 +56,49 @@ impl Activity {
 /// A request in flight on a connection; dropping it ends the request.
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// A response handed to hyper: it waits on the client until its body is polled.
+    pub fn client_turn(&self) -> ClientTurn {
+        self.0.waiting.fetch_add(1, Ordering::AcqRel);
+        ClientTurn { activity: self.0.clone(), waiting: true }
+    }
+}
+
+/// One response's part in the stall rule: waiting while hyper holds a frame of it (or its head)
+/// and has not asked for the next.
+#[derive(Debug)]
+pub struct ClientTurn {
+    activity: Arc<Activity>,
+    waiting: bool,
+}
+
+impl ClientTurn {
+    /// hyper asks for the next frame: the client took the last one.
+    pub fn polled(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            self.activity.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.activity.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame went to hyper: the client's turn again.
+    pub fn handed_out(&mut self) {
+        if !self.waiting {
+            self.waiting = true;
+            self.activity.waiting.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for ClientTurn {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.activity.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -66,6 +120,7 @@ enum Armed {
     None,
     Head,
     Idle,
+    Stall,
 }
 
 /// Wraps a client connection's I/O and enforces the head and idle timeouts.
@@ -81,6 +136,8 @@ pub struct ConnGuard<IO> {
     sleep: Pin<Box<Sleep>>,
     h2: bool,
     expired: bool,
+    /// `Activity::progress` when the stall timer was last armed.
+    stall_mark: u64,
     stats: Arc<ProxyStats>,
 }
 
@@ -98,6 +155,7 @@ impl<IO> ConnGuard<IO> {
             sleep: Box::pin(tokio::time::sleep(timeouts.header_read)),
             h2,
             expired: false,
+            stall_mark: 0,
             stats,
         }
     }
@@ -114,7 +172,7 @@ impl<IO> ConnGuard<IO> {
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Armed> {
         self.sync();
         let want = if self.activity.in_flight.load(Ordering::Acquire) > 0 {
-            Armed::None
+            if self.activity.waiting.load(Ordering::Acquire) > 0 { Armed::Stall } else { Armed::None }
         } else if self.bytes_since_request > 0 {
             Armed::Head
         } else {
@@ -126,16 +184,44 @@ impl<IO> ConnGuard<IO> {
                 Armed::None => return Poll::Pending,
                 Armed::Head => self.timeouts.header_read,
                 Armed::Idle if self.total_bytes == 0 => self.timeouts.header_read,
-                Armed::Idle => self.timeouts.idle,
+                Armed::Idle | Armed::Stall => self.timeouts.idle,
             };
+            self.stall_mark = self.activity.progress.load(Ordering::Relaxed);
             self.sleep.as_mut().reset(Instant::now() + limit);
         }
         if self.armed == Armed::None {
             return Poll::Pending;
         }
-        ready!(self.sleep.as_mut().poll(cx));
-        Poll::Ready(self.armed)
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            if self.armed != Armed::Stall {
+                return Poll::Ready(self.armed);
+            }
+            // Some response moved since the timer was armed: not stalled, look again later.
+            let now = self.activity.progress.load(Ordering::Relaxed);
+            if now == self.stall_mark {
+                return Poll::Ready(Armed::Stall);
+            }
+            self.stall_mark = now;
+            self.sleep.as_mut().reset(Instant::now() + self.timeouts.idle);
+        }
     }
+
+    /// Checks the deadline while the socket is not ready; on expiry the connection is done.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<Armed> {
+        let kind = ready!(self.poll_deadline(cx));
+        self.expired = true;
+        match kind {
+            Armed::Head => self.stats.client_error(ClientError::HeaderTimeout),
+            Armed::Stall => self.stats.client_error(ClientError::WriteStall),
+            Armed::Idle | Armed::None => {}
+        }
+        Poll::Ready(kind)
+    }
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client took no response data within --idle-timeout")
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnGuard<IO> {
@@ -159,17 +245,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnGuard<IO> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_deadline(cx) {
+            Poll::Pending => match this.poll_expiry(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(kind) => {
-                    this.expired = true;
-                    if kind == Armed::Head {
-                        this.stats.client_error(ClientError::HeaderTimeout);
-                        if !this.h2 {
-                            // Best effort: the client is slow by definition, so do not wait on it.
-                            let _ = Pin::new(&mut this.io).poll_write(cx, RESPONSE_408);
-                            let _ = Pin::new(&mut this.io).poll_flush(cx);
-                        }
+                    if kind == Armed::Head && !this.h2 {
+                        // Best effort: the client is slow by definition, so do not wait on it.
+                        let _ = Pin::new(&mut this.io).poll_write(cx, RESPONSE_408);
+                        let _ = Pin::new(&mut this.io).poll_flush(cx);
                     }
                     // End of stream: hyper closes the connection.
                     Poll::Ready(Ok(()))
@@ -181,7 +263,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnGuard<IO> {
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(stalled()));
+        }
+        match Pin::new(&mut this.io).poll_write(cx, data) {
+            Poll::Pending => this.poll_expiry(cx).map(|_| Err(stalled())),
+            r => r,
+        }
     }
 
     fn poll_write_vectored(
@@ -189,7 +278,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(stalled()));
+        }
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.poll_expiry(cx).map(|_| Err(stalled())),
+            r => r,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -198,6 +294,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.io).poll_flush(cx);
+        if r.is_pending() && !self.expired {
+            return self.poll_expiry(cx).map(|_| Err(stalled()));
+        }
         if r.is_ready() && !self.expired {
             // A response just went out: arm the idle timer now, so that a connection whose
             // reader is not polled again (HTTP/2 with no new streams) is still woken and closed.

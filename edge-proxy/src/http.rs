@@ -96,15 +96,7 @@ impl HttpProxy {
                 Err(e) => return (false, Err(e)),
             },
         };
-        let r = conn
-            .exchange(
-                &out.method,
-                out.head.clone(),
-                out.body.take(),
-                self.0.cfg.upstream_timeout,
-                self.0.cfg.idle_timeout,
-            )
-            .await;
+        let r = conn.exchange(&out.method, out.head.clone(), out.body.take(), &self.0.cfg).await;
         (reused, r.map(|h| (conn, h)))
     }
 
@@ -191,7 +183,7 @@ impl HttpProxy {
                     m.failure(Failure::Timeout);
                     None
                 }
-                SendError::ClientBody(_) => None,
+                SendError::ClientBody(_) | SendError::ClientBodyTimeout => None,
                 SendError::Protocol(_) | SendError::Io(_) => {
                     m.failure(Failure::Reset);
                     None
@@ -229,11 +221,19 @@ impl HttpProxy {
                 }
                 m.request(StatusClass::of(status.as_u16()));
                 m.duration.observe(started.elapsed());
-                let body = UpstreamBody::new(upstream, framing, keep_alive);
+                let body =
+                    UpstreamBody::new(upstream, framing, keep_alive, self.0.cfg.body_timeout, target.backend.clone());
                 let mut resp = Response::new(ProxyBody::upstream(body, in_flight, active));
                 *resp.status_mut() = status;
                 *resp.headers_mut() = headers;
                 resp
+            }
+            Err(SendError::ClientBodyTimeout) => {
+                self.0.stats.client_error(ClientError::BodyTimeout);
+                drop(active);
+                let mut r = local_response(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
             }
             Err(SendError::ClientBody(e)) => {
                 self.0.stats.client_error(ClientError::RequestBody);

@@ -31,8 +31,12 @@ edge_core::label_enum! {
         HeaderTimeout => "header_timeout",
         /// A failed TLS handshake.
         TlsHandshake => "tls_handshake",
-        /// A request body that failed or stalled (400).
+        /// A request body that failed (400).
         RequestBody => "request_body",
+        /// A request body that stalled or crawled below `--body-min-rate` (408).
+        BodyTimeout => "body_timeout",
+        /// A client that stopped reading its responses for `--idle-timeout` (connection closed).
+        WriteStall => "write_stall",
     }
 }
 

@@ -70,6 +70,8 @@ pub fn defaults() -> RunArgs {
         connect_timeout: Some(Dur(p.connect_timeout)),
         upstream_timeout: Some(Dur(p.upstream_timeout)),
         idle_timeout: Some(Dur(p.idle_timeout)),
+        body_timeout: Some(Dur(p.body_timeout)),
+        body_min_rate: Some(Int(p.body_min_rate)),
         drain_timeout: Some(Dur(DRAIN_TIMEOUT)),
         max_header_bytes: Some(Int(p.max_header_bytes as u64)),
         max_headers: Some(Int(p.max_headers as u64)),

@@ -24,6 +24,8 @@ pub(super) fn build(args: &RunArgs) -> Proxy {
         connect_timeout: args.connect_timeout.map_or(d.connect_timeout, |v| v.0),
         upstream_timeout: args.upstream_timeout.map_or(d.upstream_timeout, |v| v.0),
         idle_timeout: args.idle_timeout.map_or(d.idle_timeout, |v| v.0),
+        body_timeout: args.body_timeout.map_or(d.body_timeout, |v| v.0),
+        body_min_rate: args.body_min_rate.map_or(d.body_min_rate, |v| v.0),
         max_header_bytes: args.max_header_bytes.map_or(d.max_header_bytes, |v| v.get()),
         max_headers: args.max_headers.map_or(d.max_headers, |v| v.get()),
     };

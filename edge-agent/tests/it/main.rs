@@ -14,6 +14,7 @@ mod health;
 mod http_proxy;
 mod semantics;
 mod services;
+mod stalls;
 mod strategies;
 mod tcp_proxy;
 mod upstream;

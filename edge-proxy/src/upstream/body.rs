@@ -1,11 +1,22 @@
 //! A backend's response body, streamed from the upstream connection; the connection goes back to
 //! the pool when the body ends cleanly.
+//!
+//! A backend that stops sending mid-body (a stall, or fewer bytes than its `Content-Length` on a
+//! connection it keeps open) would hold the client forever: the upstream timeout covers only the
+//! head. So the body carries a progress timer: no byte for `--body-timeout` ends it with an error
+//! (hyper then cuts the client's response off, never completing it), closes the backend
+//! connection, and counts a timeout against the backend.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use edge_core::backend::{Backend, Failure};
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use super::codec::{BodyFraming, Chunk, ChunkedDecoder};
 use super::{UpstreamConn, pool};
@@ -22,23 +33,54 @@ enum Kind {
     Done,
 }
 
+/// How long a body may go without a byte, and whom to blame when it does.
+#[derive(Debug)]
+struct Progress {
+    limit: Duration,
+    last: Instant,
+    /// Armed only once a read had to wait, so a body that streams without pause sets no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+    backend: Arc<Backend>,
+}
+
+impl Progress {
+    /// Polls the stall timer; `Ready` when the body made no progress for `limit`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.last + self.limit;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx)
+    }
+}
+
 /// The body of one upstream response.
 #[derive(Debug)]
 pub struct UpstreamBody {
     conn: Option<UpstreamConn>,
     kind: Kind,
     keep_alive: bool,
+    progress: Progress,
 }
 
 impl UpstreamBody {
-    /// Streams a body framed by `framing` from `conn` (whose buffer may already hold its start).
-    pub fn new(conn: UpstreamConn, framing: BodyFraming, keep_alive: bool) -> Self {
+    /// Streams a body framed by `framing` from `conn` (whose buffer may already hold its start);
+    /// a gap of `stall` between bytes is a timeout of `backend`.
+    pub fn new(
+        conn: UpstreamConn,
+        framing: BodyFraming,
+        keep_alive: bool,
+        stall: Duration,
+        backend: Arc<Backend>,
+    ) -> Self {
         let kind = match framing {
             BodyFraming::Length(n) => Kind::Length(n),
             BodyFraming::Chunked => Kind::Chunked(ChunkedDecoder::default()),
             BodyFraming::Close => Kind::Close,
         };
-        let mut b = Self { conn: Some(conn), kind, keep_alive };
+        let progress = Progress { limit: stall, last: Instant::now(), sleep: None, backend };
+        let mut b = Self { conn: Some(conn), kind, keep_alive, progress };
         if matches!(b.kind, Kind::Length(0)) {
             // Nothing to read: give the connection back now, not when someone polls.
             b.finish();
@@ -76,6 +118,10 @@ fn take(buf: &mut bytes::BytesMut, n: usize) -> Bytes {
 
 fn incomplete() -> BodyError {
     Box::new(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "backend closed the connection mid-body"))
+}
+
+fn stalled() -> BodyError {
+    Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "backend sent no body byte within --body-timeout"))
 }
 
 impl Body for UpstreamBody {
@@ -131,7 +177,20 @@ impl Body for UpstreamBody {
             }
             // Need more bytes.
             let conn = this.conn.as_mut().expect("checked above");
-            match ready!(conn.poll_read_more(cx)) {
+            let read = match conn.poll_read_more(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    if this.progress.poll_expired(cx).is_ready() {
+                        // Dropping the connection closes it; it is never reused.
+                        this.conn = None;
+                        this.kind = Kind::Done;
+                        this.progress.backend.stats.failure(Failure::Timeout);
+                        return Poll::Ready(Some(Err(stalled())));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match read {
                 Ok(0) => {
                     if matches!(this.kind, Kind::Close) {
                         this.keep_alive = false;
@@ -142,7 +201,7 @@ impl Body for UpstreamBody {
                     this.kind = Kind::Done;
                     return Poll::Ready(Some(Err(incomplete())));
                 }
-                Ok(_) => {}
+                Ok(_) => this.progress.last = Instant::now(),
                 Err(e) => {
                     this.conn = None;
                     this.kind = Kind::Done;

@@ -7,6 +7,7 @@
 //! and hands the connection to the response body, which returns it to the pool when done.
 
 pub(crate) mod body;
+pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod pool;
 
@@ -25,6 +26,9 @@ use tokio::net::TcpStream;
 
 use codec::{CodecError, RequestFraming, ResponseHead};
 
+use clock::BodyClock;
+
+use crate::config::ProxyConfig;
 use crate::headers::sanitize_trailers;
 
 /// One connection to a backend.
@@ -53,9 +57,12 @@ pub enum SendError {
     /// I/O failed after the backend started answering.
     #[error("i/o: {0}")]
     Io(io::Error),
-    /// The client's request body failed or stalled.
+    /// The client's request body failed.
     #[error("client request body: {0}")]
     ClientBody(String),
+    /// The client's request body stalled or crawled (see [`BodyClock`]).
+    #[error("client request body too slow")]
+    ClientBodyTimeout,
 }
 
 impl UpstreamConn {
@@ -100,17 +107,17 @@ impl UpstreamConn {
     }
 
     /// Sends a request (head already encoded, body streamed if any) and reads the response head.
-    /// Writes of the request body each get `idle` to complete; the response head gets `timeout`
-    /// from the end of the request.
+    /// The client's body must keep to [`BodyClock`]'s rules; each write of it to the backend gets
+    /// the idle timeout; the response head gets the upstream timeout from the end of the request.
     pub async fn exchange(
         &mut self,
         method: &Method,
         head: Bytes,
         body: Option<(Incoming, RequestFraming)>,
-        timeout: Duration,
-        idle: Duration,
+        cfg: &ProxyConfig,
     ) -> Result<ResponseHead, SendError> {
         self.buf.clear();
+        let idle = cfg.idle_timeout;
         let write_failed = |e: io::Error| {
             if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
         };
@@ -119,16 +126,18 @@ impl UpstreamConn {
             Some((mut body, framing)) => {
                 self.stream.write_all(&head).await.map_err(write_failed)?;
                 let mut out = BytesMut::new();
+                let mut clock = BodyClock::start(cfg.body_timeout, cfg.body_min_rate);
                 loop {
-                    let frame = match tokio::time::timeout(idle, body.frame()).await {
+                    let frame = match tokio::time::timeout_at(clock.deadline(), body.frame()).await {
                         Ok(Some(Ok(f))) => f,
                         Ok(Some(Err(e))) => return Err(SendError::ClientBody(e.to_string())),
                         Ok(None) => break,
-                        Err(_) => return Err(SendError::ClientBody("no data within the idle timeout".into())),
+                        Err(_) => return Err(SendError::ClientBodyTimeout),
                     };
                     out.clear();
                     match frame.into_data() {
                         Ok(data) => {
+                            clock.received(data.len());
                             if framing == RequestFraming::Chunked {
                                 codec::encode_chunk(&mut out, &data);
                             } else {
@@ -140,7 +149,7 @@ impl UpstreamConn {
                                 sanitize_trailers(&mut trailers);
                                 codec::encode_last_chunk(&mut out, Some(&trailers));
                                 self.write_timed(&out, idle).await?;
-                                return self.read_head(method, timeout).await;
+                                return self.read_head(method, cfg.upstream_timeout).await;
                             }
                             continue;
                         }
@@ -154,7 +163,7 @@ impl UpstreamConn {
                 }
             }
         }
-        self.read_head(method, timeout).await
+        self.read_head(method, cfg.upstream_timeout).await
     }
 
     async fn write_timed(&mut self, data: &[u8], idle: Duration) -> Result<(), SendError> {
