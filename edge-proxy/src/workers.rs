@@ -126,6 +126,7 @@ pub fn spawn(index: usize, sockets: WorkerSockets, ctx: WorkerContext) -> io::Re
             }
         };
         rt.block_on(async move {
+            let sweeper = tokio::spawn(crate::upstream::pool::sweep_every(crate::upstream::pool::SWEEP_EVERY));
             let mut loops = tokio::task::JoinSet::new();
             for (l, tls) in sockets.http {
                 let http = Arc::new(crate::http::HttpProxy::new(ctx.served(l.selector, l.traffic)));
@@ -146,6 +147,7 @@ pub fn spawn(index: usize, sockets: WorkerSockets, ctx: WorkerContext) -> io::Re
                 }
             }
             while loops.join_next().await.is_some() {}
+            sweeper.abort();
         });
     })
 }

@@ -2,12 +2,16 @@
 //!
 //! Workers are single-threaded (see `workers`), so the pool is thread-local: checkout
 //! and checkin are a `RefCell` borrow, with no lock and no atomics. Connections are reused
-//! last-in first-out, so the warm ones stay warm and the cold ones age out.
+//! last-in first-out, so the warm ones stay warm and the cold ones age out. Each worker runs
+//! [`sweep_every`], which closes connections idle for [`MAX_IDLE_AGE`] and those the backend has
+//! closed, so idle connections do not pile up on backends no request goes to any more.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::UpstreamConn;
 
@@ -18,10 +22,13 @@ pub const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 /// Most idle connections kept per backend per worker.
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
+/// How often each worker sweeps its pool: idle connections close at most this long after
+/// [`MAX_IDLE_AGE`].
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Pool {
     idle: HashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
-    checkins: u64,
 }
 
 thread_local! {
@@ -47,18 +54,67 @@ pub fn checkin(conn: UpstreamConn) {
     let now = Instant::now();
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        p.checkins += 1;
-        if p.checkins.is_multiple_of(1024) {
-            // Now and then, close connections that aged out, including those to backends that
-            // are no longer asked for at all.
-            for list in p.idle.values_mut() {
-                list.retain(|(_, since)| now.duration_since(*since) < MAX_IDLE_AGE);
-            }
-            p.idle.retain(|_, l| !l.is_empty());
-        }
         let list = p.idle.entry(conn.addr()).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push((conn, now));
         }
     });
+}
+
+/// Closes this worker's idle connections that aged out or that the backend closed; returns how
+/// many stay open.
+pub fn sweep() -> usize {
+    let now = Instant::now();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        for list in p.idle.values_mut() {
+            list.retain(|(c, since)| now.duration_since(*since) < MAX_IDLE_AGE && c.is_alive());
+        }
+        p.idle.retain(|_, l| !l.is_empty());
+        p.idle.values().map(Vec::len).sum()
+    })
+}
+
+/// Sweeps this worker's pool every `period`, forever; run it on the worker's own runtime.
+pub async fn sweep_every(period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_close_after_the_max_age_without_any_checkin() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let c = UpstreamConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+            peers.push(l.accept().await.unwrap().0);
+            checkin(c);
+        }
+        let sweeper = tokio::spawn(sweep_every(SWEEP_EVERY));
+        tokio::time::sleep(MAX_IDLE_AGE - Duration::from_secs(2)).await;
+        assert_eq!(sweep(), 3, "young connections stay");
+        tokio::time::sleep(Duration::from_secs(2) + SWEEP_EVERY).await;
+        assert_eq!(sweep(), 0, "aged out with no checkin to trigger it");
+        for mut p in peers {
+            let mut b = [0u8; 1];
+            assert_eq!(p.read(&mut b).await.unwrap(), 0, "the backend sees the close");
+        }
+        // A connection the backend closed goes at the next sweep, young as it is.
+        let c = UpstreamConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+        drop(l.accept().await.unwrap().0);
+        checkin(c);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(sweep(), 0);
+        sweeper.abort();
+    }
 }
