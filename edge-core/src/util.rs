@@ -1,5 +1,6 @@
 //! Small helpers every layer needs: boxed futures for the traits at the seams, one-line error
-//! chains for logs, the shutdown signal, and a guard that holds a gauge up while something lives.
+//! chains for logs, the shutdown signal, a guard that holds a gauge up while something lives, and
+//! a file read with a size limit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +21,24 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// Reads a UTF-8 file of at most `limit` bytes. A larger file is an `io::ErrorKind::FileTooLarge`
+/// error before more than `limit + 1` bytes are read, so a huge or growing file (or a device
+/// such as /dev/zero) cannot make the reader allocate without bound.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let too_large = || std::io::Error::new(std::io::ErrorKind::FileTooLarge, format!("larger than {limit} bytes"));
+    if f.metadata()?.len() > limit {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    f.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Resolves when the shutdown flag turns true (or its sender is gone).
@@ -52,6 +71,18 @@ impl Drop for GaugeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_reads_refuse_large_and_endless_files() {
+        let p = std::env::temp_dir().join(format!("edge-bounded-{}", std::process::id()));
+        std::fs::write(&p, "x".repeat(100)).unwrap();
+        assert_eq!(read_bounded(&p, 100).unwrap().len(), 100);
+        assert_eq!(read_bounded(&p, 99).unwrap_err().kind(), std::io::ErrorKind::FileTooLarge);
+        std::fs::remove_file(&p).unwrap();
+        // A device reports no length; the read itself stops at the limit.
+        let e = read_bounded(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    }
 
     #[test]
     fn guards_hold_the_gauge_while_they_live() {

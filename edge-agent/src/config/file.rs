@@ -24,10 +24,16 @@ use super::ConfigError;
 use super::service::ServiceTable;
 use crate::cli::RunArgs;
 
+/// Largest config file read; larger ones are refused before parsing (a config file is a few
+/// kilobytes; backends by the thousand belong in a `--backends-file`).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Reads `path`: its settings and its `[[service]]` tables.
 pub fn read(path: &Path) -> Result<(RunArgs, Vec<ServiceTable>), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Unreadable { path: path.into(), reason: e.to_string() })?;
+    let text = edge_core::util::read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => ConfigError::TooLarge { path: path.into(), limit: MAX_CONFIG_BYTES },
+        _ => ConfigError::Unreadable { path: path.into(), reason: e.to_string() },
+    })?;
     parse(path, &text)
 }
 

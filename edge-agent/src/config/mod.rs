@@ -66,6 +66,14 @@ pub enum ConfigError {
         /// The I/O error.
         reason: String,
     },
+    /// The `--config` file is larger than `file::MAX_CONFIG_BYTES` (exit status 2: fix the file).
+    #[error("config file {path} is larger than {limit} bytes; put long backend lists in a --backends-file")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 fn usage(msg: impl Into<String>) -> ConfigError {

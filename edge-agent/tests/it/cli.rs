@@ -87,6 +87,15 @@ fn bad_config_files_fail_with_the_key_and_unreadable_ones_as_start_up_problems()
     run("listen = \":0\"\nbackend = \"127.0.0.1:9\"\ncleanup = \"yes\"\n", 2, "key 'cleanup' must be true or false");
     run("listen = \":0\"\nbackend = \"127.0.0.1:9,weight=1,weight=2\"\n", 2, "gives weight twice; give it once");
     run("listen = \":0\"\nbackend = \"127.0.0.1:9\"\nrise = 0\n", 2, "invalid rise '0': use an integer from 1 to 100");
+    run(&format!("listen = \":0\"\n{}", "# padding\n".repeat(120_000)), 2, "is larger than 1048576 bytes");
+    let backends = dir.join("b.json");
+    std::fs::write(&backends, format!("[{}1]", "1,".repeat(9 << 20))).unwrap();
+    fails_with(
+        &["run", "--listen", ":0", "--backends-file", backends.to_str().unwrap()],
+        &[],
+        1,
+        "is larger than 16777216 bytes; list fewer backends",
+    );
     fails_with(
         &["run", "--config", "/nonexistent/edge.toml"],
         &[],

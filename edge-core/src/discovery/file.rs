@@ -10,10 +10,13 @@
 //! `["10.0.1.2:8080", "10.0.1.3:8080,weight=2"]`,
 //! `[{"address": "10.0.1.2:8080", "weight": 2}]`, or either inside `{"backends": [...]}`.
 
+use std::collections::HashSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Closed, Discover, Sink, Update};
 use crate::backend::{BackendSpec, SpecError};
@@ -22,9 +25,21 @@ use crate::util::BoxFuture;
 /// How often the file's metadata is checked.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Largest backends file read: about 500,000 entries, more than any service has backends; a
+/// larger file is refused before it is parsed, so a runaway generator cannot exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Errors reading a backends file.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error(
+        "backends file {path} is larger than {MAX_FILE_BYTES} bytes; list fewer backends, or split them over services"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file could not be read.
     #[error("cannot read backends file {path}: {source}; check the path and permissions")]
     Read {
@@ -63,22 +78,77 @@ pub enum FileError {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// One entry: `"ADDR[,weight=N]"` or `{address, weight}`. Deserialized by hand rather than as an
+/// untagged enum: serde buffers every element of an untagged enum into an intermediate tree
+/// before trying each variant, which made a 100 MB file of small numbers cost gigabytes before it
+/// was refused; a visitor refuses the first element of the wrong type at once.
 enum Entry {
     Spec(String),
-    Object {
-        address: String,
-        #[serde(default)]
-        weight: Option<u32>,
-    },
+    Object { address: String, weight: Option<u32> },
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Document {
-    List(Vec<Entry>),
-    Wrapped { backends: Vec<Entry> },
+#[serde(deny_unknown_fields)]
+struct EntryObject {
+    address: String,
+    #[serde(default)]
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a backend: \"ADDRESS[,weight=N]\" or {\"address\": ..., \"weight\": N}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Entry, E> {
+                Ok(Entry::Spec(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entry, A::Error> {
+                let o = EntryObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Entry::Object { address: o.address, weight: o.weight })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The whole file: a list of entries, or `{"backends": [...]}`.
+struct Document(Vec<Entry>);
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Document;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of backends, or a table whose 'backends' key is one")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(e) = seq.next_element()? {
+                    out.push(e);
+                }
+                Ok(Document(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+                let mut list = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "backends" {
+                        return Err(de::Error::unknown_field(&key, &["backends"]));
+                    }
+                    if list.is_some() {
+                        return Err(de::Error::duplicate_field("backends"));
+                    }
+                    list = Some(map.next_value::<Document>()?.0);
+                }
+                list.map(Document).ok_or_else(|| de::Error::missing_field("backends"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Parses a backends file's contents; `path` only names it in errors and picks the format.
@@ -99,10 +169,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<BackendSpec>, FileError> {
             message: e.message().to_string(),
         })?
     };
-    let entries = match doc {
-        Document::List(l) | Document::Wrapped { backends: l } => l,
-    };
+    let entries = doc.0;
     let mut out: Vec<BackendSpec> = Vec::with_capacity(entries.len());
+    let mut seen = HashSet::with_capacity(entries.len());
     for e in entries {
         let spec = match e {
             Entry::Spec(s) => BackendSpec::parse(&s),
@@ -111,7 +180,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<BackendSpec>, FileError> {
             }
         }
         .map_err(|source| FileError::Entry { path: path.into(), source })?;
-        if out.iter().any(|b| b.addr == spec.addr) {
+        if !seen.insert(spec.addr) {
             return Err(FileError::Duplicate { path: path.into(), addr: spec.addr.to_string() });
         }
         out.push(spec);
@@ -121,7 +190,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<BackendSpec>, FileError> {
 
 /// Reads and parses the file (blocking; host names may be resolved).
 pub fn load(path: &Path) -> Result<Vec<BackendSpec>, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.into(), source })?;
+    let text = crate::util::read_bounded(path, MAX_FILE_BYTES).map_err(|source| match source.kind() {
+        std::io::ErrorKind::FileTooLarge => FileError::TooLarge { path: path.into() },
+        _ => FileError::Read { path: path.into(), source },
+    })?;
     parse(path, &text)
 }
 
@@ -233,5 +305,39 @@ mod tests {
         assert!(e.contains("TOML"), "{e}");
         let e = load(Path::new("/nonexistent/backends.json")).unwrap_err().to_string();
         assert!(e.contains("cannot read"), "{e}");
+        let e = parse(&p("b.json"), "[1, 2, 3]").unwrap_err().to_string();
+        assert!(e.contains("expected a backend"), "{e}");
+        let e = parse(&p("b.json"), r#"{"backend": []}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `backend`"), "{e}");
+        let e = parse(&p("b.json"), r#"[{"address": "10.0.0.1:80", "wieght": 2}]"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `wieght`"), "{e}");
+    }
+
+    #[test]
+    fn large_files_are_refused_before_parsing_and_duplicates_found_fast() {
+        let dir = std::env::temp_dir().join(format!("edge-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.json");
+        let mut text = String::from("[");
+        while text.len() as u64 <= MAX_FILE_BYTES {
+            text.push_str("1,2,3,4,5,6,7,8,9,0,");
+        }
+        text.push_str("1]");
+        std::fs::write(&big, &text).unwrap();
+        let e = load(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than 16777216 bytes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // 300,000 distinct entries and one duplicate at the end: a quadratic check took a minute.
+        let n = 300_000u32;
+        let mut list: Vec<String> =
+            (0..n).map(|i| format!("\"10.{}.{}.{}:80\"", i >> 16, (i >> 8) & 255, i & 255)).collect();
+        let t0 = std::time::Instant::now();
+        let ok = parse(&p("b.json"), &format!("[{}]", list.join(","))).unwrap();
+        assert_eq!(ok.len(), n as usize);
+        list.push("\"10.0.0.7:80\"".into());
+        let e = parse(&p("b.json"), &format!("[{}]", list.join(","))).unwrap_err().to_string();
+        assert!(e.contains("10.0.0.7:80 twice"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{:?}", t0.elapsed());
     }
 }
