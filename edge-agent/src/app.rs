@@ -241,7 +241,8 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         });
     }
     let workers = cfg.workers.max(1);
-    let loads = Loads::new(workers);
+    let proxy_stats = Arc::new(ProxyStats::default());
+    let loads = Loads::new(workers, cfg.proxy.max_connections, proxy_stats.clone());
     let mut per_worker: Vec<WorkerSockets> =
         (0..workers).map(|_| WorkerSockets { http: Vec::new(), tcp: Vec::new() }).collect();
     let mut http_addrs = Vec::new();
@@ -282,7 +283,6 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         Some(a) => Some(bind("admin", a).await?),
         None => None,
     };
-    let proxy_stats = Arc::new(ProxyStats::default());
     let ctx = WorkerContext {
         stats: proxy_stats.clone(),
         cfg: cfg.proxy.clone(),

@@ -272,6 +272,10 @@ settings! {
         #[arg(long, env = "EDGE_DRAIN_TIMEOUT", value_name = "DURATION")]
         #[serde(default, deserialize_with = "one")]
         pub drain_timeout: Option<Dur<0>>,
+        /// Most open client connections over every listener; more wait in the accept queue.
+        #[arg(long, env = "EDGE_MAX_CONNECTIONS", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub max_connections: Option<Int<1, 10_000_000>>,
         /// Largest request head in bytes.
         #[arg(long, env = "EDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
         #[serde(default, deserialize_with = "one")]

@@ -300,6 +300,12 @@ impl Collector for Exporter {
         let open: Vec<([(&'static str, &str); 1], i64)> =
             ListenerKind::ALL.iter().map(|k| ([("listener", k.as_str())], s.proxy.open(*k))).collect();
         gauge(&mut e, "edge_open_connections", "Open client connections by listener", &open)?;
+        counter(
+            &mut e,
+            "edge_connections_limited",
+            "Times accepting paused because --max-connections client connections were open",
+            &[(NO_LABELS, s.proxy.limited())],
+        )?;
 
         if let Some(d) = &s.dataplane {
             self.encode_dataplane(&mut e, d)?;

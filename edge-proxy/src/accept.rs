@@ -1,6 +1,11 @@
 //! Accepting connections: one listening socket shared by every worker, a least-loaded handoff
-//! between workers (see `workers` for why), and the accept-until-shutdown and drain loop both
-//! proxies share.
+//! between workers (see `workers` for why), a cap on open client connections, and the
+//! accept-until-shutdown and drain loop both proxies share.
+//!
+//! At the cap (`--max-connections`, over every listener and worker) the workers stop calling
+//! `accept`: new connections wait in the kernel's accept queue (4096 deep) and are taken as soon as
+//! an open one closes; beyond the queue the kernel drops their SYNs, and clients retry. This is
+//! HAProxy's `maxconn` behaviour; refusing with a reset instead would turn a burst into errors.
 
 use std::future::Future;
 use std::io;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use edge_core::util::{GaugeGuard, stopped};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::stats::{ListenerKind, ProxyStats};
@@ -36,16 +41,53 @@ pub fn bind_group(addr: SocketAddr, workers: usize) -> io::Result<(SocketAddr, V
     Ok((bound, out))
 }
 
-/// Open connections per worker, for choosing where a new connection goes.
+/// Open connections per worker, for choosing where a new connection goes, and in all, for the cap.
 #[derive(Debug)]
 pub struct Loads {
     per_worker: Vec<AtomicUsize>,
+    total: AtomicUsize,
+    max: usize,
+    /// Woken when a connection closes while the total is at the cap.
+    freed: Notify,
+    /// Counts the pauses at the cap.
+    stats: Arc<ProxyStats>,
 }
 
 impl Loads {
-    /// Counters for `workers` workers.
-    pub fn new(workers: usize) -> Arc<Self> {
-        Arc::new(Self { per_worker: (0..workers.max(1)).map(|_| AtomicUsize::new(0)).collect() })
+    /// Counters for `workers` workers, admitting at most `max` open client connections in all;
+    /// pauses at the cap count into `stats`.
+    pub fn new(workers: usize, max: usize, stats: Arc<ProxyStats>) -> Arc<Self> {
+        Arc::new(Self {
+            per_worker: (0..workers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
+            total: AtomicUsize::new(0),
+            max: max.max(1),
+            freed: Notify::new(),
+            stats,
+        })
+    }
+
+    /// Open client connections over every listener.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once fewer than the cap are open.
+    async fn below_cap(&self) {
+        if self.total.load(Ordering::Acquire) < self.max {
+            return;
+        }
+        self.stats.limit_reached();
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Register before looking again, so a close in between is not missed.
+            freed.as_mut().enable();
+            if self.total.load(Ordering::Acquire) < self.max {
+                return;
+            }
+            // The timeout is only a safety net; a close wakes us.
+            let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
+        }
     }
 
     /// The least-loaded worker; `me` wins ties, so an idle set keeps connections where they land.
@@ -64,6 +106,7 @@ impl Loads {
 
     fn enter(self: &Arc<Self>, w: usize) -> LoadGuard {
         self.per_worker[w].fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::AcqRel);
         LoadGuard { loads: self.clone(), w }
     }
 }
@@ -78,6 +121,9 @@ pub struct LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.loads.per_worker[self.w].fetch_sub(1, Ordering::Relaxed);
+        if self.loads.total.fetch_sub(1, Ordering::AcqRel) >= self.loads.max {
+            self.loads.freed.notify_waiters();
+        }
     }
 }
 
@@ -143,8 +189,9 @@ impl Acceptor {
     /// The next connection this worker should serve, with its load ticket.
     pub async fn next(&mut self) -> io::Result<(TcpStream, SocketAddr, LoadGuard)> {
         loop {
+            let (loads, listener) = (&self.loads, &self.listener);
             tokio::select! {
-                r = self.listener.accept() => {
+                r = async { loads.below_cap().await; listener.accept().await } => {
                     let (stream, peer) = r?;
                     let target = self.loads.pick(self.me);
                     let load = self.loads.enter(target);

@@ -21,6 +21,8 @@ pub struct ProxyConfig {
     /// Slowest request body accepted, bytes per second on average: a request body must arrive
     /// within `body_timeout` plus one second per this many bytes (0: no rate, only the gap rule).
     pub body_min_rate: u64,
+    /// Most open client connections over every listener; more wait in the accept queue.
+    pub max_connections: usize,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
     /// Most request headers.
@@ -36,6 +38,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
             body_min_rate: 1024,
+            max_connections: 10_000,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
         }

@@ -68,6 +68,7 @@ pub struct ProxyStats {
     connections: [AtomicU64; ListenerKind::ALL.len()],
     open: [Gauge; ListenerKind::ALL.len()],
     client_errors: [AtomicU64; ClientError::ALL.len()],
+    limited: AtomicU64,
 }
 
 impl ProxyStats {
@@ -90,6 +91,16 @@ impl ProxyStats {
     /// Counts a client error.
     pub fn client_error(&self, kind: ClientError) {
         self.client_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a pause of accepting at `--max-connections`.
+    pub(crate) fn limit_reached(&self) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times accepting paused at `--max-connections`.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
     }
 
     /// Client errors of `kind` so far.

@@ -12,6 +12,7 @@ mod cli;
 mod dataplane_probe;
 mod health;
 mod http_proxy;
+mod limits;
 mod semantics;
 mod services;
 mod stalls;
