@@ -243,6 +243,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     let workers = cfg.workers.max(1);
     let proxy_stats = Arc::new(ProxyStats::default());
     let loads = Loads::new(workers, cfg.proxy.max_connections, proxy_stats.clone());
+    tasks.spawn(edge_proxy::trim_after_closes(loads.clone(), shutdown_rx.clone()));
     let mut per_worker: Vec<WorkerSockets> =
         (0..workers).map(|_| WorkerSockets { http: Vec::new(), tcp: Vec::new() }).collect();
     let mut http_addrs = Vec::new();

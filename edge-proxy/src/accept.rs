@@ -6,6 +6,9 @@
 //! `accept`: new connections wait in the kernel's accept queue (4096 deep) and are taken as soon as
 //! an open one closes; beyond the queue the kernel drops their SYNs, and clients retry. This is
 //! HAProxy's `maxconn` behaviour; refusing with a reset instead would turn a burst into errors.
+//! Each worker takes a slot before it waits in `accept`, so the cap is never exceeded; a worker
+//! waiting on a quiet listener holds one slot meanwhile, so at the cap up to one slot per worker
+//! and listener may sit unused.
 
 use std::future::Future;
 use std::io;
@@ -66,28 +69,9 @@ impl Loads {
         })
     }
 
-    /// Open client connections over every listener.
+    /// Open client connections over every listener (and slots acceptors hold for the next one).
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once fewer than the cap are open.
-    async fn below_cap(&self) {
-        if self.total.load(Ordering::Acquire) < self.max {
-            return;
-        }
-        self.stats.limit_reached();
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Register before looking again, so a close in between is not missed.
-            freed.as_mut().enable();
-            if self.total.load(Ordering::Acquire) < self.max {
-                return;
-            }
-            // The timeout is only a safety net; a close wakes us.
-            let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
-        }
     }
 
     /// The least-loaded worker; `me` wins ties, so an idle set keeps connections where they land.
@@ -104,10 +88,51 @@ impl Loads {
         best
     }
 
-    fn enter(self: &Arc<Self>, w: usize) -> LoadGuard {
+    /// Takes one of the `max` connection slots, waiting while all are taken. Slots are taken
+    /// before `accept`, not counted after it, so that workers blocked in `accept` at once cannot
+    /// overshoot the cap together.
+    async fn reserve(self: &Arc<Self>) -> Slot {
+        let mut paused = false;
+        loop {
+            let open = self.total.load(Ordering::Acquire);
+            if open < self.max {
+                if self.total.compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return Slot(self.clone());
+                }
+                continue;
+            }
+            if !paused {
+                self.stats.limit_reached();
+                paused = true;
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Register before looking again, so a close in between is not missed.
+            freed.as_mut().enable();
+            if self.total.load(Ordering::Acquire) < self.max {
+                continue;
+            }
+            // The timeout is only a safety net; a close wakes us.
+            let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
+        }
+    }
+
+    fn enter(self: &Arc<Self>, w: usize, slot: Slot) -> LoadGuard {
         self.per_worker[w].fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::AcqRel);
-        LoadGuard { loads: self.clone(), w }
+        LoadGuard { loads: self.clone(), w, _slot: slot }
+    }
+}
+
+/// One of the `--max-connections` slots, held by a connection (or by an acceptor about to take
+/// one) until dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<Loads>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.0.total.fetch_sub(1, Ordering::AcqRel) >= self.0.max {
+            self.0.freed.notify_waiters();
+        }
     }
 }
 
@@ -116,14 +141,22 @@ impl Loads {
 pub struct LoadGuard {
     loads: Arc<Loads>,
     w: usize,
+    _slot: Slot,
+}
+
+impl LoadGuard {
+    /// The same connection, counted on worker `w` instead.
+    fn move_to(mut self, w: usize) -> Self {
+        self.loads.per_worker[self.w].fetch_sub(1, Ordering::Relaxed);
+        self.loads.per_worker[w].fetch_add(1, Ordering::Relaxed);
+        self.w = w;
+        self
+    }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.loads.per_worker[self.w].fetch_sub(1, Ordering::Relaxed);
-        if self.loads.total.fetch_sub(1, Ordering::AcqRel) >= self.loads.max {
-            self.loads.freed.notify_waiters();
-        }
     }
 }
 
@@ -191,18 +224,17 @@ impl Acceptor {
         loop {
             let (loads, listener) = (&self.loads, &self.listener);
             tokio::select! {
-                r = async { loads.below_cap().await; listener.accept().await } => {
+                (r, slot) = async { let slot = loads.reserve().await; (listener.accept().await, slot) } => {
                     let (stream, peer) = r?;
                     let target = self.loads.pick(self.me);
-                    let load = self.loads.enter(target);
+                    let load = self.loads.enter(target, slot);
                     if target == self.me {
                         return Ok((stream, peer, load));
                     }
                     let stream = stream.into_std()?;
                     if let Err(mpsc::error::SendError(h)) = self.peers[target].send(Handoff { stream, peer, load }) {
                         // That worker is gone (shutting down): serve it here.
-                        let load = self.loads.enter(self.me);
-                        drop(h.load);
+                        let load = h.load.move_to(self.me);
                         return Ok((TcpStream::from_std(h.stream)?, h.peer, load));
                     }
                 }

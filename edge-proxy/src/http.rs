@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use edge_core::backend::{Failure, StatusClass};
 use edge_core::balance::{PickSource, Target, request_hash};
-use edge_core::util::GaugeGuard;
+use edge_core::util::{BoxFuture, GaugeGuard};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -280,6 +280,8 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(proxy.0.cfg.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_timeout(std::time::Duration::from_secs(10));
+    // Shared, not cloned per connection: a connection borrows it for its whole life.
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut conns = tokio::task::JoinSet::new();
     let listen_addr = listener.local_addr().ok();
@@ -291,8 +293,10 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         async move {
-            let Some((io, h2)) = handshake(stream, tls.as_ref(), proxy.0.cfg.header_read_timeout, &proxy.0.stats).await
-            else {
+            // Boxed: a TLS handshake's state is kilobytes, and an unboxed await would size every
+            // connection's task for it for as long as the connection lives.
+            let shake = Box::pin(handshake(stream, tls.as_ref(), proxy.0.cfg.header_read_timeout, &proxy.0.stats));
+            let Some((io, h2)) = shake.await else {
                 return;
             };
             let info = ConnInfo { client, local, tls: tls.is_some() };
@@ -304,9 +308,14 @@ pub async fn serve(
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
                 let activity = activity.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, info, &activity).await) }
+                // Boxed per request: hyper keeps a slot the size of this future for the whole
+                // life of the connection, and a request's future is 2.4 KiB that an idle
+                // keep-alive connection would otherwise hold.
+                let fut: BoxFuture<'static, Result<Response<ProxyBody>, Infallible>> =
+                    Box::pin(async move { Ok(proxy.handle(req, info, &activity).await) });
+                fut
             });
-            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 // hyper answered 400 or 431 itself before closing; count it.
                 if let Some(h) = e.downcast_ref::<hyper::Error>() {

@@ -9,7 +9,7 @@
 //! Module dependencies point one way: `config`, `stats`, `authority`, `headers`, `io`, `tls` and
 //! `conn_guard` are leaves; `upstream` uses `headers`; `served` (what a listener's proxy works
 //! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `http` and `tcp` use
-//! those; `workers` starts both.
+//! those; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
 mod authority;
@@ -23,6 +23,7 @@ mod served;
 mod stats;
 mod tcp;
 mod tls;
+mod trim;
 mod upstream;
 mod workers;
 
@@ -30,4 +31,5 @@ pub use accept::{AcceptorParts, Loads, acceptors, bind_group};
 pub use config::ProxyConfig;
 pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason, ServiceTraffic};
 pub use tls::{TlsError, acceptor as tls_acceptor};
+pub use trim::trim_after_closes;
 pub use workers::{Listener, WorkerContext, WorkerSockets, allowed_cpus, spawn as spawn_worker};

@@ -4,6 +4,8 @@
 //!   load on loopback (`http`), then the agent's idle resident memory;
 //! - `l4` (root): edge in eBPF mode against direct routing, nftables DNAT and HAProxy in TCP mode,
 //!   across network namespaces (`l4`);
+//! - `conns`: the resident memory of 5,000 idle keep-alive client connections, over three rounds
+//!   (`conns`);
 //! - `prog` (root): ns per packet of the data path from `BPF_PROG_TEST_RUN`, next to an XDP
 //!   program that only passes, in the same run.
 //!
@@ -11,6 +13,7 @@
 //! backends and the proxy all sharing the cores say little; same-run ratios say who is faster.
 //! `EDGE_BENCH_ROUNDS` and `EDGE_BENCH_SECONDS` shorten or lengthen a run.
 
+mod conns;
 mod http;
 mod l4;
 mod procs;
@@ -27,8 +30,8 @@ use crate::util::{cargo, exec, root};
 /// Entry point.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("http");
-    if !["http", "l4", "prog"].contains(&which) {
-        bail!("unknown benchmark '{which}'; use http, l4 or prog");
+    if !["http", "l4", "prog", "conns"].contains(&which) {
+        bail!("unknown benchmark '{which}'; use http, l4, conns or prog");
     }
     setup::run(Needs::Bench)?;
     if which == "prog" {
@@ -44,6 +47,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     if which == "l4" {
         return l4::run(&bin, &settings);
+    }
+    if which == "conns" {
+        return conns::run(&bin);
     }
     idle_memory(&bin)?;
     http::run(&bin, &settings)

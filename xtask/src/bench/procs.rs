@@ -41,6 +41,11 @@ impl Guard {
         Ok(())
     }
 
+    /// The process id of the process started as `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+    }
+
     /// Stops the process started as `name` now.
     pub fn stop(&mut self, name: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
