@@ -24,8 +24,8 @@ use edge_dataplane::{
     Actor, ActorConfig, DataplaneStats, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
 };
 use edge_proxy::{
-    Listener, Loads, ProxyStats, ServiceTraffic, TlsError, WorkerContext, WorkerSockets, acceptors, allowed_cpus,
-    bind_group, spawn_worker, tls_acceptor,
+    Admission, Listener, Loads, ProxyStats, ServiceTraffic, TlsError, WorkerContext, WorkerSockets, acceptors,
+    allowed_cpus, bind_group, spawn_worker, tls_acceptor,
 };
 
 use crate::admin::{self, Admin};
@@ -284,8 +284,10 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         Some(a) => Some(bind("admin", a).await?),
         None => None,
     };
+    let admission = Admission::new(cfg.proxy.max_requests);
     let ctx = WorkerContext {
         stats: proxy_stats.clone(),
+        admission: admission.clone(),
         cfg: cfg.proxy.clone(),
         shutdown: shutdown_rx.clone(),
         drain_timeout: cfg.drain_timeout,
@@ -300,6 +302,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     let metrics = Arc::new(Metrics::new(Sources {
         services: services.clone(),
         proxy: proxy_stats,
+        admission,
         plane: dataplane.mode,
         ebpf_capable: dataplane.ebpf_capable(),
         dataplane: dataplane_stats,

@@ -276,6 +276,10 @@ settings! {
         #[arg(long, env = "EDGE_MAX_CONNECTIONS", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub max_connections: Option<Int<1, 10_000_000>>,
+        /// Most HTTP requests in flight over the process; more are answered 503 at once.
+        #[arg(long, env = "EDGE_MAX_REQUESTS", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub max_requests: Option<Int<1, 10_000_000>>,
         /// Largest request head in bytes.
         #[arg(long, env = "EDGE_MAX_HEADER_BYTES", value_name = "BYTES")]
         #[serde(default, deserialize_with = "one")]

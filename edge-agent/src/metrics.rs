@@ -14,7 +14,7 @@ use edge_core::backend::{BackendView, Direction, Failure, ProbeResult, State, St
 use edge_core::balance::{Plane, StrategyKind};
 use edge_core::histogram::Snapshot;
 use edge_dataplane::{DataplaneStats, Expiry, PinnedMaps};
-use edge_proxy::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason};
+use edge_proxy::{Admission, ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -32,6 +32,8 @@ pub struct Sources {
     pub services: Vec<ServiceHandle>,
     /// The userspace proxy's counters.
     pub proxy: Arc<ProxyStats>,
+    /// The userspace proxy's request budget.
+    pub admission: Arc<Admission>,
     /// The data plane that runs.
     pub plane: Plane,
     /// Whether this host can run the eBPF data plane, as far as is known.
@@ -300,6 +302,18 @@ impl Collector for Exporter {
         let open: Vec<([(&'static str, &str); 1], i64)> =
             ListenerKind::ALL.iter().map(|k| ([("listener", k.as_str())], s.proxy.open(*k))).collect();
         gauge(&mut e, "edge_open_connections", "Open client connections by listener", &open)?;
+        gauge(
+            &mut e,
+            "edge_requests_in_flight",
+            "HTTP requests in flight in the userspace proxy (at most --max-requests)",
+            &[(NO_LABELS, i64::try_from(s.admission.in_flight()).unwrap_or(i64::MAX))],
+        )?;
+        counter(
+            &mut e,
+            "edge_requests_shed",
+            "HTTP requests answered 503 at once because --max-requests were in flight",
+            &[(NO_LABELS, s.admission.shed())],
+        )?;
         counter(
             &mut e,
             "edge_connections_limited",

@@ -23,6 +23,8 @@ pub struct ProxyConfig {
     pub body_min_rate: u64,
     /// Most open client connections over every listener; more wait in the accept queue.
     pub max_connections: usize,
+    /// Most HTTP requests in flight over the process; more are answered 503 at once.
+    pub max_requests: usize,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
     /// Most request headers.
@@ -39,6 +41,7 @@ impl Default for ProxyConfig {
             body_timeout: Duration::from_secs(30),
             body_min_rate: 1024,
             max_connections: 10_000,
+            max_requests: 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
         }

@@ -109,6 +109,11 @@ impl HttpProxy {
     ) -> Response<ProxyBody> {
         let in_flight = activity.begin();
         let started = Instant::now();
+        let Some(permit) = self.0.admission.try_admit() else {
+            let mut r = local_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry later\n", Some(in_flight));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        };
         let (mut parts, body) = req.into_parts();
         if let Err(e) = settle_host(&mut parts.headers, &parts.uri, parts.version) {
             self.0.stats.client_error(ClientError::BadRequest);
@@ -223,7 +228,7 @@ impl HttpProxy {
                 m.duration.observe(started.elapsed());
                 let body =
                     UpstreamBody::new(upstream, framing, keep_alive, self.0.cfg.body_timeout, target.backend.clone());
-                let mut resp = Response::new(ProxyBody::upstream(body, in_flight, active));
+                let mut resp = Response::new(ProxyBody::upstream(body, in_flight, permit, active));
                 *resp.status_mut() = status;
                 *resp.headers_mut() = headers;
                 resp

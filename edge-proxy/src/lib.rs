@@ -6,12 +6,13 @@
 //! without a lock; outcomes are counted into the backends' own counters and into [`ProxyStats`]
 //! and [`ServiceTraffic`], which the binary's metrics exporter reads.
 //!
-//! Module dependencies point one way: `config`, `stats`, `authority`, `headers`, `io`, `tls` and
+//! Module dependencies point one way: `config`, `stats`, `admission`, `authority`, `headers`, `io`, `tls` and
 //! `conn_guard` are leaves; `upstream` uses `headers`; `served` (what a listener's proxy works
 //! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `http` and `tcp` use
 //! those; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
+mod admission;
 mod authority;
 mod body;
 mod config;
@@ -28,6 +29,7 @@ mod upstream;
 mod workers;
 
 pub use accept::{AcceptorParts, Loads, acceptors, bind_group};
+pub use admission::Admission;
 pub use config::ProxyConfig;
 pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason, ServiceTraffic};
 pub use tls::{TlsError, acceptor as tls_acceptor};

@@ -1,5 +1,6 @@
 //! What the proxy of one listener on one worker works with: the selector of the service the
-//! listener serves, that service's counters, the process's counters and the proxy's settings.
+//! listener serves, that service's counters, the process's counters and request budget, and the
+//! proxy's settings.
 //! The HTTP and the TCP proxy hold one each.
 
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use edge_core::balance::Selector;
 
+use crate::admission::Admission;
 use crate::config::ProxyConfig;
 use crate::stats::{ProxyStats, ServiceTraffic};
 
@@ -19,6 +21,8 @@ pub(crate) struct Served {
     pub traffic: Arc<ServiceTraffic>,
     /// Process-wide proxy counters.
     pub stats: Arc<ProxyStats>,
+    /// The process's request budget.
+    pub admission: Arc<Admission>,
     /// Proxy settings.
     pub cfg: ProxyConfig,
 }

@@ -32,6 +32,7 @@ use edge_core::balance::Selector;
 use tokio::sync::watch;
 
 use crate::accept::AcceptorParts;
+use crate::admission::Admission;
 use crate::config::ProxyConfig;
 use crate::served::Served;
 use crate::stats::{ProxyStats, ServiceTraffic};
@@ -91,6 +92,8 @@ fn pin_to(cpu: usize) -> io::Result<()> {
 pub struct WorkerContext {
     /// Process-wide proxy counters.
     pub stats: Arc<ProxyStats>,
+    /// The process's request budget (`--max-requests`).
+    pub admission: Arc<Admission>,
     /// Proxy settings.
     pub cfg: ProxyConfig,
     /// Turns true at shutdown.
@@ -103,7 +106,13 @@ pub struct WorkerContext {
 
 impl WorkerContext {
     fn served(&self, selector: Arc<ArcSwap<Selector>>, traffic: Arc<ServiceTraffic>) -> Served {
-        Served { selector, traffic, stats: self.stats.clone(), cfg: self.cfg.clone() }
+        Served {
+            selector,
+            traffic,
+            stats: self.stats.clone(),
+            admission: self.admission.clone(),
+            cfg: self.cfg.clone(),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //!   ones too when root).
 //! - `demo`: setup, then the self-contained demo.
 //! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check;
-//!   `bench conns` for the memory of idle connections; `bench l4` and `bench prog` for the eBPF
+//!   `bench conns` for the memory of idle connections; `bench overload` for admission under
+//!   twice the capacity; `bench l4` and `bench prog` for the eBPF
 //!   data plane. The harnesses are in `bench/`.
 
 mod bench;
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             println!("  bench [http]  compare edge with HAProxy and NGINX; report idle memory");
             println!("  bench l4      (root) edge eBPF vs direct, nftables DNAT, HAProxy TCP");
             println!("  bench conns   memory of 5,000 idle client connections: before, peak, after");
+            println!("  bench overload  open-loop load at twice the capacity; admitted latency, admin latency");
             println!("  bench prog    (root) ns per packet of the data path (BPF_PROG_TEST_RUN)");
             Ok(())
         }

@@ -74,6 +74,7 @@ pub fn defaults() -> RunArgs {
         body_min_rate: Some(Int(p.body_min_rate)),
         drain_timeout: Some(Dur(DRAIN_TIMEOUT)),
         max_connections: Some(Int(p.max_connections as u64)),
+        max_requests: Some(Int(p.max_requests as u64)),
         max_header_bytes: Some(Int(p.max_header_bytes as u64)),
         max_headers: Some(Int(p.max_headers as u64)),
         cpu_pinning: Some(Switch(CPU_PINNING)),

@@ -27,6 +27,7 @@ pub(super) fn build(args: &RunArgs) -> Proxy {
         body_timeout: args.body_timeout.map_or(d.body_timeout, |v| v.0),
         body_min_rate: args.body_min_rate.map_or(d.body_min_rate, |v| v.0),
         max_connections: args.max_connections.map_or(d.max_connections, |v| v.get()),
+        max_requests: args.max_requests.map_or(d.max_requests, |v| v.get()),
         max_header_bytes: args.max_header_bytes.map_or(d.max_header_bytes, |v| v.get()),
         max_headers: args.max_headers.map_or(d.max_headers, |v| v.get()),
     };

@@ -1,5 +1,6 @@
-//! The cap on client connections: beyond `--max-connections`, new connections wait in the accept
-//! queue (served once another closes) and the pause is counted.
+//! Admission limits: beyond `--max-connections`, new connections wait in the accept queue (served
+//! once another closes) and the pause is counted; beyond `--max-requests` in flight, requests get
+//! 503 at once.
 
 use std::time::Duration;
 
@@ -40,5 +41,30 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     drop(first);
     let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "served once one closed");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_beyond_the_budget_get_503_at_once_and_are_counted() {
+    let b = TestBackend::start("a").await;
+    let agent = Args::http().with(&["--max-requests", "1"]).backends(&[b.spec()]).ready().await;
+    let addr = agent.http_addrs[0];
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /sleep/1000 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || b.served() == 1).await, "the first request is in flight");
+    let t0 = std::time::Instant::now();
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    let r = request(&mut other).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    assert!(t0.elapsed() < Duration::from_millis(500), "answered at once, not queued");
+    assert_eq!(b.served(), 1, "the shed request never reached the backend");
+    let m = agent.metrics.render();
+    assert!(m.contains("edge_requests_shed_total{} 1"), "{m}");
+    // Once the first one finishes, requests are admitted again.
+    let mut buf = vec![0u8; 1024];
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(request(&mut other).await.starts_with("HTTP/1.1 200"));
     agent.shutdown().await;
 }

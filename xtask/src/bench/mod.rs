@@ -6,6 +6,10 @@
 //!   across network namespaces (`l4`);
 //! - `conns`: the resident memory of 5,000 idle keep-alive client connections, over three rounds
 //!   (`conns`);
+//! - `overload`: edge in front of a backend that saturates first, at twice the measured capacity,
+//!   open loop, with no request budget, the default one and a small one; admitted requests'
+//!   latency, the shed ones, and the admin endpoints' latency meanwhile (the generator is
+//!   `edge-agent/examples/overload.rs`);
 //! - `prog` (root): ns per packet of the data path from `BPF_PROG_TEST_RUN`, next to an XDP
 //!   program that only passes, in the same run.
 //!
@@ -30,8 +34,8 @@ use crate::util::{cargo, exec, root};
 /// Entry point.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("http");
-    if !["http", "l4", "prog", "conns"].contains(&which) {
-        bail!("unknown benchmark '{which}'; use http, l4, conns or prog");
+    if !["http", "l4", "prog", "conns", "overload"].contains(&which) {
+        bail!("unknown benchmark '{which}'; use http, l4, conns, overload or prog");
     }
     setup::run(Needs::Bench)?;
     if which == "prog" {
@@ -50,6 +54,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if which == "conns" {
         return conns::run(&bin);
+    }
+    if which == "overload" {
+        // No budget, the default one, a small one: the same load, twice the capacity, each time.
+        for flags in [&["--max-requests", "10000000"][..], &[], &["--max-requests", "128"]] {
+            exec(
+                cargo()
+                    .args(["run", "--release", "-q", "-p", "edge-agent", "--example", "overload", "--"])
+                    .arg(&bin)
+                    .arg("2")
+                    .args(flags),
+            )?;
+        }
+        return Ok(());
     }
     idle_memory(&bin)?;
     http::run(&bin, &settings)
