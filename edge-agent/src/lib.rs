@@ -20,3 +20,23 @@ pub mod metrics;
 pub mod plane;
 pub mod service;
 pub mod values;
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`): everything that
+/// parses input from files or from the admin API's clients.
+#[cfg(fuzzing)]
+pub mod fuzz {
+    /// Parses a `--config` file's text.
+    pub fn config_file(text: &str) {
+        let _ = crate::config::parse_file(std::path::Path::new("fuzz.toml"), text);
+    }
+
+    /// Parses a `PUT /admin/strategy` body.
+    pub fn strategy_body(body: &[u8]) {
+        let _ = crate::admin::parse_strategy_body(body);
+    }
+
+    /// Decodes a query parameter as the admin API does.
+    pub fn query_param(query: &str) {
+        let _ = crate::admin::query::param(Some(query), "service");
+    }
+}

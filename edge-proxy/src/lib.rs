@@ -34,4 +34,11 @@ pub use config::ProxyConfig;
 pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason, ServiceTraffic};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 pub use trim::trim_after_closes;
+/// The upstream codec, for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzz {
+    pub use crate::upstream::codec::{
+        BodyFraming, Chunk, ChunkedDecoder, CodecError, ResponseHead, parse_response_head,
+    };
+}
 pub use workers::{Listener, WorkerContext, WorkerSockets, allowed_cpus, spawn as spawn_worker};

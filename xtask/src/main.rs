@@ -8,8 +8,10 @@
 //!   `bench conns` for the memory of idle connections; `bench overload` for admission under
 //!   twice the capacity; `bench l4` and `bench prog` for the eBPF
 //!   data plane. The harnesses are in `bench/`.
+//! - `fuzz`: build the fuzz targets in `fuzz/` and run each for a bounded time.
 
 mod bench;
+mod fuzz;
 mod modcycles;
 mod setup;
 mod test;
@@ -31,8 +33,12 @@ fn main() -> anyhow::Result<()> {
             util::exec(&mut cmd)
         }
         "bench" => bench::run(&rest),
+        "fuzz" => {
+            setup::run(setup::Needs::Build)?;
+            fuzz::run(&rest)
+        }
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup|test|demo|bench> [args]");
+            println!("usage: cargo xtask <setup|test|demo|bench|fuzz> [args]");
             println!("  setup         install what building and testing need (idempotent)");
             println!("  test          formatting, lints, all tests (privileged ones when root)");
             println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
@@ -41,8 +47,9 @@ fn main() -> anyhow::Result<()> {
             println!("  bench conns   memory of 5,000 idle client connections: before, peak, after");
             println!("  bench overload  open-loop load at twice the capacity; admitted latency, admin latency");
             println!("  bench prog    (root) ns per packet of the data path (BPF_PROG_TEST_RUN)");
+            println!("  fuzz [TARGET...] [--seconds N] [--merge]  run the fuzz targets (60 s each)");
             Ok(())
         }
-        other => bail!("unknown task '{other}'; use setup, test, demo or bench"),
+        other => bail!("unknown task '{other}'; use setup, test, demo, bench or fuzz"),
     }
 }

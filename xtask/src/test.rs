@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the one command CI runs. Setup, formatting, the layering check, lints (host
-//! crates and the eBPF crate), then every test. Privileged tests run when root and report as
+//! crates and the eBPF crate), then every test, then every fuzz target for a bounded time. Privileged tests run when root and report as
 //! ignored, with the reason, otherwise; with `CI` set, not being root is an error.
 
 use std::process::Command;
@@ -18,6 +18,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     setup::run(Needs::Test)?;
     step("cargo fmt --check");
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    exec(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     step("layering: no cycle among any crate's top-level modules");
     crate::modcycles::check(&root())?;
     step("cargo clippy (host crates)");
@@ -41,8 +42,22 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     } else {
         step("cargo test (not root: privileged tests will report as ignored, with the reason)");
     }
-    exec(cargo().args(["test", "--workspace", "--exclude", "edge-ebpf"]).args(extra))
+    exec(cargo().args(["test", "--workspace", "--exclude", "edge-ebpf"]).args(extra))?;
+    if !extra.is_empty() {
+        step("fuzzing skipped: a test filter was given");
+        return Ok(());
+    }
+    step(&format!("fuzzing: every target for {FUZZ_SECONDS} s from its corpus"));
+    let bins = crate::fuzz::build()?;
+    for t in crate::fuzz::TARGETS {
+        crate::fuzz::report(&crate::fuzz::run_one(&bins, t, FUZZ_SECONDS)?);
+    }
+    Ok(())
 }
+
+/// Seconds each fuzz target runs in the test command: enough to replay its corpus and explore a
+/// little; `cargo xtask fuzz` runs longer.
+const FUZZ_SECONDS: u64 = 20;
 
 fn step(name: &str) {
     eprintln!("\n== {name}");

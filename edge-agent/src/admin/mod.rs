@@ -11,7 +11,7 @@
 //! the query names another (`?service=NAME`, see `query`), so a single-service agent's API is
 //! unchanged; `/readyz` waits for every service.
 
-mod query;
+pub(crate) mod query;
 mod views;
 
 use std::convert::Infallible;
@@ -249,20 +249,9 @@ async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>) -> Resp
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
         }
     };
-    let parsed: StrategyJson = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid JSON: {e}; send {{\"strategy\": \"consistent-hash\", \"hash_key\": \"header:x-user-id\"}} (hash_key optional)"
-                ),
-            );
-        }
-    };
-    let spec = match StrategySpec::parse(&parsed.strategy, parsed.hash_key.as_deref()) {
+    let spec = match parse_strategy_body(&body) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match balancer.set_strategy(spec.clone()).await {
         Ok(prev) => json(
@@ -274,6 +263,16 @@ async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>) -> Resp
         }
         Err(e @ SwitchError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// The strategy a `PUT /admin/strategy` body asks for, or the message for a 400.
+pub(crate) fn parse_strategy_body(body: &[u8]) -> Result<StrategySpec, String> {
+    let parsed: StrategyJson = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "invalid JSON: {e}; send {{\"strategy\": \"consistent-hash\", \"hash_key\": \"header:x-user-id\"}} (hash_key optional)"
+        )
+    })?;
+    StrategySpec::parse(&parsed.strategy, parsed.hash_key.as_deref()).map_err(|e| e.to_string())
 }
 
 fn strategy_json(spec: &StrategySpec) -> StrategyJson {

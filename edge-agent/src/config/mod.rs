@@ -27,6 +27,8 @@ use edge_proxy::ProxyConfig;
 
 pub use defaults::defaults;
 pub use ebpf::EbpfConfig;
+#[cfg(fuzzing)]
+pub(crate) use file::parse as parse_file;
 pub use health::CheckKind;
 pub use listeners::TlsFiles;
 pub use service::{DEFAULT_NAME as DEFAULT_SERVICE_NAME, MAX_SERVICES, Origin, ServiceConfig};

@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 use crate::backend::BackendSpec;
 use crate::util::BoxFuture;
 
+/// Parses a backends file's text (for the fuzz targets in `fuzz/`).
+#[cfg(fuzzing)]
+pub use file::parse as parse_backends_file;
 pub use file::{FileError, FileSource};
 pub use fixed::Fixed;
 

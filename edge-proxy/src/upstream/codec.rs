@@ -262,14 +262,16 @@ impl Default for ChunkedDecoder {
     }
 }
 
+/// Takes one CRLF-terminated line. A bare LF is an error: two parsers that disagree on where a
+/// chunk line ends is how responses get smuggled past a proxy.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
     match buf.iter().position(|b| *b == b'\n') {
         Some(i) => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Err(CodecError::Chunk("line not ended by CRLF"));
             }
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i - 1);
             Ok(Some(line))
         }
         None if buf.len() > MAX_LINE => Err(CodecError::Chunk("line too long")),
@@ -289,14 +291,28 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 ChunkState::Size => {
-                    let Some(line) = take_line(buf)? else { return Ok(None) };
-                    let hex = line[..].split(|b| *b == b';').next().unwrap_or(&[]);
-                    let hex =
-                        std::str::from_utf8(hex).map_err(|_| CodecError::Chunk("size"))?.trim_matches([' ', '\t']);
-                    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(CodecError::Chunk("size"));
-                    }
-                    let size = u64::from_str_radix(hex, 16).map_err(|_| CodecError::Chunk("size"))?;
+                    // httparse's parser: hex digits, optional extensions, CRLF; overflow is an error.
+                    let size = match httparse::parse_chunk_size(buf) {
+                        // The same limit whether the line arrived whole or in pieces; and no
+                        // control bytes in extensions, which httparse lets through.
+                        Ok(httparse::Status::Complete((n, _))) if n > MAX_LINE + 2 => {
+                            return Err(CodecError::Chunk("line too long"));
+                        }
+                        Ok(httparse::Status::Complete((n, _)))
+                            if buf[..n - 2].iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) =>
+                        {
+                            return Err(CodecError::Chunk("control byte in chunk extension"));
+                        }
+                        Ok(httparse::Status::Complete((n, size))) => {
+                            buf.advance(n);
+                            size
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                            return Err(CodecError::Chunk("line too long"));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(CodecError::Chunk("size")),
+                    };
                     self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
                 }
                 ChunkState::Data(left) => {
@@ -468,13 +484,29 @@ mod tests {
 
     #[test]
     fn malformed_chunks_are_errors() {
-        for bad in
-            [&b"zz\r\nhi\r\n0\r\n\r\n"[..], b"2\r\nhiX\r\n0\r\n\r\n", b"-1\r\n", b"ffffffffffffffffff\r\n", b"\r\n"]
-        {
+        for bad in [
+            &b"zz\r\nhi\r\n0\r\n\r\n"[..],
+            b"2\r\nhiX\r\n0\r\n\r\n",
+            b"-1\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"\r\n",
+            // Bare LF and leading whitespace: found by the chunked fuzz target against httparse.
+            b"6\t\nhello!\r\n0\r\n\r\n",
+            b"2\r\nhi\n0\r\n\r\n",
+            b" 2\r\nhi\r\n0\r\n\r\n",
+            b"0\r\nx-sum: 1\n\r\n",
+            b"2;a\x00b\r\nhi\r\n0\r\n\r\n",
+        ] {
             assert!(decode_all(bad, 3).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let long = vec![b'1'; MAX_LINE + 10];
         assert!(decode_all(&long, 100).is_err());
+        // A long extension is refused however the line arrives (found by the chunked fuzz target).
+        let mut long_ext = b"2;".to_vec();
+        long_ext.extend(vec![b'x'; MAX_LINE + 10]);
+        long_ext.extend_from_slice(b"\r\nhi\r\n0\r\n\r\n");
+        assert!(decode_all(&long_ext, long_ext.len()).is_err());
+        assert!(decode_all(&long_ext, 7).is_err());
     }
 
     #[test]
