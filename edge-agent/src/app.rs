@@ -320,6 +320,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             listen_tcp: tcp_addrs.clone(),
             tls: tls.is_some(),
             started: Instant::now(),
+            read_timeout: cfg.proxy.header_read_timeout,
         });
         if let Some(addr) = addr {
             tracing::info!(%addr, token = cfg.admin_token.is_some(), "admin api ready");

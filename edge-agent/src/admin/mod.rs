@@ -43,6 +43,11 @@ use views::{BackendJson, Counts, ServiceJson, StateJson, StrategyJson};
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
 
+/// Most admin connections open at once; more wait in the accept queue. Every one of them closes
+/// within the head timeout when idle, so a flood of connections delays health checks by that
+/// much at most instead of exhausting the process's file descriptors.
+const MAX_CONNECTIONS: usize = 256;
+
 /// Everything the admin API reads or commands.
 #[derive(Debug)]
 pub struct Admin {
@@ -62,6 +67,8 @@ pub struct Admin {
     pub tls: bool,
     /// Start time.
     pub started: Instant,
+    /// Limit for a request head, and for a request body to arrive (`--header-read-timeout`).
+    pub read_timeout: std::time::Duration,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -183,7 +190,9 @@ impl Admin {
             (Method::GET, ["admin", "strategy"], Some(svc)) => {
                 json(StatusCode::OK, &strategy_json(&svc.balancer.strategy()))
             }
-            (Method::PUT, ["admin", "strategy"], Some(svc)) => put_strategy(&svc.balancer, req).await,
+            (Method::PUT, ["admin", "strategy"], Some(svc)) => {
+                put_strategy(&svc.balancer, req, self.read_timeout).await
+            }
             (Method::GET, ["admin", "state"], Some(svc)) => {
                 let set = svc.monitor.snapshot();
                 let mut counts = Counts { total: set.backends.len(), ..Default::default() };
@@ -242,11 +251,16 @@ fn not_found(svc: &ServiceHandle, id: &str, all: &[ServiceHandle]) -> String {
     }
 }
 
-async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>) -> Resp {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>, limit: std::time::Duration) -> Resp {
+    let body = match tokio::time::timeout(limit, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
+        }
+        Err(_) => {
+            let mut r = error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time; send it at once");
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
     };
     let spec = match parse_strategy_body(&body) {
@@ -299,16 +313,19 @@ fn method_not_allowed(allow: &'static str) -> Resp {
 /// Serves the admin API until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+    // hyper's head timer also runs while a keep-alive connection idles, so idle ones close too.
+    builder.timer(TokioTimer::new()).header_read_timeout(admin.read_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
+        let (stream, slot) = tokio::select! {
+            r = async { (slots.clone().acquire_owned().await, listener.accept().await) } => match r {
+                (Ok(slot), Ok((s, _))) => (s, slot),
+                (_, Err(e)) => {
                     tracing::warn!(error = %e, "admin accept failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
+                (Err(_), _) => break,
             },
             _ = stopped(&mut shutdown) => break,
         };
@@ -322,6 +339,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch
         );
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(slot);
         });
     }
 }

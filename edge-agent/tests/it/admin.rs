@@ -101,3 +101,25 @@ async fn metrics_cover_the_required_families() {
     assert!(text.ends_with("# EOF\n"));
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_slow_admin_body_gets_408_and_idle_admin_connections_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBackend::start("a").await;
+    let agent = Args::http().with(&["--header-read-timeout", "300ms"]).backends(&[b.spec()]).ready().await;
+    let a = agent.admin_addr.unwrap();
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"PUT /admin/strategy HTTP/1.1\r\nHost: admin\r\ncontent-length: 40\r\n\r\n{\"str").await.unwrap();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "the connection is not held");
+    assert!(got.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+    // An idle keep-alive connection closes after the same limit.
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "idle admin connection closed");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    agent.shutdown().await;
+}
