@@ -4,14 +4,37 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
-use edge_core::util::GaugeGuard;
+use edge_core::backend::{Backend, Failure};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
 use crate::admission::Permit;
 use crate::conn_guard::{ClientTurn, InFlight};
-use crate::upstream::body::{BodyError, UpstreamBody};
+use crate::upstream::body::{BodyError, Stalled, UpstreamBody};
+
+/// A request counted in its backend's active gauge (least connections' load, drain reaping) for
+/// as long as it lives; also whom a stalled body is blamed on. One reference to the backend per
+/// request, since every clone of a shared `Arc` is a contended atomic across workers.
+#[derive(Debug)]
+pub struct Active(Arc<Backend>);
+
+impl Active {
+    /// Counts a request on `backend`.
+    pub fn new(backend: &Arc<Backend>) -> Self {
+        backend.stats.active.fetch_add(1, Ordering::Relaxed);
+        Self(backend.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.stats.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 // Boxing the upstream body would cost an allocation on every proxied response to save a few
 // hundred bytes on the rare local one.
@@ -29,12 +52,12 @@ struct Guards {
     turn: ClientTurn,
     _in_flight: InFlight,
     _permit: Option<Permit>,
-    _active: Option<GaugeGuard>,
+    active: Option<Active>,
 }
 
 impl Guards {
-    fn new(in_flight: InFlight, permit: Option<Permit>, active: Option<GaugeGuard>) -> Self {
-        Self { turn: in_flight.client_turn(), _in_flight: in_flight, _permit: permit, _active: active }
+    fn new(in_flight: InFlight, permit: Option<Permit>, active: Option<Active>) -> Self {
+        Self { turn: in_flight.client_turn(), _in_flight: in_flight, _permit: permit, active }
     }
 }
 
@@ -47,7 +70,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     /// Streams a backend's body; the request keeps its admission `permit` until the body ends.
-    pub fn upstream(body: UpstreamBody, in_flight: InFlight, permit: Permit, active: GaugeGuard) -> Self {
+    pub fn upstream(body: UpstreamBody, in_flight: InFlight, permit: Permit, active: Active) -> Self {
         Self { inner: Inner::Upstream(body), guards: Some(Guards::new(in_flight, Some(permit), Some(active))) }
     }
 
@@ -70,7 +93,15 @@ impl Body for ProxyBody {
             Inner::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         };
         match &r {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
+                if e.is::<Stalled>()
+                    && let Some(a) = self.guards.as_ref().and_then(|g| g.active.as_ref())
+                {
+                    a.0.stats.failure(Failure::Timeout);
+                }
+                self.guards = None;
+            }
+            Poll::Ready(None) => {
                 // The request is over: free the backend slot before the connection idles.
                 self.guards = None;
             }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use edge_core::backend::{Failure, StatusClass};
 use edge_core::balance::{PickSource, Target, request_hash};
-use edge_core::util::{BoxFuture, GaugeGuard};
+use edge_core::util::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
 use crate::authority::settle_host;
-use crate::body::ProxyBody;
+use crate::body::{Active, ProxyBody};
 use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
 use crate::io::ClientIo;
@@ -160,7 +160,7 @@ impl HttpProxy {
         };
 
         let mut target = target;
-        let mut active = GaugeGuard::new(&target.backend.stats.active);
+        let mut active = Active::new(&target.backend);
         let (mut retried, mut refreshed) = (false, false);
         let result = loop {
             let (reused, r) = self.attempt(target, &mut out, refreshed).await;
@@ -210,7 +210,7 @@ impl HttpProxy {
                     retried = true;
                     refreshed = true;
                     target = next;
-                    active = GaugeGuard::new(&target.backend.stats.active);
+                    active = Active::new(&target.backend);
                     continue;
                 }
             }
@@ -226,8 +226,7 @@ impl HttpProxy {
                 }
                 m.request(StatusClass::of(status.as_u16()));
                 m.duration.observe(started.elapsed());
-                let body =
-                    UpstreamBody::new(upstream, framing, keep_alive, self.0.cfg.body_timeout, target.backend.clone());
+                let body = UpstreamBody::new(upstream, framing, keep_alive, self.0.cfg.body_timeout);
                 let mut resp = Response::new(ProxyBody::upstream(body, in_flight, permit, active));
                 *resp.status_mut() = status;
                 *resp.headers_mut() = headers;

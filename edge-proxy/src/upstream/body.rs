@@ -3,18 +3,16 @@
 //!
 //! A backend that stops sending mid-body (a stall, or fewer bytes than its `Content-Length` on a
 //! connection it keeps open) would hold the client forever: the upstream timeout covers only the
-//! head. So the body carries a progress timer: no byte for `--body-timeout` ends it with an error
-//! (hyper then cuts the client's response off, never completing it), closes the backend
-//! connection, and counts a timeout against the backend.
+//! head. So the body carries a progress timer: no byte for `--body-timeout` ends it with a
+//! [`Stalled`] error (hyper then cuts the client's response off, never completing it) and closes
+//! the backend connection; the proxy's body counts the timeout against the backend.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_core::backend::{Backend, Failure};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -33,15 +31,19 @@ enum Kind {
     Done,
 }
 
-/// How long a body may go without a byte, and whom to blame when it does.
+/// How long a body may go without a byte.
 #[derive(Debug)]
 struct Progress {
     limit: Duration,
     last: Instant,
     /// Armed only once a read had to wait, so a body that streams without pause sets no timer.
     sleep: Option<Pin<Box<Sleep>>>,
-    backend: Arc<Backend>,
 }
+
+/// The error of a body whose backend sent nothing for `--body-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("backend sent no body byte within --body-timeout")]
+pub struct Stalled;
 
 impl Progress {
     /// Polls the stall timer; `Ready` when the body made no progress for `limit`.
@@ -66,20 +68,14 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// Streams a body framed by `framing` from `conn` (whose buffer may already hold its start);
-    /// a gap of `stall` between bytes is a timeout of `backend`.
-    pub fn new(
-        conn: UpstreamConn,
-        framing: BodyFraming,
-        keep_alive: bool,
-        stall: Duration,
-        backend: Arc<Backend>,
-    ) -> Self {
+    /// a gap of `stall` between bytes ends it with [`Stalled`].
+    pub fn new(conn: UpstreamConn, framing: BodyFraming, keep_alive: bool, stall: Duration) -> Self {
         let kind = match framing {
             BodyFraming::Length(n) => Kind::Length(n),
             BodyFraming::Chunked => Kind::Chunked(ChunkedDecoder::default()),
             BodyFraming::Close => Kind::Close,
         };
-        let progress = Progress { limit: stall, last: Instant::now(), sleep: None, backend };
+        let progress = Progress { limit: stall, last: Instant::now(), sleep: None };
         let mut b = Self { conn: Some(conn), kind, keep_alive, progress };
         if matches!(b.kind, Kind::Length(0)) {
             // Nothing to read: give the connection back now, not when someone polls.
@@ -118,10 +114,6 @@ fn take(buf: &mut bytes::BytesMut, n: usize) -> Bytes {
 
 fn incomplete() -> BodyError {
     Box::new(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "backend closed the connection mid-body"))
-}
-
-fn stalled() -> BodyError {
-    Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "backend sent no body byte within --body-timeout"))
 }
 
 impl Body for UpstreamBody {
@@ -184,8 +176,7 @@ impl Body for UpstreamBody {
                         // Dropping the connection closes it; it is never reused.
                         this.conn = None;
                         this.kind = Kind::Done;
-                        this.progress.backend.stats.failure(Failure::Timeout);
-                        return Poll::Ready(Some(Err(stalled())));
+                        return Poll::Ready(Some(Err(Box::new(Stalled))));
                     }
                     return Poll::Pending;
                 }
