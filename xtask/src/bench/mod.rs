@@ -111,16 +111,10 @@ fn idle_memory(bin: &std::path::Path) -> anyhow::Result<()> {
         .spawn()
         .context("starting edge-agent")?;
     std::thread::sleep(Duration::from_secs(3));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = conns::rss_mib(child.id()).context("cannot read VmRSS of the agent");
     let _ = child.kill();
     let _ = child.wait();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("cannot read VmRSS of the agent")?;
-    let mb = kb as f64 / 1024.0;
+    let mb = rss?;
     println!(
         "idle resident memory: {mb:.1} MiB (VmRSS after 3 s with 3 backends probed; target < 20 MB) {}",
         if mb < 20.0 { "OK" } else { "OVER" }
