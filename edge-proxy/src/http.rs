@@ -1,7 +1,8 @@
 //! The HTTP reverse proxy: a hyper 1.x server (HTTP/1.1 and h2, optional TLS) per listener and
 //! worker, in front of the upstream HTTP/1.1 client in `upstream` with its per-worker pool.
 //!
-//! Per request: load the selector snapshot (no lock), hash the key if the strategy needs one, pick a
+//! Per request: take a slot of the request budget (else 503 at once), settle the one `Host` (else
+//! 400), load the selector snapshot (no lock), hash the key if the strategy needs one, pick a
 //! backend, rewrite headers, encode the head once, and exchange it on a pooled or new connection.
 //! Retries are bounded and safe: a refused connect goes once to another backend for any request
 //! without a body (nothing reached a backend); a connection that closes before answering is retried
