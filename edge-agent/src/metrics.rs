@@ -207,7 +207,7 @@ impl Collector for Exporter {
         gauge(
             &mut e,
             "edge_backend_active_connections",
-            "In-flight HTTP requests and open TCP connections per backend",
+            "In-flight HTTP requests and open TCP connections per backend, plus live kernel flows in eBPF mode",
             &rows,
         )?;
 

@@ -9,7 +9,9 @@
 //!   strategy's weights (see `weights`). A new table is written into the generation the data path
 //!   is not reading, then the service entry flips to it in one map update;
 //! - every sweep (`SWEEP_INTERVAL`) it expires idle and closed flows, counts live flows per backend
-//!   for least-connections and the `edge_ebpf_flows` gauge.
+//!   for least-connections and the `edge_ebpf_flows` gauge, and records them in each backend's
+//!   `active` count, which is what keeps a backend that discovery removed draining (in the
+//!   snapshot, in the backends map, out of the table) until its flows end or `--drain-timeout`.
 //!
 //! A table write is a few syscalls per changed slot; Maglev's minimal disruption keeps that small,
 //! and the first fill of a 65537-slot table takes tens of milliseconds.
@@ -259,6 +261,12 @@ impl<M: KernelMaps> Actor<M> {
             for (backend, id) in &s.ids {
                 let flows = self.flows.get(id).copied().unwrap_or(0);
                 counts.push(FlowCount { service: s.input.name.clone(), backend: backend.clone(), flows });
+            }
+            // The backends' own `active` includes their kernel flows, so that a removed backend
+            // drains (the monitor keeps it while flows live) and the admin API shows them.
+            for b in &s.input.backends.borrow().backends {
+                let id = s.ids.get(&b.backend.addr.to_string());
+                b.backend.stats.set_kernel_flows(id.and_then(|i| self.flows.get(i)).copied().unwrap_or(0));
             }
         }
         counts.sort_by(|a, b| (&a.service, &a.backend).cmp(&(&b.service, &b.backend)));
@@ -649,6 +657,11 @@ mod tests {
         tokio::time::sleep(SWEEP_INTERVAL).await;
         let flows = stats.flows();
         assert_eq!(flows.iter().map(|f| (f.service.as_str(), f.flows)).collect::<Vec<_>>(), [("web", 1), ("web", 1)]);
+        // The backends' own active counts carry the kernel flows (drain reaping and the admin API
+        // read them).
+        for b in &feeds.backends.borrow().backends {
+            assert_eq!(b.backend.stats.active(), 1, "{}", b.backend.id);
+        }
 
         // Backend 2 leaves and backend 3 arrives before any sweep: 3 must not get 2's id.
         feeds.backends.send_replace(set(&[(1, Health::Healthy), (3, Health::Healthy)]));

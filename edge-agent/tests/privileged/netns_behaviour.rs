@@ -205,6 +205,11 @@ per_mode!(
     userspace_drained_backend_finishes_established_flows
 );
 per_mode!(
+    removed_backend_finishes_established_flows,
+    ebpf_removed_backend_finishes_established_flows,
+    userspace_removed_backend_finishes_established_flows
+);
+per_mode!(
     strategy_switch_affects_new_flows_only,
     ebpf_strategy_switch_affects_new_flows_only,
     userspace_strategy_switch_affects_new_flows_only
@@ -290,6 +295,66 @@ fn drained_backend_finishes_established_flows(mode: Mode) {
         assert_ne!(b, target, "connection {n} reached the drained backend\n{}", env.log());
     }
     assert_still_on(&env, &mut ka, &target, "after 30 new connections");
+}
+
+/// A backend removed by discovery (here, from a backends file) drains as an operator drain does:
+/// no new connections, its established connection keeps working, `active` in the admin API counts
+/// it (in eBPF mode, from the kernel's conntrack), and it leaves once that connection closes.
+fn removed_backend_finishes_established_flows(mode: Mode) {
+    // Two fixed backends (which also tell the eBPF agent which interface faces the backends) and
+    // the third from a file.
+    let dir = std::env::temp_dir().join(format!("edge-removal-{}-{mode:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backends.json");
+    let third = BACKENDS[2].to_string();
+    std::fs::write(&file, format!("[\"{third}:80\"]")).unwrap();
+    let mut args: Vec<String> = match mode {
+        Mode::Ebpf => {
+            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
+        }
+        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
+    };
+    for b in &BACKENDS[..2] {
+        args.extend(["--backend".to_string(), format!("{b}:80")]);
+    }
+    args.extend(["--backends-file".to_string(), file.display().to_string(), "--drain-timeout".into(), "1m".into()]);
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let env = Env::start(mode, &args);
+    let ready = eventually(SETTLE, || env.admin_backend(&third)["state"] == "healthy");
+    assert!(ready, "{third} from the file never became healthy\n{}", env.log());
+    let mut ka = env.keep_alive_on(&third);
+
+    // Remove it from the file (write and rename, as an editor or a config agent does).
+    let tmp = dir.join("backends.json.new");
+    std::fs::write(&tmp, "[]").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let draining = eventually(SETTLE, || env.admin_backend(&third)["state"] == "draining");
+    assert!(draining, "{third} did not turn draining after leaving the file\n{}", env.log());
+    // Well past the moment an eBPF agent used to retire it (about 20 ms after the removal).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_still_on(&env, &mut ka, &third, "2 s after the removal");
+    let counted = eventually(SETTLE, || env.admin_backend(&third)["active"].as_i64().unwrap_or(0) >= 1);
+    assert!(
+        counted,
+        "GET /admin/backends does not count the open connection on {third}: {}\n{}",
+        env.admin_backend(&third),
+        env.log()
+    );
+    for n in 0..20 {
+        let b = env.get(&format!("connection {n} after removing {third}"));
+        assert_ne!(b, third, "connection {n} reached the removed backend\n{}", env.log());
+    }
+    assert_still_on(&env, &mut ka, &third, "after 20 new connections");
+
+    // Once its last connection closes, it leaves.
+    drop(ka);
+    let gone = eventually(Duration::from_secs(10), || {
+        env.agent.admin_json("/admin/backends").is_ok_and(|l| {
+            l.as_array().is_some_and(|a| a.iter().all(|b| b["address"] != format!("{third}:80").as_str()))
+        })
+    });
+    assert!(gone, "{third} is still listed after its last connection closed\n{}", env.log());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Switching the strategy leaves established connections on their backends; new connections
@@ -512,6 +577,8 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("userspace_unhealthy_backend_gets_no_new_flows", userspace_unhealthy_backend_gets_no_new_flows),
     ("ebpf_drained_backend_finishes_established_flows", ebpf_drained_backend_finishes_established_flows),
     ("userspace_drained_backend_finishes_established_flows", userspace_drained_backend_finishes_established_flows),
+    ("ebpf_removed_backend_finishes_established_flows", ebpf_removed_backend_finishes_established_flows),
+    ("userspace_removed_backend_finishes_established_flows", userspace_removed_backend_finishes_established_flows),
     ("ebpf_strategy_switch_affects_new_flows_only", ebpf_strategy_switch_affects_new_flows_only),
     ("userspace_strategy_switch_affects_new_flows_only", userspace_strategy_switch_affects_new_flows_only),
     ("ebpf_two_services_balance_to_their_own_backends", ebpf_two_services_balance_to_their_own_backends),

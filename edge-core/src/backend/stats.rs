@@ -72,6 +72,8 @@ pub struct BackendStats {
     pub duration: Histogram,
     /// In-flight HTTP requests and open TCP connections (least connections' load).
     pub active: Gauge,
+    /// Live flows in the kernel's conntrack (eBPF mode), as of the dataplane actor's last sweep.
+    kernel_flows: AtomicU64,
     bytes: [AtomicU64; Direction::ALL.len()],
     tcp_connections: AtomicU64,
     probes: [AtomicU64; ProbeResult::ALL.len()],
@@ -105,9 +107,16 @@ impl BackendStats {
         self.requests.iter().map(get).sum()
     }
 
-    /// In-flight requests and open connections now.
+    /// In-flight requests and open connections now, over both data planes: the userspace proxy's
+    /// own count plus the kernel's live flows. Least connections, drain reaping and the admin API
+    /// all read this, so a backend removed in eBPF mode drains until its kernel flows end.
     pub fn active(&self) -> i64 {
-        self.active.load(Ordering::Relaxed)
+        self.active.load(Ordering::Relaxed) + i64::try_from(get(&self.kernel_flows)).unwrap_or(i64::MAX)
+    }
+
+    /// Records the kernel's live flows on this backend (the dataplane actor, every sweep).
+    pub fn set_kernel_flows(&self, n: u64) {
+        self.kernel_flows.store(n, Ordering::Relaxed);
     }
 
     /// Counts TCP-mode bytes.
