@@ -107,12 +107,28 @@ impl DataplaneStatus {
     }
 }
 
+/// The backends known at start, from flags and from backends files alike: the interfaces toward
+/// them get the TC program that steers replies. (A file that does not read is reported when its
+/// source opens; here it adds nothing.)
+fn start_backends(cfg: &Config) -> Vec<std::net::SocketAddr> {
+    let mut out: Vec<std::net::SocketAddr> = Vec::new();
+    for s in &cfg.services {
+        out.extend(s.backends.iter().map(|b| b.addr));
+        if let Some(f) = &s.backends_file
+            && let Ok(list) = edge_core::discovery::load_backends_file(f)
+        {
+            out.extend(list.iter().map(|b| b.addr));
+        }
+    }
+    out
+}
+
 fn start_options(cfg: &Config) -> StartOptions {
     let e = &cfg.ebpf;
     StartOptions {
         client_ifaces: e.ifaces.clone(),
         vips: cfg.vips().collect(),
-        backends: cfg.services.iter().flat_map(|s| s.backends.iter().map(|b| b.addr)).collect(),
+        backends: start_backends(cfg),
         xdp_mode: e.xdp_mode,
         snat_ports: e.snat_ports,
         table_size: cfg.table_size,

@@ -72,11 +72,19 @@ pub fn start(opts: &StartOptions) -> Result<Loaded, StartError> {
             return Err(StartError::Ports { lo, hi, klo, khi });
         }
     }
-    // Interfaces toward the backends get the TC program for replies.
+    // Interfaces toward the backends get the TC program for replies. A backend without a route
+    // is reported and skipped: the others still work, and the actor reports it again when it
+    // programs it.
     let mut backend_ifaces: Vec<String> = Vec::new();
     for b in &opts.backends {
         let IpAddr::V4(addr) = b.ip() else { continue };
-        let src = netinfo::source_for(addr)?;
+        let src = match netinfo::source_for(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(backend = %b, error = %e, "no interface leads to this backend; its flows will be dropped");
+                continue;
+            }
+        };
         if let Some(i) = netinfo::iface_of(src)?
             && !opts.client_ifaces.contains(&i)
             && !backend_ifaces.contains(&i)

@@ -205,6 +205,11 @@ per_mode!(
     userspace_drained_backend_finishes_established_flows
 );
 per_mode!(
+    backends_from_a_file_only_carry_traffic,
+    ebpf_backends_from_a_file_only_carry_traffic,
+    userspace_backends_from_a_file_only_carry_traffic
+);
+per_mode!(
     removed_backend_finishes_established_flows,
     ebpf_removed_backend_finishes_established_flows,
     userspace_removed_backend_finishes_established_flows
@@ -229,6 +234,29 @@ fn round_robin_spreads(mode: Mode) {
         let n = counts.get(&ip.to_string()).copied().unwrap_or(0);
         assert!(n >= 10, "{ip} got {n} of 60 connections ({counts:?})\n{}", env.log());
     }
+}
+
+/// Backends that come only from a backends file carry traffic: the eBPF agent finds the interface
+/// toward them (and attaches there) as it does for `--backend`.
+fn backends_from_a_file_only_carry_traffic(mode: Mode) {
+    let dir = std::env::temp_dir().join(format!("edge-fileonly-{}-{mode:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backends.json");
+    let list: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}:80\"")).collect();
+    std::fs::write(&file, format!("[{}]", list.join(","))).unwrap();
+    let mut args: Vec<String> = match mode {
+        Mode::Ebpf => {
+            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
+        }
+        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
+    };
+    args.extend(["--backends-file".to_string(), file.display().to_string()]);
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let env = Env::start(mode, &args);
+    let answers: Vec<String> = (0..30).map(|i| env.get(&format!("connection {i}"))).collect();
+    let counts = tally(answers.iter().map(String::as_str));
+    assert_eq!(counts.len(), 3, "every backend from the file answers ({counts:?})\n{}", env.log());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same spread with native XDP forced on the veth (`auto` leaves XDP off there): real TCP
@@ -577,6 +605,8 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("userspace_unhealthy_backend_gets_no_new_flows", userspace_unhealthy_backend_gets_no_new_flows),
     ("ebpf_drained_backend_finishes_established_flows", ebpf_drained_backend_finishes_established_flows),
     ("userspace_drained_backend_finishes_established_flows", userspace_drained_backend_finishes_established_flows),
+    ("ebpf_backends_from_a_file_only_carry_traffic", ebpf_backends_from_a_file_only_carry_traffic),
+    ("userspace_backends_from_a_file_only_carry_traffic", userspace_backends_from_a_file_only_carry_traffic),
     ("ebpf_removed_backend_finishes_established_flows", ebpf_removed_backend_finishes_established_flows),
     ("userspace_removed_backend_finishes_established_flows", userspace_removed_backend_finishes_established_flows),
     ("ebpf_strategy_switch_affects_new_flows_only", ebpf_strategy_switch_affects_new_flows_only),

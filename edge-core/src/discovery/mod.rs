@@ -20,7 +20,7 @@ use crate::util::BoxFuture;
 /// Parses a backends file's text (for the fuzz targets in `fuzz/`).
 #[cfg(fuzzing)]
 pub use file::parse as parse_backends_file;
-pub use file::{FileError, FileSource};
+pub use file::{FileError, FileSource, load as load_backends_file};
 pub use fixed::Fixed;
 
 /// A change reported by a source.
