@@ -177,7 +177,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         for iface in &opts.client_ifaces {
             let a = attach_xdp(prog, iface, opts.xdp_mode)?;
             if a.hook != "none" {
-                wanted.push(pins::link_path("xdp", iface));
+                wanted.push(pins::link_path(&a.hook, iface));
             }
             attachments.push(a);
         }
@@ -305,16 +305,31 @@ fn attach_xdp(prog: &mut Xdp, iface: &str, mode: XdpMode) -> Result<Attachment, 
             "veth: the TC program steers alone (XDP would only add a conversion); --xdp-mode native forces XDP",
         ));
     }
-    let path = pins::link_path("xdp", iface);
-    let err = |reason: String| LoadError::Attach { kind: "xdp", iface: iface.to_string(), reason };
-    if adopt(prog, &path).map_err(err)? {
-        return Ok(Attachment { iface: iface.into(), hook: "xdp".into(), adopted: true, note: None });
-    }
     let (try_mode, hook) = match mode {
         XdpMode::Auto | XdpMode::Native => (aya::programs::XdpMode::Driver, "xdp-native"),
         XdpMode::Generic => (aya::programs::XdpMode::Skb, "xdp-generic"),
         XdpMode::Off => return Ok(tc_alone("--xdp-mode off: the TC program steers alone")),
     };
+    let err = |reason: String| LoadError::Attach { kind: "xdp", iface: iface.to_string(), reason };
+    // The pin's name says the mode its link was attached in. A link an earlier agent attached in
+    // another mode (or before pins named it) is detached first, since the kernel allows one XDP
+    // mode per device; meanwhile the TC program, attached on the same interface, steers alone.
+    for other in ["xdp", "xdp-native", "xdp-generic"].into_iter().filter(|k| *k != hook) {
+        let p = pins::link_path(other, iface);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| err(format!("removing {}: {e}", p.display())))?;
+            tracing::info!(
+                iface,
+                was = other,
+                now = hook,
+                "replaced the XDP link an earlier agent attached in another mode"
+            );
+        }
+    }
+    let path = pins::link_path(hook, iface);
+    if adopt(prog, &path).map_err(err)? {
+        return Ok(Attachment { iface: iface.into(), hook: hook.into(), adopted: true, note: None });
+    }
     let id = match prog.attach(iface, try_mode) {
         Ok(id) => id,
         Err(e) if mode == XdpMode::Auto => {

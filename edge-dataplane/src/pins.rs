@@ -35,7 +35,9 @@ pub fn link_dir() -> PathBuf {
     Path::new(PIN_DIR).join(format!("links_v{}", edge_common::LAYOUT_VERSION))
 }
 
-/// The pin of the link of program `kind` ("xdp" or "tc") on `iface`.
+/// The pin of the link of program `kind` on `iface`: "tc", or "xdp-native" / "xdp-generic" (the
+/// XDP mode is in the name, so that an agent configured for another mode replaces the link
+/// instead of adopting it).
 pub fn link_path(kind: &str, iface: &str) -> PathBuf {
     link_dir().join(format!("{kind}_{iface}"))
 }

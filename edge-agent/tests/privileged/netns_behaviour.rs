@@ -274,6 +274,42 @@ fn ebpf_native_xdp_round_robin_spreads() {
     }
 }
 
+/// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
+/// interface ends up in the mode asked for, and traffic passes throughout.
+fn ebpf_xdp_mode_change_takes_effect_on_restart() {
+    let native: Vec<String> =
+        agent_args(Mode::Ebpf, &["--xdp-mode", "native"]).into_iter().filter(|a| a != "--cleanup").collect();
+    let mut env = Env::start(Mode::Ebpf, &native);
+    let xdp_of = |env: &Env| {
+        let lb = env.topo.lb_ns().to_string();
+        let out = std::process::Command::new("ip")
+            .args(["-n", &lb, "-d", "link", "show", "dev", "l0"])
+            .output()
+            .expect("ip link runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("xdpgeneric") {
+            "generic"
+        } else if text.contains(" xdp ") || text.contains("prog/xdp") {
+            "native"
+        } else {
+            "none"
+        }
+    };
+    assert_eq!(xdp_of(&env), "native", "{}", env.log());
+    env.agent.stop();
+    let generic: Vec<String> =
+        native.iter().map(|a| if a == "native" { "generic".to_string() } else { a.clone() }).collect();
+    env.agent = Agent::spawn(&env.topo, BIN, &words(&generic));
+    env.agent.wait_ready(READY);
+    assert_eq!(xdp_of(&env), "generic", "the restart kept the old mode\n{}", env.log());
+    let state = env.state().to_string();
+    assert!(state.contains("xdp-generic"), "/admin/state names the mode in force: {state}");
+    assert!(env.agent.log_tail().contains("replaced the XDP link"), "the log says so\n{}", env.log());
+    for n in 0..10 {
+        env.get(&format!("connection {n} after the mode change"));
+    }
+}
+
 /// A backend whose health check fails gets no new connections within fall × interval (plus
 /// slack), while a connection established to it before keeps working.
 fn unhealthy_backend_gets_no_new_flows(mode: Mode) {
@@ -615,6 +651,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("userspace_two_services_balance_to_their_own_backends", userspace_two_services_balance_to_their_own_backends),
     ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
+    ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("ebpf_udp_spreads_and_sticks", ebpf_udp_spreads_and_sticks),
     ("ebpf_refuses_a_header_hash_key_at_run_time", ebpf_refuses_a_header_hash_key_at_run_time),
     ("auto_with_a_header_hash_key_runs_the_userspace_proxy", auto_with_a_header_hash_key_runs_the_userspace_proxy),
