@@ -75,6 +75,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// An earlier eBPF agent's programs still steer a VIP the userspace proxy would serve.
+    #[error("{0}")]
+    Leftover(String),
     /// The configuration has no service.
     #[error("no service to run; give --backend or --backends-file, or [[service]] tables in --config")]
     NoService,
@@ -156,9 +159,24 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         all_sources.push(sources(s).await?);
     }
     let decide_cfg = cfg.clone();
-    let (dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))
+    let (mut dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    if dataplane.mode == Plane::Userspace {
+        let left = crate::plane::Leftover::find();
+        if let Some(msg) = crate::plane::leftover_conflict(&cfg, &left) {
+            return Err(StartError::Leftover(msg));
+        }
+        if !left.links.is_empty() {
+            tracing::warn!(
+                links = %left.links.join(", "),
+                vips = %left.vips.join(", "),
+                "an earlier eBPF agent's programs are still attached (steering none of this agent's VIPs); \
+                 `edge-agent cleanup` detaches them"
+            );
+            dataplane.leftover = Some(left);
+        }
+    }
     tracing::info!(mode = dataplane.mode.as_str(), reason = %dataplane.reason, "data plane chosen");
     for a in &dataplane.attachments {
         let note = a.note.as_deref().unwrap_or("");

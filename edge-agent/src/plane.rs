@@ -33,6 +33,9 @@ pub struct DataplaneStatus {
     pub attachments: Vec<Attachment>,
     /// Whether pinned maps of an earlier agent were adopted (eBPF mode).
     pub adopted: bool,
+    /// In userspace mode: what an earlier eBPF agent left attached (steering none of this
+    /// agent's VIPs, or the agent would have refused to start).
+    pub leftover: Option<Leftover>,
 }
 
 fn display<S: serde::Serializer>(m: &ModeChoice, s: S) -> Result<S::Ok, S::Error> {
@@ -45,7 +48,15 @@ fn plane_name<S: serde::Serializer>(p: &Plane, s: S) -> Result<S::Ok, S::Error> 
 
 impl DataplaneStatus {
     fn userspace(requested: ModeChoice, reason: String, probe: Option<ProbeReport>) -> Self {
-        Self { requested, mode: Plane::Userspace, reason, ebpf_probe: probe, attachments: Vec::new(), adopted: false }
+        Self {
+            requested,
+            mode: Plane::Userspace,
+            reason,
+            ebpf_probe: probe,
+            attachments: Vec::new(),
+            adopted: false,
+            leftover: None,
+        }
     }
 
     /// Whether this host can run the eBPF data plane, as far as is known.
@@ -94,6 +105,7 @@ impl DataplaneStatus {
                     ebpf_probe: None,
                     attachments: loaded.attachments.clone(),
                     adopted: loaded.adopted_maps,
+                    leftover: None,
                 };
                 Ok((status, Some(loaded)))
             }
@@ -121,6 +133,59 @@ fn start_backends(cfg: &Config) -> Vec<std::net::SocketAddr> {
         }
     }
     out
+}
+
+/// What an earlier eBPF agent left steering in the kernel: its pinned links, and the VIPs its
+/// pinned services map steers. Links stay attached after an agent exits without `--cleanup`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Leftover {
+    /// Pinned link names (`tc_eth0`, `xdp-native_eth0`).
+    pub links: Vec<String>,
+    /// The VIPs the pinned services map steers (`10.0.0.10:80/tcp`).
+    pub vips: Vec<String>,
+}
+
+impl Leftover {
+    /// Looks under `/sys/fs/bpf/edge/` (nothing when it cannot be read, for example without
+    /// root, where no eBPF program could have been attached by this user either).
+    pub fn find() -> Self {
+        let mut links: Vec<String> = std::fs::read_dir(edge_dataplane::pins::link_dir())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        links.sort();
+        let vips = if links.is_empty() {
+            Vec::new()
+        } else {
+            edge_dataplane::PinnedMaps::open()
+                .map(|m| m.service_rows().into_iter().map(|r| format!("{}/{}", r.vip, r.proto)).collect())
+                .unwrap_or_default()
+        };
+        Self { links, vips }
+    }
+}
+
+/// With the userspace proxy chosen, programs an earlier agent left attached would keep steering
+/// the VIPs this agent means to serve, invisibly: refuse, and say how to clear them. `None` when
+/// nothing is left, or what is left steers none of this agent's VIPs.
+pub fn leftover_conflict(cfg: &Config, left: &Leftover) -> Option<String> {
+    if left.links.is_empty() {
+        return None;
+    }
+    let ours: Vec<String> = cfg
+        .vips()
+        .map(|v| format!("{}:{}/{}", v.addr, v.port, if v.proto == Proto::Udp { "udp" } else { "tcp" }))
+        .collect();
+    let hit: Vec<&String> = left.vips.iter().filter(|v| ours.contains(v)).collect();
+    if hit.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "an earlier eBPF agent's programs are still attached ({}) and steer {} in the kernel, so the userspace \
+         proxy would never see that traffic; run `edge-agent cleanup` to detach them, or run this agent with \
+         --mode ebpf to adopt them",
+        left.links.join(", "),
+        hit.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn start_options(cfg: &Config) -> StartOptions {

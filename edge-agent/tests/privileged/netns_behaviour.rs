@@ -310,6 +310,37 @@ fn ebpf_xdp_mode_change_takes_effect_on_restart() {
     }
 }
 
+/// Programs an earlier eBPF agent left attached would keep steering the VIP while a later agent
+/// falls back to the userspace proxy (here, a wrong `--iface`), invisibly; the later agent refuses
+/// and says to run `edge-agent cleanup`, after which it starts and serves the VIP itself.
+fn leftover_steering_is_refused_not_hidden() {
+    let first: Vec<String> = agent_args(Mode::Ebpf, &[]).into_iter().filter(|a| a != "--cleanup").collect();
+    let mut env = Env::start(Mode::Ebpf, &first);
+    env.agent.stop();
+    let mut later: Vec<String> =
+        ["--mode", "auto", "--iface", "nosuch0", "--vip", "10.91.1.1:80", "--listen-tcp", "10.91.1.1:80"]
+            .map(String::from)
+            .to_vec();
+    for b in BACKENDS {
+        later.extend(["--backend".to_string(), format!("{b}:80")]);
+    }
+    later.extend(COMMON.iter().map(|s| s.to_string()));
+    env.agent = Agent::spawn(&env.topo, BIN, &words(&later));
+    let exited = eventually(Duration::from_secs(10), || !env.agent.is_running());
+    assert!(exited, "the later agent runs while the earlier programs steer its VIP\n{}", env.log());
+    let log = env.agent.log_tail();
+    assert!(
+        log.contains("still attached") && log.contains("10.91.1.1:80/tcp") && log.contains("edge-agent cleanup"),
+        "the refusal names the leftover and the fix:\n{log}"
+    );
+    // Once cleaned up, the same agent starts in userspace and serves the VIP itself.
+    drop(BpfCleanup::new(BIN));
+    env.agent = Agent::spawn(&env.topo, BIN, &words(&later));
+    env.agent.wait_ready(READY);
+    assert_eq!(env.state()["dataplane"]["mode"], "userspace", "{}", env.log());
+    env.get("a connection through the userspace proxy on the VIP");
+}
+
 /// A backend whose health check fails gets no new connections within fall × interval (plus
 /// slack), while a connection established to it before keeps working.
 fn unhealthy_backend_gets_no_new_flows(mode: Mode) {
@@ -652,6 +683,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
+    ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
     ("ebpf_udp_spreads_and_sticks", ebpf_udp_spreads_and_sticks),
     ("ebpf_refuses_a_header_hash_key_at_run_time", ebpf_refuses_a_header_hash_key_at_run_time),
     ("auto_with_a_header_hash_key_runs_the_userspace_proxy", auto_with_a_header_hash_key_runs_the_userspace_proxy),
