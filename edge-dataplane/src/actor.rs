@@ -237,9 +237,15 @@ impl<M: KernelMaps> Actor<M> {
                 }
                 Err(e) => tracing::error!(error = %e, "--cleanup failed; run `edge-agent cleanup`"),
             }
-        } else {
+        } else if crate::pins::outlive_agent() {
             tracing::info!(
                 "the eBPF programs stay attached and keep steering established flows until the next agent adopts them"
+            );
+        } else {
+            tracing::warn!(
+                "this agent mounted /sys/fs/bpf in a mount namespace of its own (as under `ip netns exec`), which goes \
+                 away with it: the eBPF programs are detached now and established flows end; run the agent with \
+                 `nsenter --net=/run/netns/NAME` to keep them across restarts"
             );
         }
     }

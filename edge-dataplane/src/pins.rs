@@ -42,9 +42,25 @@ pub fn link_path(kind: &str, iface: &str) -> PathBuf {
     link_dir().join(format!("{kind}_{iface}"))
 }
 
+/// Set when [`prepare`] had to mount bpffs itself.
+static MOUNTED_HERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the pins outlive this process. They do on the host's own bpffs, and on one this process
+/// mounted in the host's mount namespace. They do not when this process mounted bpffs inside a
+/// mount namespace of its own (`ip netns exec` gives every command one, with a fresh /sys): that
+/// mount, and with it every pin and link, goes away when the process exits.
+pub fn outlive_agent() -> bool {
+    if !MOUNTED_HERE.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    ns("/proc/self/ns/mnt").is_some_and(|me| ns("/proc/1/ns/mnt").is_some_and(|init| init == me))
+}
+
 /// Makes sure bpffs is mounted on /sys/fs/bpf and the pin folders exist.
 pub fn prepare() -> Result<(), PinError> {
     if !is_bpffs(Path::new("/sys/fs/bpf")) {
+        MOUNTED_HERE.store(true, std::sync::atomic::Ordering::Relaxed);
         let c = |s: &str| CString::new(s).unwrap_or_default();
         let (src, dst, fs) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
         // SAFETY: valid NUL-terminated strings; no data argument.

@@ -341,6 +341,38 @@ fn leftover_steering_is_refused_not_hidden() {
     env.get("a connection through the userspace proxy on the VIP");
 }
 
+/// Under `ip netns exec` the agent mounts its own /sys/fs/bpf, which goes away with it: its exit
+/// message says the programs are detached, not that they "stay attached and keep steering".
+fn ebpf_exit_message_under_ip_netns_exec_says_what_happens() {
+    let _serial = serial();
+    let _pins = BpfCleanup::new(BIN);
+    let topo = Topology::new();
+    let _backends = topo.start_tcp_backends(80);
+    let args: Vec<String> = agent_args(Mode::Ebpf, &[]).into_iter().filter(|a| a != "--cleanup").collect();
+    let log = std::env::temp_dir().join(format!("edge-netns-exec-{}.log", std::process::id()));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", topo.lb_ns(), BIN, "run"])
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("ip netns exec runs");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = eventually(READY, || read().contains("data plane chosen"));
+    assert!(started, "the agent did not start under ip netns exec:\n{}", read());
+    assert!(read().contains("mode=\"ebpf\""), "not in eBPF mode:\n{}", read());
+    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let exited = eventually(Duration::from_secs(15), || child.try_wait().is_ok_and(|s| s.is_some()));
+    assert!(exited, "the agent did not exit on SIGTERM:\n{}", read());
+    let text = read();
+    assert!(text.contains("the eBPF programs are detached now"), "the exit message says what happens:\n{text}");
+    assert!(!text.contains("stay attached and keep steering"), "{text}");
+    let _ = std::fs::remove_file(&log);
+}
+
 /// A backend whose health check fails gets no new connections within fall × interval (plus
 /// slack), while a connection established to it before keeps working.
 fn unhealthy_backend_gets_no_new_flows(mode: Mode) {
@@ -684,6 +716,10 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
+    (
+        "ebpf_exit_message_under_ip_netns_exec_says_what_happens",
+        ebpf_exit_message_under_ip_netns_exec_says_what_happens,
+    ),
     ("ebpf_udp_spreads_and_sticks", ebpf_udp_spreads_and_sticks),
     ("ebpf_refuses_a_header_hash_key_at_run_time", ebpf_refuses_a_header_hash_key_at_run_time),
     ("auto_with_a_header_hash_key_runs_the_userspace_proxy", auto_with_a_header_hash_key_runs_the_userspace_proxy),
