@@ -234,6 +234,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             snat_ports: e.snat_ports,
             sweep: SweepConfig::new(e.udp_timeout, e.tcp_timeout),
             cleanup: e.cleanup,
+            drain_timeout: cfg.drain_timeout,
             clock: loaded.clock,
         };
         let inputs = services

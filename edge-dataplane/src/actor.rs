@@ -65,8 +65,11 @@ pub struct ActorConfig {
     pub snat_ports: (u16, u16),
     /// Sweep timeouts.
     pub sweep: SweepConfig,
-    /// Remove the pins when the actor stops.
+    /// Remove the pins when the actor stops (after draining, up to `drain_timeout`).
     pub cleanup: bool,
+    /// Longest wait, at a `--cleanup` stop, for established flows to end before the programs are
+    /// detached.
+    pub drain_timeout: Duration,
     /// The data path's clock, for the settings.
     pub clock: Calibration,
 }
@@ -97,6 +100,8 @@ pub struct Actor<M: KernelMaps> {
     retiring: HashMap<u32, BackendValue>,
     /// Live flows per backend id, from the last sweep.
     flows: HashMap<u32, u64>,
+    /// Set at a `--cleanup` stop: every table empties (no new flows) while established ones end.
+    stopping: bool,
     stats: Arc<DataplaneStats>,
 }
 
@@ -123,6 +128,7 @@ impl<M: KernelMaps> Actor<M> {
             used: BTreeSet::new(),
             retiring: HashMap::new(),
             flows: HashMap::new(),
+            stopping: false,
             stats,
         };
         let (lo, hi) = actor.cfg.snat_ports;
@@ -227,6 +233,9 @@ impl<M: KernelMaps> Actor<M> {
             }
         }
         let cleanup = self.cfg.cleanup;
+        if cleanup {
+            self.drain().await;
+        }
         // Closes this agent's descriptors of the maps (the caller holds the loaded object until the
         // actor returns); the pinned links keep the programs attached.
         drop(self);
@@ -247,6 +256,28 @@ impl<M: KernelMaps> Actor<M> {
                  away with it: the eBPF programs are detached now and established flows end; run the agent with \
                  `nsenter --net=/run/netns/NAME` to keep them across restarts"
             );
+        }
+    }
+
+    /// Before a `--cleanup` stop detaches the programs: no new flows (every table empties), and
+    /// established flows get up to `drain_timeout` to end, as the userspace plane's connections do.
+    async fn drain(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_timeout;
+        self.stopping = true;
+        self.sync_all();
+        loop {
+            self.sweep();
+            let live: u64 = self.flows.values().sum();
+            if live == 0 {
+                tracing::info!("no established flow left; detaching the eBPF programs");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(flows = live, "drain timeout; detaching the eBPF programs with flows still open");
+                return;
+            }
+            tracing::info!(flows = live, "waiting for established flows to end before detaching");
+            tokio::time::sleep(SWEEP_INTERVAL).await;
         }
     }
 
@@ -348,6 +379,7 @@ impl<M: KernelMaps> Actor<M> {
 
         let eligible: Vec<(u32, String, u32, u64)> = set
             .eligible()
+            .filter(|_| !self.stopping)
             .filter_map(|b| {
                 let name = b.backend.addr.to_string();
                 let id = *self.services[index].ids.get(&name)?;
@@ -537,6 +569,7 @@ mod tests {
             snat_ports: (16384, 32767),
             sweep: SweepConfig::new(Duration::from_secs(30), Duration::from_secs(3600)),
             cleanup: false,
+            drain_timeout: Duration::from_secs(20),
             clock: Calibration { hz: 250, ns_per_tick: 4_000_000, offset_ns: 0 },
         }
     }

@@ -341,6 +341,32 @@ fn leftover_steering_is_refused_not_hidden() {
     env.get("a connection through the userspace proxy on the VIP");
 }
 
+/// SIGTERM with `--cleanup` drains before it detaches, as the userspace plane does: an established
+/// connection keeps working, and the programs go once it ends (well before `--drain-timeout`).
+fn ebpf_cleanup_at_stop_drains_first() {
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &["--drain-timeout", "8s"]));
+    let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
+        .unwrap_or_else(|e| panic!("keep-alive connect failed: {e}\n{}", env.log()));
+    let target =
+        ka.get().unwrap_or_else(|e| panic!("keep-alive request failed: {e}\n{}", env.log())).trim().to_string();
+    // SAFETY: kill has no memory-safety preconditions; the pid is the agent's.
+    unsafe { libc::kill(env.agent.pid() as libc::pid_t, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_still_on(&env, &mut ka, &target, "1.5 s into a --cleanup stop");
+    let t0 = std::time::Instant::now();
+    drop(ka);
+    let mut env = env;
+    let exited = eventually(Duration::from_secs(6), || !env.agent.is_running());
+    assert!(exited, "the agent did not stop once its last flow ended\n{}", env.log());
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    let log = env.agent.log_tail();
+    assert!(log.contains("no established flow left"), "{log}");
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/edge/links").read_dir().is_ok_and(|mut d| d.next().is_some()),
+        "detached"
+    );
+}
+
 /// Under `ip netns exec` the agent mounts its own /sys/fs/bpf, which goes away with it: its exit
 /// message says the programs are detached, not that they "stay attached and keep steering".
 fn ebpf_exit_message_under_ip_netns_exec_says_what_happens() {
@@ -716,6 +742,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
+    ("ebpf_cleanup_at_stop_drains_first", ebpf_cleanup_at_stop_drains_first),
     (
         "ebpf_exit_message_under_ip_netns_exec_says_what_happens",
         ebpf_exit_message_under_ip_netns_exec_says_what_happens,
