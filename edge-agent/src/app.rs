@@ -21,7 +21,7 @@ use edge_core::balance::{self, BalancerConfig, BalancerHandle, Plane};
 use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
 use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck};
 use edge_dataplane::{
-    Actor, ActorConfig, DataplaneStats, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
+    Actor, ActorConfig, DataplaneStats, LoadedLinks, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
 };
 use edge_proxy::{
     Admission, Listener, Loads, ProxyStats, ServiceTraffic, TlsError, WorkerContext, WorkerSockets, acceptors,
@@ -250,14 +250,14 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             })
             .collect();
         let stats = Arc::new(DataplaneStats::default());
-        let actor = Actor::new(maps, actor_cfg, inputs, stats.clone()).map_err(|e| StartError::Maps(e.to_string()))?;
+        // The object (programs and map descriptors) lives as long as the actor runs: it holds it,
+        // to attach the TC program toward backends that appear behind new interfaces.
+        let actor = Actor::new(maps, actor_cfg, inputs, stats.clone())
+            .map_err(|e| StartError::Maps(e.to_string()))?
+            .with_links(Box::new(LoadedLinks::new(loaded)));
         dataplane_stats = Some(stats);
         let shutdown = shutdown_rx.clone();
-        // The object (programs and map descriptors) lives as long as the actor runs.
-        tasks.spawn(async move {
-            let _loaded = loaded;
-            actor.run(shutdown).await;
-        });
+        tasks.spawn(actor.run(shutdown));
     }
     let workers = cfg.workers.max(1);
     let proxy_stats = Arc::new(ProxyStats::default());
@@ -324,7 +324,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         admission,
         plane: dataplane.mode,
         ebpf_capable: dataplane.ebpf_capable(),
-        dataplane: dataplane_stats,
+        dataplane: dataplane_stats.clone(),
     }));
     let mut admin_addr = None;
     if let Some(l) = admin_listener {
@@ -340,6 +340,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             tls: tls.is_some(),
             started: Instant::now(),
             read_timeout: cfg.proxy.header_read_timeout,
+            dataplane_stats: dataplane_stats.clone(),
         });
         if let Some(addr) = addr {
             tracing::info!(%addr, token = cfg.admin_token.is_some(), "admin api ready");

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Calibration, monotonic_ns};
 use crate::kmaps::{KernelMaps, MapError, backend_addr, ip};
+use crate::links::Links;
 use crate::netinfo;
 use crate::stats::{DataplaneStats, FlowCount};
 use crate::sweep::{self, SweepConfig};
@@ -103,6 +104,8 @@ pub struct Actor<M: KernelMaps> {
     /// Set at a `--cleanup` stop: every table empties (no new flows) while established ones end.
     stopping: bool,
     stats: Arc<DataplaneStats>,
+    /// Attaches the TC program toward new backends' interfaces (none in tests).
+    links: Option<Box<dyn Links>>,
 }
 
 impl<M: KernelMaps> std::fmt::Debug for Actor<M> {
@@ -130,6 +133,7 @@ impl<M: KernelMaps> Actor<M> {
             flows: HashMap::new(),
             stopping: false,
             stats,
+            links: None,
         };
         let (lo, hi) = actor.cfg.snat_ports;
         let mut vips = [0u32; edge_common::MAX_SERVICES as usize];
@@ -310,6 +314,43 @@ impl<M: KernelMaps> Actor<M> {
         self.stats.set_flows(counts);
     }
 
+    /// Takes over what attaches the TC program on interfaces found at run time.
+    pub fn with_links(mut self, links: Box<dyn Links>) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// Looks up how a new backend is reached: the local address that becomes its SNAT address, and
+    /// the interface toward it, where the TC program must steer its replies. A backend no
+    /// interface leads to is logged and listed in the stats (the admin API shows it); its flows
+    /// are dropped (`drop_no_route`).
+    fn reach(&mut self, addr: Ipv4Addr, name: &str) -> Ipv4Addr {
+        let src = match netinfo::source_for(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(backend = name, error = %e, "no route to the backend; its flows will be dropped (drop_no_route)");
+                self.stats.set_unreachable(name, Some(format!("{e}; its flows are dropped (drop_no_route)")));
+                return Ipv4Addr::UNSPECIFIED;
+            }
+        };
+        self.stats.set_unreachable(name, None);
+        if let Some(links) = self.links.as_mut() {
+            match netinfo::iface_of(src) {
+                Ok(Some(iface)) => match links.ensure_tc(&iface) {
+                    Ok(true) => tracing::info!(backend = name, iface, "attached the TC program toward a new backend"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(backend = name, iface, error = %e, "cannot attach toward this backend; its replies will not be steered");
+                        self.stats.set_unreachable(name, Some(format!("cannot attach the TC program on {iface}: {e}")));
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(backend = name, error = %e, "cannot find the interface toward this backend"),
+            }
+        }
+        src
+    }
+
     fn sync_all(&mut self) {
         for i in 0..self.services.len() {
             if let Err(e) = self.sync(i) {
@@ -350,7 +391,14 @@ impl<M: KernelMaps> Actor<M> {
                     id
                 }
             };
-            let snat = *self.services[index].snat.entry(name.clone()).or_insert_with(|| snat_for(addr, &name));
+            let snat = match self.services[index].snat.get(&name) {
+                Some(s) => *s,
+                None => {
+                    let s = self.reach(addr, &name);
+                    self.services[index].snat.insert(name.clone(), s);
+                    s
+                }
+            };
             let value = backend_value(addr, snat, b.backend.addr.port(), svc_id);
             if self.maps.backend(id) != Some(value) {
                 self.maps.set_backend(id, value)?;
@@ -465,13 +513,6 @@ fn assign_service_ids(old: &[Option<u32>], earlier: &BTreeSet<u32>) -> Option<Ve
 
 fn service_key(vip: Vip) -> ServiceKey {
     ServiceKey { addr: u32::from(vip.addr).to_be(), port: vip.port.to_be(), proto: vip.proto.number(), _pad: 0 }
-}
-
-fn snat_for(addr: Ipv4Addr, name: &str) -> Ipv4Addr {
-    netinfo::source_for(addr).unwrap_or_else(|e| {
-        tracing::error!(backend = name, error = %e, "no route to the backend; its flows will be dropped (drop_no_route)");
-        Ipv4Addr::UNSPECIFIED
-    })
 }
 
 fn backend_value(addr: Ipv4Addr, snat: Ipv4Addr, port: u16, service: u32) -> BackendValue {

@@ -16,6 +16,7 @@
 mod actor;
 mod clock;
 mod kmaps;
+mod links;
 mod loader;
 #[cfg(test)]
 mod mem;
@@ -32,10 +33,11 @@ mod weights;
 pub use actor::{Actor, ActorConfig, SWEEP_INTERVAL, ServiceInput};
 pub use clock::{Calibration, ClockError, calibrate, monotonic_ns};
 pub use kmaps::{KernelMaps, MapError};
-pub use loader::{Attachment, LoadError, Loaded, XdpMode, retry_interrupted};
+pub use links::Links;
+pub use loader::{Attachment, LoadError, Loaded, LoadedLinks, XdpMode, retry_interrupted};
 pub use pinned::{BackendRow, FlowRow, OpenError, PinnedMaps, ServiceRow};
 pub use probe::{ProbeReport, probe};
 pub use start::{StartError, StartOptions, start};
-pub use stats::{DataplaneStats, Expiry, FlowCount};
+pub use stats::{DataplaneStats, Expiry, FlowCount, Unreachable};
 pub use sweep::SweepConfig;
 pub use weights::LC_LEVELS;

@@ -143,6 +143,36 @@ pub struct Loaded {
     pub clock: Calibration,
 }
 
+/// The loaded object as the actor's [`Links`](crate::Links): it keeps the object (programs and
+/// map descriptors) alive and attaches the TC program on interfaces found at run time.
+#[derive(Debug)]
+pub struct LoadedLinks {
+    loaded: Loaded,
+    tc: std::collections::BTreeSet<String>,
+}
+
+impl LoadedLinks {
+    /// Takes over the loaded object; the interfaces it already has TC on are known.
+    pub fn new(loaded: Loaded) -> Self {
+        let tc = loaded.attachments.iter().filter(|a| a.hook == "tc").map(|a| a.iface.clone()).collect();
+        Self { loaded, tc }
+    }
+}
+
+impl crate::Links for LoadedLinks {
+    fn ensure_tc(&mut self, iface: &str) -> Result<bool, String> {
+        if self.tc.contains(iface) {
+            return Ok(false);
+        }
+        let prog: &mut SchedClassifier =
+            program(&mut self.loaded.ebpf, program_names::TC).map_err(|e| e.to_string())?;
+        let a = attach_tc(prog, iface).map_err(|e| e.to_string())?;
+        self.loaded.attachments.push(a);
+        self.tc.insert(iface.to_string());
+        Ok(true)
+    }
+}
+
 /// Loads and attaches.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     pins::prepare()?;

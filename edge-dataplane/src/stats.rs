@@ -40,6 +40,16 @@ pub struct DataplaneStats {
     expired: [AtomicU64; Expiry::ALL.len()],
     table_swaps: AtomicU64,
     flows: ArcSwap<Vec<FlowCount>>,
+    unreachable: ArcSwap<Vec<Unreachable>>,
+}
+
+/// A backend the data plane cannot reach through any interface it can attach to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// The backend (`ip:port`).
+    pub backend: String,
+    /// Why, and what happens to its flows.
+    pub reason: String,
 }
 
 impl DataplaneStats {
@@ -53,6 +63,20 @@ impl DataplaneStats {
 
     pub(crate) fn set_flows(&self, flows: Vec<FlowCount>) {
         self.flows.store(Arc::new(flows));
+    }
+
+    pub(crate) fn set_unreachable(&self, backend: &str, reason: Option<String>) {
+        let mut list: Vec<Unreachable> =
+            self.unreachable.load().iter().filter(|u| u.backend != backend).cloned().collect();
+        if let Some(reason) = reason {
+            list.push(Unreachable { backend: backend.to_string(), reason });
+        }
+        self.unreachable.store(Arc::new(list));
+    }
+
+    /// Backends the data plane cannot reach, with the reason.
+    pub fn unreachable(&self) -> Arc<Vec<Unreachable>> {
+        self.unreachable.load_full()
     }
 
     /// Entries removed for `reason` so far.

@@ -69,6 +69,8 @@ pub struct Admin {
     pub started: Instant,
     /// Limit for a request head, and for a request body to arrive (`--header-read-timeout`).
     pub read_timeout: std::time::Duration,
+    /// The eBPF dataplane actor's findings (eBPF mode): backends it cannot reach.
+    pub dataplane_stats: Option<Arc<edge_dataplane::DataplaneStats>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -167,11 +169,13 @@ impl Admin {
             }
             (Method::GET, ["admin", "backends"], Some(svc)) => {
                 let set = svc.monitor.snapshot();
-                let list: Vec<BackendJson> = set.backends.iter().map(BackendJson::from).collect();
+                let reach = self.dataplane_stats.as_deref();
+                let list: Vec<BackendJson> =
+                    set.backends.iter().map(|b| BackendJson::from(b).with_reach(reach)).collect();
                 json(StatusCode::OK, &list)
             }
             (Method::GET, ["admin", "backends", id], Some(svc)) => match svc.monitor.snapshot().get(id) {
-                Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
+                Some(b) => json(StatusCode::OK, &BackendJson::from(b).with_reach(self.dataplane_stats.as_deref())),
                 None => error(StatusCode::NOT_FOUND, not_found(svc, id, &self.services)),
             },
             (Method::POST, ["admin", "backends", id, action @ ("drain" | "undrain")], Some(svc)) => {
@@ -179,7 +183,9 @@ impl Admin {
                 let r = if *action == "drain" { svc.monitor.drain(&id).await } else { svc.monitor.undrain(&id).await };
                 match r {
                     Ok(()) => match svc.monitor.snapshot().get(&id) {
-                        Some(b) => json(StatusCode::OK, &BackendJson::from(b)),
+                        Some(b) => {
+                            json(StatusCode::OK, &BackendJson::from(b).with_reach(self.dataplane_stats.as_deref()))
+                        }
                         None => error(StatusCode::NOT_FOUND, not_found(svc, &id, &self.services)),
                     },
                     Err(CommandError::NotFound(_)) => error(StatusCode::NOT_FOUND, not_found(svc, &id, &self.services)),

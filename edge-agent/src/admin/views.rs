@@ -64,6 +64,18 @@ pub struct BackendJson {
     pub last_probe: Option<ProbeJson>,
     /// Seconds since the Unix epoch when the state last changed.
     pub since: f64,
+    /// In eBPF mode, why the data plane cannot reach it (absent when it can).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
+}
+
+impl BackendJson {
+    /// With the data plane's verdict on reaching it (eBPF mode).
+    pub fn with_reach(mut self, stats: Option<&edge_dataplane::DataplaneStats>) -> Self {
+        self.unreachable =
+            stats.and_then(|s| s.unreachable().iter().find(|u| u.backend == self.address).map(|u| u.reason.clone()));
+        self
+    }
 }
 
 impl From<&BackendView> for BackendJson {
@@ -82,6 +94,7 @@ impl From<&BackendView> for BackendJson {
             streak: b.streak,
             last_probe: b.last_probe.as_ref().map(ProbeJson::from),
             since: b.since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            unreachable: None,
         }
     }
 }

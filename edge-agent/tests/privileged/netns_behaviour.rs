@@ -450,6 +450,41 @@ fn drained_backend_finishes_established_flows(mode: Mode) {
     assert_still_on(&env, &mut ka, &target, "after 30 new connections");
 }
 
+/// Backends that appear while the agent runs, behind an interface no backend used at start, are
+/// reached: the agent attaches the TC program there. One with no route is named in the log and in
+/// `GET /admin/backends`.
+fn ebpf_backends_added_later_are_reached_or_reported() {
+    let serial = serial();
+    let pins = BpfCleanup::new(BIN);
+    let topo = Topology::new();
+    let backends = topo.start_tcp_backends(80);
+    let dir = std::env::temp_dir().join(format!("edge-later-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backends.json");
+    std::fs::write(&file, "[]").unwrap();
+    let mut args: Vec<String> =
+        ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec();
+    args.extend(["--backends-file".to_string(), file.display().to_string()]);
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let mut agent = Agent::spawn(&topo, BIN, &words(&args));
+    agent.wait_ready(READY);
+    let env = Env { agent, backends, topo, _pins: Some(pins), _serial: serial };
+    let mut list: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}:80\"")).collect();
+    list.push("\"203.0.113.9:80\"".into());
+    let tmp = dir.join("backends.json.new");
+    std::fs::write(&tmp, format!("[{}]", list.join(","))).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let passes = eventually(SETTLE * 2, || env.topo.http_get(vip80(), T).is_ok());
+    assert!(passes, "backends added later are not reached\n{}", env.log());
+    let log = env.agent.log_tail();
+    assert!(log.contains("attached the TC program toward a new backend"), "{log}");
+    let lost = env.admin_backend("203.0.113.9");
+    let why = lost["unreachable"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("no route") && why.contains("drop_no_route"), "GET /admin/backends says why: {lost}");
+    assert!(log.contains("no route to the backend"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A backend removed by discovery (here, from a backends file) drains as an operator drain does:
 /// no new connections, its established connection keeps working, `active` in the admin API counts
 /// it (in eBPF mode, from the kernel's conntrack), and it leaves once that connection closes.
@@ -743,6 +778,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
     ("ebpf_cleanup_at_stop_drains_first", ebpf_cleanup_at_stop_drains_first),
+    ("ebpf_backends_added_later_are_reached_or_reported", ebpf_backends_added_later_are_reached_or_reported),
     (
         "ebpf_exit_message_under_ip_netns_exec_says_what_happens",
         ebpf_exit_message_under_ip_netns_exec_says_what_happens,
