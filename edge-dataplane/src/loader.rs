@@ -344,6 +344,7 @@ fn attach_xdp(prog: &mut Xdp, iface: &str, mode: XdpMode) -> Result<Attachment, 
     // The pin's name says the mode its link was attached in. A link an earlier agent attached in
     // another mode (or before pins named it) is detached first, since the kernel allows one XDP
     // mode per device; meanwhile the TC program, attached on the same interface, steers alone.
+    let mut replaced = false;
     for other in ["xdp", "xdp-native", "xdp-generic"].into_iter().filter(|k| *k != hook) {
         let p = pins::link_path(other, iface);
         if p.exists() {
@@ -354,13 +355,25 @@ fn attach_xdp(prog: &mut Xdp, iface: &str, mode: XdpMode) -> Result<Attachment, 
                 now = hook,
                 "replaced the XDP link an earlier agent attached in another mode"
             );
+            replaced = true;
         }
     }
     let path = pins::link_path(hook, iface);
     if adopt(prog, &path).map_err(err)? {
         return Ok(Attachment { iface: iface.into(), hook: hook.into(), adopted: true, note: None });
     }
-    let id = match prog.attach(iface, try_mode) {
+    // The kernel releases an unpinned link a moment later; until then the device still has the
+    // old program and refuses another mode with EEXIST.
+    let mut attached = prog.attach(iface, try_mode);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while replaced
+        && std::time::Instant::now() < give_up
+        && attached.as_ref().is_err_and(|e| error_chain(e).contains("File exists"))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        attached = prog.attach(iface, try_mode);
+    }
+    let id = match attached {
         Ok(id) => id,
         Err(e) if mode == XdpMode::Auto => {
             tracing::info!(iface, error = %error_chain(&e), "native XDP unavailable; TC alone steers here");
