@@ -386,8 +386,11 @@ fn ebpf_exit_message_under_ip_netns_exec_says_what_happens() {
         .spawn()
         .expect("ip netns exec runs");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let started = eventually(READY, || read().contains("data plane chosen"));
+    // The signal handler is installed once the start completes (the admin listener is its last
+    // step); a SIGTERM before that would end the process before it can say anything.
+    let started = eventually(READY, || read().contains("admin api ready"));
     assert!(started, "the agent did not start under ip netns exec:\n{}", read());
+    std::thread::sleep(Duration::from_millis(500));
     assert!(read().contains("mode=\"ebpf\""), "not in eBPF mode:\n{}", read());
     // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
