@@ -46,17 +46,23 @@ fn vip80() -> SocketAddrV4 {
 /// `run` arguments for the HTTP service on VIP:80 over the three backends, HTTP health checks
 /// every 200 ms with rise 2 and fall 2, plus `extra`. eBPF agents get `--cleanup`.
 fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = match mode {
-        Mode::Ebpf => {
-            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
-        }
-        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
-    };
+    let mut args = plane_args(mode);
     for b in BACKENDS {
         args.extend(["--backend".to_string(), format!("{b}:80")]);
     }
     args.extend(COMMON.iter().chain(extra).map(|s| s.to_string()));
     args
+}
+
+/// The data plane's own arguments: eBPF on `l0` for the VIP (with `--cleanup`), or the userspace
+/// TCP proxy listening on the VIP.
+fn plane_args(mode: Mode) -> Vec<String> {
+    match mode {
+        Mode::Ebpf => {
+            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
+        }
+        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
+    }
 }
 
 /// Health checks and admin address of every HTTP scenario.
@@ -244,12 +250,7 @@ fn backends_from_a_file_only_carry_traffic(mode: Mode) {
     let file = dir.join("backends.json");
     let list: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}:80\"")).collect();
     std::fs::write(&file, format!("[{}]", list.join(","))).unwrap();
-    let mut args: Vec<String> = match mode {
-        Mode::Ebpf => {
-            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
-        }
-        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
-    };
+    let mut args = plane_args(mode);
     args.extend(["--backends-file".to_string(), file.display().to_string()]);
     args.extend(COMMON.iter().map(|s| s.to_string()));
     let env = Env::start(mode, &args);
@@ -499,12 +500,7 @@ fn removed_backend_finishes_established_flows(mode: Mode) {
     let file = dir.join("backends.json");
     let third = BACKENDS[2].to_string();
     std::fs::write(&file, format!("[\"{third}:80\"]")).unwrap();
-    let mut args: Vec<String> = match mode {
-        Mode::Ebpf => {
-            ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
-        }
-        Mode::Userspace => ["--mode", "userspace", "--listen-tcp", "10.91.1.1:80"].map(String::from).to_vec(),
-    };
+    let mut args = plane_args(mode);
     for b in &BACKENDS[..2] {
         args.extend(["--backend".to_string(), format!("{b}:80")]);
     }
