@@ -201,18 +201,23 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         let span = if several { tracing::info_span!("service", name = %s.name) } else { tracing::Span::none() };
         let (monitor, balancer) = span.in_scope(|| {
             let monitor = Monitor::spawn(
-                MonitorConfig { health: cfg.health.clone(), drain_timeout: cfg.drain_timeout },
+                MonitorConfig {
+                    health: cfg.health.clone(),
+                    outlier: cfg.outlier.clone(),
+                    panic_threshold: cfg.panic_threshold,
+                    drain_timeout: cfg.drain_timeout,
+                },
                 checker.clone(),
                 sources,
             );
             let balancer = balance::spawn(
-                BalancerConfig { table_size: cfg.table_size, policy: cfg.on_no_backend, plane: serving_plane(s) },
+                BalancerConfig { table_size: cfg.table_size, plane: serving_plane(s) },
                 s.strategy.clone(),
                 monitor.subscribe(),
             );
             (monitor, balancer)
         });
-        let traffic = Arc::new(ServiceTraffic::default());
+        let traffic = Arc::new(ServiceTraffic::new(cfg.retry_budget));
         services.push(ServiceHandle {
             name: s.name.clone(),
             vip: s.vip,

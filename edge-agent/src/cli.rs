@@ -18,9 +18,8 @@ use edge_dataplane::XdpMode;
 use serde::Deserialize;
 
 use crate::values::{
-    AdminAddr, CheckChoice, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel, ModeChoice, NoBackendChoice,
-    PortRange, Switch, TableSize, Token, UrlPath, deserialize_bool, deserialize_from_str as one,
-    deserialize_list as many,
+    AdminAddr, CheckChoice, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel, ModeChoice, PortRange, RetryOn,
+    Switch, TableSize, Token, UrlPath, deserialize_bool, deserialize_from_str as one, deserialize_list as many,
 };
 
 /// edge: a load-balancer agent for AWS ECS.
@@ -203,6 +202,65 @@ settings! {
         #[arg(long, env = "EDGE_FALL", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub fall: Option<Int<1, 100>>,
+        /// Time between probes of a suspect backend (a failed probe or request), an ejected one,
+        /// or one on its way back.
+        #[arg(long, env = "EDGE_HEALTH_FAST_INTERVAL", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_fast_interval: Option<Dur<10>>,
+
+        /// Gateway failures in a row (connect, reset, timeout, 502/503/504) that eject a
+        /// backend; 0 turns outlier detection off.
+        #[arg(long, env = "EDGE_OUTLIER_CONSECUTIVE", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_consecutive: Option<Int<0, 10_000>>,
+        /// Count every 5xx toward outlier detection, not only 502, 503 and 504: on or off.
+        #[arg(long = "outlier-5xx", env = "EDGE_OUTLIER_5XX", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+        #[serde(default, rename = "outlier-5xx", deserialize_with = "deserialize_bool")]
+        pub outlier_5xx: Option<Switch>,
+        /// The first ejection's length; the n-th lasts n times this (plus up to 10 % jitter).
+        #[arg(long, env = "EDGE_OUTLIER_BASE_EJECTION", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_base_ejection: Option<Dur<100>>,
+        /// The longest ejection.
+        #[arg(long, env = "EDGE_OUTLIER_MAX_EJECTION", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_max_ejection: Option<Dur<100>>,
+        /// Most of a service's backends that may be ejected at once, in percent, counted after
+        /// the ejection (drained and removed backends do not count).
+        #[arg(long, env = "EDGE_OUTLIER_MAX_EJECTED", value_name = "PERCENT")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_max_ejected: Option<Int<0, 100>>,
+        /// Time a returning backend's weight takes to ramp from 10 % to full; 0s turns it off.
+        #[arg(long, env = "EDGE_SLOW_START", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub slow_start: Option<Dur<0>>,
+        /// Below this share of usable backends (percent), spread traffic over every backend that
+        /// is not drained or removed; 0: never, answer 503 when none is usable.
+        #[arg(long, env = "EDGE_PANIC_THRESHOLD", value_name = "PERCENT")]
+        #[serde(default, deserialize_with = "one")]
+        pub panic_threshold: Option<Int<0, 100>>,
+
+        /// Most retries of one request, each to another backend (0: none).
+        #[arg(long, env = "EDGE_RETRIES", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub retries: Option<Int<0, 5>>,
+        /// What is retried: connect-failure, reset, gateway-error (comma-separated), or none.
+        #[arg(long, env = "EDGE_RETRY_ON", value_name = "LIST")]
+        #[serde(default, deserialize_with = "one")]
+        pub retry_on: Option<RetryOn>,
+        /// Retries per service may be this percent of its requests.
+        #[arg(long, env = "EDGE_RETRY_BUDGET", value_name = "PERCENT")]
+        #[serde(default, deserialize_with = "one")]
+        pub retry_budget: Option<Int<0, 100>>,
+        /// Retries per second a service may always make, however little traffic it has (a
+        /// floor, not added to the percentage).
+        #[arg(long, env = "EDGE_RETRY_MIN_RATE", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub retry_min_rate: Option<Int<0, 100_000>>,
+        /// Request bodies up to this many bytes are kept so the request can be retried.
+        #[arg(long, env = "EDGE_RETRY_BODY_LIMIT", value_name = "BYTES")]
+        #[serde(default, deserialize_with = "one")]
+        pub retry_body_limit: Option<Int<0, 16_777_216>>,
 
         /// round-robin, least-connections or consistent-hash.
         #[arg(long, env = "EDGE_STRATEGY", value_name = "NAME")]
@@ -217,10 +275,6 @@ settings! {
         #[arg(long, env = "EDGE_TABLE_SIZE", value_name = "PRIME")]
         #[serde(default, deserialize_with = "one")]
         pub table_size: Option<TableSize>,
-        /// When no backend is usable: 503 (reject) or all (try every known backend).
-        #[arg(long, env = "EDGE_ON_NO_BACKEND", value_name = "POLICY")]
-        #[serde(default, deserialize_with = "one")]
-        pub on_no_backend: Option<NoBackendChoice>,
 
         /// Admin API address, or off.
         #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]

@@ -10,11 +10,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use edge_core::backend::{BackendView, Direction, Failure, ProbeResult, State, StatusClass};
+use edge_core::backend::{BackendView, Direction, Failure, GatewayFailure, ProbeResult, State, StatusClass};
 use edge_core::balance::{Plane, StrategyKind};
 use edge_core::histogram::Snapshot;
 use edge_dataplane::{DataplaneStats, Expiry, PinnedMaps};
-use edge_proxy::{Admission, ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason};
+use edge_proxy::{Admission, ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -230,6 +230,25 @@ impl Collector for Exporter {
             per_backend(&|b| Failure::ALL.iter().map(|f| (Some(f.as_str()), b.backend.stats.failures(*f))).collect());
         counter(&mut e, "edge_upstream_errors", "Upstream failures by backend and kind", &sbk("kind", &failures))?;
 
+        let passive = per_backend(&|b| {
+            GatewayFailure::ALL.iter().map(|f| (Some(f.as_str()), b.backend.stats.gateway_failures(*f))).collect()
+        });
+        counter(
+            &mut e,
+            "edge_backend_gateway_failures",
+            "Gateway failures outlier detection counted, by backend and kind (both data planes)",
+            &sbk("kind", &passive),
+        )?;
+        let ejections = per_backend(&|b| {
+            GatewayFailure::ALL.iter().map(|f| (Some(f.as_str()), b.backend.stats.ejections(*f))).collect()
+        });
+        counter(
+            &mut e,
+            "edge_backend_ejections",
+            "Outlier ejections by backend and the failure that caused them",
+            &sbk("reason", &ejections),
+        )?;
+
         // Per service.
         let per_service = |f: &dyn Fn(&ServiceHandle) -> Vec<(&'static str, u64)>| -> Vec<(String, &'static str, u64)> {
             s.services.iter().flat_map(|svc| f(svc).into_iter().map(|(k, v)| (svc.name.clone(), k, v))).collect()
@@ -241,6 +260,20 @@ impl Collector for Exporter {
         let retries =
             per_service(&|svc| RetryReason::ALL.iter().map(|r| (r.as_str(), svc.traffic.retries(*r))).collect());
         counter(&mut e, "edge_upstream_retries", "Upstream attempts retried, by reason", &keyed("reason", &retries))?;
+        let outcomes = per_service(&|svc| {
+            RetryOutcome::ALL.iter().map(|r| (r.as_str(), svc.traffic.retry_outcomes(*r))).collect()
+        });
+        counter(
+            &mut e,
+            "edge_retry_outcomes",
+            "Requests that wanted a retry, by outcome (budget_exhausted: the retry budget said no)",
+            &keyed("outcome", &outcomes),
+        )?;
+        let panic: Vec<([(&'static str, String); 1], i64)> = snaps
+            .iter()
+            .map(|(svc, snap)| ([("service", svc.name.clone())], i64::from(snap.panic.is_some())))
+            .collect();
+        gauge(&mut e, "edge_service_panic", "1 while the service is in panic mode", &panic)?;
         let no_backend =
             per_service(&|svc| NoBackend::ALL.iter().map(|r| (r.as_str(), svc.traffic.no_backends(*r))).collect());
         counter(

@@ -405,15 +405,57 @@ choice! {
     } "use tcp or http"
 }
 
-choice! {
-    /// What to do when no backend is eligible (`--on-no-backend`).
-    NoBackendChoice {
-        /// Answer 503 (HTTP) or close the connection (TCP).
-        #[default]
-        Reject = "503" | "reject",
-        /// Try every known backend regardless of health.
-        All = "all",
-    } "use 503 or all"
+/// What the proxy retries (`--retry-on`): a comma-separated list of `connect-failure`, `reset`
+/// and `gateway-error`, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// A failed connect.
+    pub connect_failure: bool,
+    /// A connection closed or reset before any response byte.
+    pub reset: bool,
+    /// 502, 503 or 504.
+    pub gateway_error: bool,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Self { connect_failure: true, reset: true, gateway_error: true }
+    }
+}
+
+impl FromStr for RetryOn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut on = Self { connect_failure: false, reset: false, gateway_error: false };
+        if s.trim() == "none" {
+            return Ok(on);
+        }
+        for word in s.split(',').map(str::trim) {
+            match word {
+                "connect-failure" => on.connect_failure = true,
+                "reset" => on.reset = true,
+                "gateway-error" => on.gateway_error = true,
+                other => {
+                    return Err(format!(
+                        "unknown condition '{other}'; list connect-failure, reset and gateway-error separated by \
+                         commas, or write none"
+                    ));
+                }
+            }
+        }
+        Ok(on)
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words: Vec<&str> =
+            [(self.connect_failure, "connect-failure"), (self.reset, "reset"), (self.gateway_error, "gateway-error")]
+                .into_iter()
+                .filter_map(|(on, w)| on.then_some(w))
+                .collect();
+        f.write_str(if words.is_empty() { "none".into() } else { words.join(",") }.as_str())
+    }
 }
 
 choice! {
@@ -554,8 +596,13 @@ mod tests {
             assert_eq!(word.parse::<Switch>(), Ok(Switch(on)));
         }
         assert_eq!("kernel".parse::<ModeChoice>().unwrap_err(), "use auto, ebpf or userspace");
-        assert_eq!("reject".parse::<NoBackendChoice>(), Ok(NoBackendChoice::Reject));
-        assert_eq!(NoBackendChoice::Reject.to_string(), "503");
+        assert_eq!("none".parse::<RetryOn>().unwrap().to_string(), "none");
+        assert_eq!(RetryOn::default().to_string(), "connect-failure,reset,gateway-error");
+        assert_eq!(
+            " reset , connect-failure".parse::<RetryOn>(),
+            Ok(RetryOn { connect_failure: true, reset: true, gateway_error: false })
+        );
+        assert!("5xx".parse::<RetryOn>().unwrap_err().starts_with("unknown condition '5xx'; list connect-failure"));
         assert_eq!(":8080".parse::<ListenAddr>().unwrap().to_string(), "0.0.0.0:8080");
         assert!("8080".parse::<ListenAddr>().unwrap_err().contains("write IP:PORT"));
         assert_eq!("off".parse::<AdminAddr>(), Ok(AdminAddr(None)));

@@ -425,13 +425,15 @@ impl<M: KernelMaps> Actor<M> {
             return Ok(());
         }
 
+        // The backends the monitor says serve: the usable ones, or every one not gone in panic
+        // mode; with slow start's weights.
         let eligible: Vec<(u32, String, u32, u64)> = set
-            .eligible()
+            .serving()
             .filter(|_| !self.stopping)
             .filter_map(|b| {
                 let name = b.backend.addr.to_string();
                 let id = *self.services[index].ids.get(&name)?;
-                Some((id, name, b.weight, self.flows.get(&id).copied().unwrap_or(0)))
+                Some((id, name, b.selection_weight(), self.flows.get(&id).copied().unwrap_or(0)))
             })
             .collect();
         let members = weights::members(&spec, &eligible);
@@ -549,7 +551,6 @@ async fn first_of(mut futs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) 
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::time::SystemTime;
 
     use edge_common::{CT_ESTABLISHED, FlowKey, FlowValue, NatKey, NatValue, PROTO_TCP};
     use edge_core::backend::{Backend, BackendView, Health};
@@ -574,18 +575,9 @@ mod tests {
     fn set(backends: &[(u16, Health)]) -> Arc<BackendSet> {
         let backends = backends
             .iter()
-            .map(|(i, health)| BackendView {
-                backend: Arc::new(Backend::new(addr(*i))),
-                weight: 1,
-                health: *health,
-                drained: false,
-                removed: false,
-                streak: 0,
-                last_probe: None,
-                since: SystemTime::now(),
-            })
+            .map(|(i, health)| BackendView::probed(Arc::new(Backend::new(addr(*i))), 1, *health))
             .collect();
-        Arc::new(BackendSet { backends, generation: 0 })
+        Arc::new(BackendSet { backends, generation: 0, panic: None })
     }
 
     /// The channels a service's monitor and balancer would drive.

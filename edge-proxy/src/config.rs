@@ -2,6 +2,43 @@
 
 use std::time::Duration;
 
+use edge_core::balance::Backoff;
+
+/// When a failed attempt is tried again on another backend (`--retry-on`, `--retries`,
+/// `--retry-body-limit`, `--outlier-5xx`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Most retries per request (0: none).
+    pub retries: u32,
+    /// Retry a connect that failed or timed out (nothing reached the backend).
+    pub connect_failure: bool,
+    /// Retry an idempotent request whose connection closed or reset before any response byte.
+    pub reset: bool,
+    /// Retry an idempotent request answered 502, 503 or 504.
+    pub gateway_error: bool,
+    /// Request bodies up to this size are kept so the request can be sent again; larger ones
+    /// stream and are never retried once sent.
+    pub body_limit: usize,
+    /// Outlier detection counts every 5xx, not only 502, 503 and 504.
+    pub outlier_5xx: bool,
+    /// Waits between attempts.
+    pub backoff: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 1,
+            connect_failure: true,
+            reset: true,
+            gateway_error: true,
+            body_limit: 64 * 1024,
+            outlier_5xx: false,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
 /// Proxy limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -29,6 +66,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Most request headers.
     pub max_headers: usize,
+    /// Retries.
+    pub retry: RetryPolicy,
 }
 
 impl Default for ProxyConfig {
@@ -44,6 +83,7 @@ impl Default for ProxyConfig {
             max_requests: 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            retry: RetryPolicy::default(),
         }
     }
 }

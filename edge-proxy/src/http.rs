@@ -4,10 +4,15 @@
 //! Per request: take a slot of the request budget (else 503 at once), settle the one `Host` (else
 //! 400), load the selector snapshot (no lock), hash the key if the strategy needs one, pick a
 //! backend, rewrite headers, encode the head once, and exchange it on a pooled or new connection.
-//! Retries are bounded and safe: a refused connect goes once to another backend for any request
-//! without a body (nothing reached a backend); a connection that closes before answering is retried
-//! once for idempotent bodyless requests; a pooled connection found closed (a stale keep-alive) is
-//! replaced by a fresh one to the same backend once. Otherwise: 502, a timeout 504, no backend 503.
+//! Every outcome feeds the backend's passive counters (outlier detection). Retries are bounded and
+//! safe: `--retries` per request, each to another backend when there is one, after a full-jitter
+//! back-off, within one deadline for all attempts, and only while the service's retry budget has a
+//! token. What is retried (`--retry-on`): a failed connect for a request whose body was kept or
+//! absent (nothing reached a backend), a connection that closed before answering and a 502, 503 or
+//! 504 answer for an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any request
+//! with `Idempotency-Key`) whose body was kept or absent. Bodies up to `--retry-body-limit` are
+//! kept; a pooled connection found closed (a stale keep-alive) is replaced by a fresh one to the
+//! same backend once. Otherwise: 502, a timeout 504, no backend 503.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,10 +20,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use edge_core::backend::{Failure, StatusClass};
+use edge_core::backend::{Failure, GatewayFailure, StatusClass};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -35,7 +41,7 @@ use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
 use crate::io::ClientIo;
 use crate::served::Served;
-use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason};
+use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
 use crate::upstream::{SendError, UpstreamConn, pool};
@@ -129,93 +135,168 @@ impl HttpProxy {
             return r;
         }
         strip_hop_by_hop(&mut parts.headers);
+        let traffic = &self.0.traffic;
+        traffic.budget.request();
         let selector = self.0.selector.load();
         let hash = if selector.needs_hash() {
             request_hash(selector.hash_key(), conn.client, conn.local, Some(&parts.headers))
         } else {
             0
         };
-        let Some((target, source)) = selector.pick(hash) else {
-            self.0.traffic.no_backend(NoBackend::Rejected);
-            self.0.traffic.unrouted();
+        let Some((target, source)) = selector.pick_admitted(hash) else {
+            traffic.no_backend(NoBackend::Rejected);
+            traffic.unrouted();
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight));
         };
-        if source == PickSource::Fallback {
-            self.0.traffic.no_backend(NoBackend::Fallback);
+        if source == PickSource::Panic {
+            traffic.no_backend(NoBackend::Panic);
         }
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let empty = body.is_end_stream();
-        let framing = codec::request_framing(&parts.method, empty, body.size_hint().exact());
-        let mut head = BytesMut::new();
-        codec::encode_request_head(&mut head, &parts.method, path, &parts.headers, framing);
+        let policy = &self.0.cfg.retry;
         let idempotent = matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-        );
+        ) || parts.headers.contains_key("idempotency-key");
+        let empty = body.is_end_stream();
+        let exact = body.size_hint().exact();
+        // A small body is read whole first, so that the request can be sent again; a larger one
+        // streams and is never sent twice.
+        let keep = matches!(exact, Some(n) if !empty && policy.retries > 0 && n <= policy.body_limit as u64);
+        let (kept, body) = match (keep, body) {
+            (true, body) => {
+                let kept = match tokio::time::timeout(self.0.cfg.body_timeout, body.collect()).await {
+                    Ok(Ok(b)) => Some(b.to_bytes()),
+                    Ok(Err(e)) => {
+                        self.0.stats.client_error(ClientError::RequestBody);
+                        tracing::debug!(error = %e, "client request body failed");
+                        return local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight));
+                    }
+                    Err(_) => {
+                        self.0.stats.client_error(ClientError::BodyTimeout);
+                        let mut r =
+                            local_response(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
+                        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        return r;
+                    }
+                };
+                (kept, None)
+            }
+            (false, body) => (None, (!empty).then_some(body)),
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = codec::request_framing(&parts.method, empty, exact);
+        let mut head = BytesMut::new();
+        codec::encode_request_head(&mut head, &parts.method, path, &parts.headers, framing);
+        if let Some(bytes) = &kept {
+            head.extend_from_slice(bytes);
+        }
+        let streamed = body.map(|b| (b, framing));
+        // Nothing of the request is lost by sending it again: no body, or a body kept whole.
+        let resendable = streamed.is_none();
         let mut out = Outgoing {
             method: parts.method,
             head: head.freeze(),
-            body: (!empty).then_some((body, framing)),
-            replayable: empty && idempotent,
+            body: streamed,
+            replayable: resendable && idempotent,
         };
 
+        // One deadline covers every attempt and the waits between them.
+        let deadline = tokio::time::Instant::now() + self.0.cfg.connect_timeout + self.0.cfg.upstream_timeout;
         let mut target = target;
         let mut active = Active::new(&target.backend);
-        let (mut retried, mut refreshed) = (false, false);
+        let (mut retries, mut refreshed) = (0u32, false);
         let result = loop {
-            let (reused, r) = self.attempt(target, &mut out, refreshed).await;
-            let err = match r {
-                Ok(ok) => break Ok(ok),
-                Err(e) => e,
-            };
+            let attempt = tokio::time::timeout_at(deadline, self.attempt(target, &mut out, refreshed)).await;
+            let (reused, r) = attempt.unwrap_or((false, Err(SendError::Timeout)));
             let m = &target.backend.stats;
-            // A pooled keep-alive connection the backend had closed: not the backend's fault.
-            if reused && matches!(err, SendError::Empty) && out.replayable && !refreshed {
-                self.0.traffic.retry(RetryReason::StaleConnection);
-                refreshed = true;
-                continue;
-            }
-            let retry = match &err {
-                SendError::Connect(_) => {
-                    m.failure(Failure::Connect);
-                    empty.then_some(RetryReason::Connect)
+            let (err, reason) = match r {
+                Ok((upstream, head)) => {
+                    let status = head.status.as_u16();
+                    let failure = GatewayFailure::of_status(status, policy.outlier_5xx);
+                    match failure {
+                        Some(g) => m.gateway_failure(g, 1),
+                        None => m.passive_ok(),
+                    }
+                    let gateway = matches!(status, 502..=504);
+                    if retries > 0 {
+                        traffic.retry_outcome(if gateway { RetryOutcome::Failed } else { RetryOutcome::Succeeded });
+                    }
+                    if !(gateway && policy.gateway_error && out.replayable && retries < policy.retries) {
+                        break Ok((upstream, head));
+                    }
+                    // The answer is dropped unread with its connection; the retry decides.
+                    m.request(StatusClass::of(status));
+                    (SendError::Status(status), RetryReason::GatewayError)
                 }
-                SendError::Empty => {
-                    m.failure(Failure::Reset);
-                    out.replayable.then_some(RetryReason::EmptyResponse)
-                }
-                SendError::Timeout => {
-                    m.failure(Failure::Timeout);
-                    None
-                }
-                SendError::ClientBody(_) | SendError::ClientBodyTimeout => None,
-                SendError::Protocol(_) | SendError::Io(_) => {
-                    m.failure(Failure::Reset);
-                    None
+                Err(e) => {
+                    // A pooled keep-alive connection the backend had closed: not its fault.
+                    if reused && matches!(e, SendError::Empty) && out.replayable && !refreshed {
+                        traffic.retry(RetryReason::StaleConnection);
+                        refreshed = true;
+                        continue;
+                    }
+                    let (failure, reason) = match &e {
+                        SendError::Connect(_) => {
+                            m.failure(Failure::Connect);
+                            let ok = policy.connect_failure && resendable;
+                            (Some(GatewayFailure::Connect), ok.then_some(RetryReason::Connect))
+                        }
+                        SendError::Empty => {
+                            m.failure(Failure::Reset);
+                            let ok = policy.reset && out.replayable;
+                            (Some(GatewayFailure::Reset), ok.then_some(RetryReason::EmptyResponse))
+                        }
+                        SendError::Timeout => {
+                            m.failure(Failure::Timeout);
+                            (Some(GatewayFailure::Timeout), None)
+                        }
+                        SendError::ClientBody(_) | SendError::ClientBodyTimeout | SendError::Status(_) => (None, None),
+                        SendError::Protocol(_) | SendError::Io(_) => {
+                            m.failure(Failure::Reset);
+                            (Some(GatewayFailure::Reset), None)
+                        }
+                    };
+                    if let Some(g) = failure {
+                        m.gateway_failure(g, 1);
+                    }
+                    tracing::debug!(backend = %target.id(), error = %e, "upstream exchange failed");
+                    if retries > 0 {
+                        traffic.retry_outcome(RetryOutcome::Failed);
+                    }
+                    match reason {
+                        Some(r) if retries < policy.retries => (e, r),
+                        _ => break Err(e),
+                    }
                 }
             };
-            tracing::debug!(backend = %target.id(), error = %err, "upstream exchange failed");
-            if let (Some(reason), false) = (retry, retried) {
-                // Prefer another backend; a connection that closed unanswered is worth one more
-                // try on the same backend when it is the only one.
-                let other = selector.pick_other(hash, target.id()).map(|(t, _)| t);
-                let next = match (&err, other) {
-                    (_, Some(t)) => Some(t),
-                    (SendError::Empty, None) => Some(target),
-                    _ => None,
-                };
-                if let Some(next) = next {
-                    self.0.traffic.retry(reason);
-                    tracing::debug!(from = %target.id(), to = %next.id(), "retrying the request once");
-                    retried = true;
-                    refreshed = true;
-                    target = next;
-                    active = Active::new(&target.backend);
-                    continue;
-                }
+            // Another backend when there is one; a connection that closed unanswered is worth
+            // one more try on the same backend when it is the only one.
+            let other = selector.pick_other(hash, target.id()).map(|(t, _)| t).filter(|t| t.backend.admit());
+            let next = match (&err, other) {
+                (_, Some(t)) => Some(t),
+                (SendError::Empty, None) => Some(target),
+                _ => None,
+            };
+            let wait = policy.backoff.delay(retries + 1);
+            let Some(next) = next.filter(|_| tokio::time::Instant::now() + wait < deadline) else {
+                traffic.retry_outcome(RetryOutcome::NoTarget);
+                break Err(err);
+            };
+            // A failed connect reached no backend: sending it elsewhere (a requeue, as Linkerd calls
+            // it) adds no load to any backend, so it does not spend the budget; `--retries` still
+            // bounds it. Everything else does.
+            let requeue = matches!(err, SendError::Connect(_));
+            if !requeue && !traffic.budget.try_retry() {
+                traffic.retry_outcome(RetryOutcome::BudgetExhausted);
+                break Err(err);
             }
-            break Err(err);
+            traffic.retry(reason);
+            tracing::debug!(from = %target.id(), to = %next.id(), error = %err, "retrying the request");
+            tokio::time::sleep(wait).await;
+            retries += 1;
+            refreshed = true;
+            target = next;
+            active = Active::new(&target.backend);
         };
         let m = &target.backend.stats;
         match result {
@@ -245,6 +326,13 @@ impl HttpProxy {
                 tracing::debug!(error = %e, "client request body failed");
                 drop(active);
                 local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight))
+            }
+            Err(SendError::Status(status)) => {
+                // The last attempt was answered with a gateway error that a retry could not fix.
+                m.duration.observe(started.elapsed());
+                drop(active);
+                let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                local_response(code, "backend failed; retried without success\n", Some(in_flight))
             }
             Err(e) => {
                 m.request(StatusClass::ServerError);

@@ -30,8 +30,8 @@ mod workers;
 
 pub use accept::{AcceptorParts, Loads, acceptors, bind_group};
 pub use admission::Admission;
-pub use config::ProxyConfig;
-pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryReason, ServiceTraffic};
+pub use config::{ProxyConfig, RetryPolicy};
+pub use stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason, ServiceTraffic};
 pub use tls::{TlsError, acceptor as tls_acceptor};
 pub use trim::trim_after_closes;
 /// The upstream codec, for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).

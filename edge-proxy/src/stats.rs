@@ -4,6 +4,7 @@
 //! ([`ServiceTraffic`]). Plain atomics, shared by every worker; the metrics exporter reads them.
 //! Label values are the enums here.
 
+use edge_core::balance::{RetryBudget, RetryBudgetConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_core::util::Gauge;
@@ -49,6 +50,22 @@ edge_core::label_enum! {
         EmptyResponse => "empty_response",
         /// A pooled keep-alive connection the backend had already closed.
         StaleConnection => "stale_connection",
+        /// An idempotent request answered 502, 503 or 504.
+        GatewayError => "gateway_error",
+    }
+}
+
+edge_core::label_enum! {
+    /// How a request that wanted a retry fared.
+    pub enum RetryOutcome {
+        /// The retry got a response that was not a gateway failure.
+        Succeeded => "succeeded",
+        /// The retry failed too.
+        Failed => "failed",
+        /// The retry budget was spent: no retry.
+        BudgetExhausted => "budget_exhausted",
+        /// No other backend, or no time left before the request's deadline: no retry.
+        NoTarget => "no_target",
     }
 }
 
@@ -57,8 +74,8 @@ edge_core::label_enum! {
     pub enum NoBackend {
         /// Answered 503 (or the TCP connection closed).
         Rejected => "rejected",
-        /// `--on-no-backend all` sent it to a backend regardless of health.
-        Fallback => "fallback",
+        /// The service was in panic mode: sent to a backend regardless of health.
+        Panic => "panic",
     }
 }
 
@@ -109,15 +126,61 @@ impl ProxyStats {
     }
 }
 
-/// One service's traffic counters that belong to no backend.
-#[derive(Debug, Default)]
+/// One service's traffic counters that belong to no backend, and its retry budget (tokens shared by
+/// every worker without a lock).
+#[derive(Debug)]
 pub struct ServiceTraffic {
     retries: [AtomicU64; RetryReason::ALL.len()],
+    outcomes: [AtomicU64; RetryOutcome::ALL.len()],
     no_backend: [AtomicU64; NoBackend::ALL.len()],
     unrouted: AtomicU64,
+    /// The service's retry budget.
+    pub budget: RetryBudget,
+    /// The second (since start) of the last budget-exhaustion warning, to log at most one a second.
+    warned: AtomicU64,
+    start: std::time::Instant,
+}
+
+impl Default for ServiceTraffic {
+    fn default() -> Self {
+        Self::new(RetryBudgetConfig::default())
+    }
 }
 
 impl ServiceTraffic {
+    /// Zeroed counters and an empty budget.
+    pub fn new(budget: RetryBudgetConfig) -> Self {
+        Self {
+            retries: Default::default(),
+            outcomes: Default::default(),
+            no_backend: Default::default(),
+            unrouted: AtomicU64::new(0),
+            budget: RetryBudget::new(budget),
+            warned: AtomicU64::new(u64::MAX),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts how a wanted retry fared; logs budget exhaustion at most once a second.
+    pub fn retry_outcome(&self, outcome: RetryOutcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        if outcome == RetryOutcome::BudgetExhausted {
+            let second = self.start.elapsed().as_secs();
+            if self.warned.swap(second, Ordering::Relaxed) != second {
+                tracing::warn!(
+                    denied = self.budget.denied(),
+                    granted = self.budget.granted(),
+                    "retry budget exhausted: failed requests are not retried (see --retry-budget)"
+                );
+            }
+        }
+    }
+
+    /// Wanted retries that fared as `outcome` so far.
+    pub fn retry_outcomes(&self, outcome: RetryOutcome) -> u64 {
+        self.outcomes[outcome as usize].load(Ordering::Relaxed)
+    }
+
     /// Counts a retry.
     pub fn retry(&self, reason: RetryReason) {
         self.retries[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -162,6 +225,9 @@ mod tests {
             assert_eq!(*k as usize, i);
         }
         for (i, k) in RetryReason::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for (i, k) in RetryOutcome::ALL.iter().enumerate() {
             assert_eq!(*k as usize, i);
         }
         for (i, k) in NoBackend::ALL.iter().enumerate() {

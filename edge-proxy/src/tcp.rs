@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use edge_core::backend::{Backend, Direction, Failure};
+use edge_core::backend::{Backend, Direction, Failure, GatewayFailure};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::GaugeGuard;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
 use crate::served::Served;
-use crate::stats::{ListenerKind, NoBackend, RetryReason};
+use crate::stats::{ListenerKind, NoBackend, RetryOutcome, RetryReason};
 
 /// Counts bytes read through it into its backend's counters and stamps the time of the last byte.
 #[derive(Debug)]
@@ -70,42 +70,51 @@ impl TcpProxy {
     }
 
     async fn connect(&self, t: &Target) -> io::Result<TcpStream> {
-        match tokio::time::timeout(self.0.cfg.connect_timeout, TcpStream::connect(t.addr())).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => {
-                t.backend.stats.failure(Failure::Connect);
-                Err(e)
-            }
+        // A TCP-mode connection's only passive signal is its connect.
+        let r = match tokio::time::timeout(self.0.cfg.connect_timeout, TcpStream::connect(t.addr())).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+        };
+        match &r {
+            Ok(_) => t.backend.stats.passive_ok(),
             Err(_) => {
                 t.backend.stats.failure(Failure::Connect);
-                Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
+                t.backend.stats.gateway_failure(GatewayFailure::Connect, 1);
             }
         }
+        r
     }
 
     /// Proxies one client connection.
     pub async fn handle(&self, client: TcpStream, peer: SocketAddr, local: SocketAddr) {
         let selector = self.0.selector.load_full();
         let hash = if selector.needs_hash() { request_hash(selector.hash_key(), peer, local, None) } else { 0 };
-        let Some((mut target, source)) = selector.pick(hash) else {
+        let Some((mut target, source)) = selector.pick_admitted(hash) else {
             self.0.traffic.no_backend(NoBackend::Rejected);
             return;
         };
-        if source == PickSource::Fallback {
-            self.0.traffic.no_backend(NoBackend::Fallback);
+        if source == PickSource::Panic {
+            self.0.traffic.no_backend(NoBackend::Panic);
         }
         let mut active = GaugeGuard::new(&target.backend.stats.active);
         let upstream = match self.connect(target).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(backend = %target.id(), error = %e, "connect failed");
-                let Some((other, _)) = selector.pick_other(hash, target.id()) else { return };
+                let Some((other, _)) = selector.pick_other(hash, target.id()).filter(|(t, _)| t.backend.admit()) else {
+                    self.0.traffic.retry_outcome(RetryOutcome::NoTarget);
+                    return;
+                };
                 self.0.traffic.retry(RetryReason::Connect);
                 target = other;
                 active = GaugeGuard::new(&target.backend.stats.active);
                 match self.connect(target).await {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        self.0.traffic.retry_outcome(RetryOutcome::Succeeded);
+                        s
+                    }
                     Err(e) => {
+                        self.0.traffic.retry_outcome(RetryOutcome::Failed);
                         tracing::debug!(backend = %target.id(), error = %e, "connect retry failed");
                         return;
                     }

@@ -1,7 +1,8 @@
 //! The admin API (`--admin`, default 127.0.0.1:9901), separate from traffic listeners.
 //!
 //! `GET /admin/services`, `GET /admin/backends`, `POST /admin/backends/{id}/drain|undrain`,
-//! `GET|PUT /admin/strategy`, `GET /admin/state`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! `GET|PUT /admin/strategy`, `GET /admin/state`, `GET /admin/events` (the latest state changes
+//! and decisions, newest first), `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! Responses are JSON (metrics are OpenMetrics text). With `--admin-token`, mutating calls need
 //! `Authorization: Bearer TOKEN`. Reads go to snapshots; commands go through the same channels as
 //! everything else (the monitor for drains, the balancer for strategy), so the admin API never
@@ -30,7 +31,6 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use edge_core::backend::State;
 use edge_core::balance::{BalancerHandle, StrategySpec, SwitchError};
 use edge_core::health::CommandError;
 use edge_core::util::stopped;
@@ -38,7 +38,7 @@ use edge_core::util::stopped;
 use crate::metrics::Metrics;
 use crate::plane::DataplaneStatus;
 use crate::service::{self, ServiceHandle};
-use views::{BackendJson, Counts, ServiceJson, StateJson, StrategyJson};
+use views::{BackendJson, Counts, EventJson, ServiceJson, StateJson, StrategyJson};
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -193,6 +193,21 @@ impl Admin {
                     Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 }
             }
+            (Method::GET, ["admin", "events"], _) => {
+                let only = match query.as_deref().map(|_| self.service(query.as_deref())) {
+                    Some(Ok(s)) => Some(s.name.clone()),
+                    Some(Err((status, msg))) => return error(status, msg),
+                    None => None,
+                };
+                let mut list: Vec<EventJson> = self
+                    .services
+                    .iter()
+                    .filter(|s| only.as_ref().is_none_or(|n| *n == s.name))
+                    .flat_map(|s| s.monitor.events().iter().map(|e| EventJson::new(&s.name, e)).collect::<Vec<_>>())
+                    .collect();
+                list.sort_by(|a, b| b.at.total_cmp(&a.at));
+                json(StatusCode::OK, &list)
+            }
             (Method::GET, ["admin", "strategy"], Some(svc)) => {
                 json(StatusCode::OK, &strategy_json(&svc.balancer.strategy()))
             }
@@ -201,15 +216,7 @@ impl Admin {
             }
             (Method::GET, ["admin", "state"], Some(svc)) => {
                 let set = svc.monitor.snapshot();
-                let mut counts = Counts { total: set.backends.len(), ..Default::default() };
-                for b in &set.backends {
-                    match b.state() {
-                        State::Healthy => counts.healthy += 1,
-                        State::Unhealthy => counts.unhealthy += 1,
-                        State::Unknown => counts.unknown += 1,
-                        State::Draining => counts.draining += 1,
-                    }
-                }
+                let counts = Counts::of(&set);
                 let state = StateJson {
                     version: env!("CARGO_PKG_VERSION"),
                     uptime_seconds: (self.started.elapsed().as_secs_f64() * 1e3).round() / 1e3,
@@ -222,12 +229,13 @@ impl Admin {
                     listen_tcp: self.listen_tcp.iter().map(ToString::to_string).collect(),
                     tls: self.tls,
                     backends: counts,
+                    panic: set.panic.map(|p| p.to_string()),
                     generation: set.generation,
                 };
                 json(StatusCode::OK, &state)
             }
             (_, ["healthz" | "readyz" | "metrics"], _)
-            | (_, ["admin", "services"], _)
+            | (_, ["admin", "services" | "events"], _)
             | (_, ["admin", "backends"], _)
             | (_, ["admin", "backends", _], _)
             | (_, ["admin", "state"], _) => method_not_allowed("GET"),

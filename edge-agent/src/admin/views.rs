@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use edge_core::backend::{BackendView, Health, ProbeSummary, State};
+use edge_core::backend::{BackendSet, BackendView, Health, ProbeSummary, State, WEIGHT_STEPS};
+use edge_core::health::Event;
 use serde::Serialize;
 
 use crate::plane::DataplaneStatus;
@@ -44,8 +45,13 @@ pub struct BackendJson {
     pub address: String,
     /// Weight.
     pub weight: u32,
+    /// The weight selection uses now, in percent of `weight` (lower in slow start and on
+    /// probation).
+    pub weight_percent: u32,
     /// State operators see.
     pub state: State,
+    /// Why it is in this state, with the evidence.
+    pub reason: String,
     /// Probe health underneath.
     pub health: Health,
     /// Drained by an operator.
@@ -64,6 +70,16 @@ pub struct BackendJson {
     pub last_probe: Option<ProbeJson>,
     /// Seconds since the Unix epoch when the state last changed.
     pub since: f64,
+    /// Seconds since the Unix epoch when the next probe starts.
+    pub next_probe: Option<f64>,
+    /// Times ejected (decays by one per base ejection time of sustained health).
+    pub ejections: u32,
+    /// Seconds since the Unix epoch when the current ejection ends.
+    pub ejected_until: Option<f64>,
+    /// Slow start's progress, 0 to 1, while in slow start.
+    pub slow_start: Option<f64>,
+    /// Gateway failures in a row, as outlier detection counts them.
+    pub consecutive_failures: u32,
     /// In eBPF mode, why the data plane cannot reach it (absent when it can).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
@@ -84,7 +100,9 @@ impl From<&BackendView> for BackendJson {
             id: b.id().to_string(),
             address: b.backend.addr.to_string(),
             weight: b.weight,
+            weight_percent: if b.eligible() { b.effective_weight * 100 / b.weight.max(1) / WEIGHT_STEPS } else { 0 },
             state: b.state(),
+            reason: b.reason.clone(),
             health: b.health,
             drained: b.drained,
             removed: b.removed,
@@ -93,7 +111,12 @@ impl From<&BackendView> for BackendJson {
             requests: b.backend.stats.total_requests(),
             streak: b.streak,
             last_probe: b.last_probe.as_ref().map(ProbeJson::from),
-            since: b.since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            since: unix(b.since),
+            next_probe: b.next_probe.map(unix),
+            ejections: b.ejections,
+            ejected_until: b.ejected_until.map(unix),
+            slow_start: b.slow_start.map(|p| (p * 1000.0).round() / 1000.0),
+            consecutive_failures: b.backend.stats.passive().consecutive,
             unreachable: None,
         }
     }
@@ -127,19 +150,63 @@ pub struct ServiceJson {
     pub backends: Vec<BackendJson>,
 }
 
+/// Seconds since the Unix epoch, to the millisecond.
+pub fn unix(t: SystemTime) -> f64 {
+    let s = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    (s * 1e3).round() / 1e3
+}
+
 /// Counts of backends by state.
 #[derive(Debug, Default, Serialize)]
 pub struct Counts {
     /// All known backends.
     pub total: usize,
-    /// Healthy and not draining.
-    pub healthy: usize,
-    /// Failing probes.
-    pub unhealthy: usize,
-    /// Not probed yet.
-    pub unknown: usize,
-    /// Draining.
-    pub draining: usize,
+    /// Each state's count, by the state's name.
+    #[serde(flatten)]
+    pub by_state: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl Counts {
+    /// Counts a set's backends.
+    pub fn of(set: &BackendSet) -> Self {
+        let mut by_state: std::collections::BTreeMap<&'static str, usize> =
+            State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for b in &set.backends {
+            *by_state.entry(b.state().as_str()).or_default() += 1;
+        }
+        Self { total: set.backends.len(), by_state }
+    }
+}
+
+/// One entry of `GET /admin/events`.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    /// Seconds since the Unix epoch.
+    pub at: f64,
+    /// The service.
+    pub service: String,
+    /// The backend, or null for a decision about the whole service (panic mode).
+    pub backend: Option<String>,
+    /// The state before, if any.
+    pub from: Option<State>,
+    /// The state after, or null for a decision that changed nothing (a refused ejection).
+    pub to: Option<State>,
+    /// Why, with the evidence; the logs carry the same words.
+    pub reason: String,
+}
+
+impl EventJson {
+    /// One service's event.
+    pub fn new(service: &str, e: &Event) -> Self {
+        Self {
+            at: unix(e.at),
+            service: service.to_string(),
+            backend: e.backend.as_ref().map(ToString::to_string),
+            from: e.from,
+            to: e.to,
+            reason: e.reason.clone(),
+        }
+    }
 }
 
 /// `GET /admin/state`.
@@ -167,6 +234,8 @@ pub struct StateJson<'a> {
     pub tls: bool,
     /// Backends by state.
     pub backends: Counts,
+    /// Set while the service is in panic mode, e.g. `panic: 1 of 4 usable`.
+    pub panic: Option<String>,
     /// Snapshot generation (increases with every backend change).
     pub generation: u64,
 }

@@ -7,16 +7,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edge_core::balance::RetryBudgetConfig;
 use edge_core::balance::maglev::DEFAULT_TABLE_SIZE;
 use edge_core::balance::{HashKey, StrategyKind};
-use edge_core::health::HealthConfig;
+use edge_core::health::{HealthConfig, OutlierConfig};
 use edge_dataplane::XdpMode;
 use edge_proxy::ProxyConfig;
 
 use crate::cli::RunArgs;
-use crate::values::{
-    AdminAddr, Dur, Int, LogFormat, LogLevel, ModeChoice, NoBackendChoice, PortRange, Switch, TableSize,
-};
+use crate::values::{AdminAddr, Dur, Int, LogFormat, LogLevel, ModeChoice, PortRange, RetryOn, Switch, TableSize};
 
 /// The admin listener when `--admin` is not given.
 pub const ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
@@ -39,6 +38,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Workers are pinned to CPUs.
 pub const CPU_PINNING: bool = true;
 
+/// Panic threshold, percent (Envoy's).
+pub const PANIC_THRESHOLD: u32 = 50;
+
 /// Pinned maps and links stay when the agent stops.
 pub const CLEANUP: bool = false;
 
@@ -46,6 +48,8 @@ pub const CLEANUP: bool = false;
 /// values, from the same constants, to what was not given).
 pub fn defaults() -> RunArgs {
     let h = HealthConfig::default();
+    let o = OutlierConfig::default();
+    let b = RetryBudgetConfig::default();
     let p = ProxyConfig::default();
     RunArgs {
         mode: Some(ModeChoice::default()),
@@ -60,10 +64,22 @@ pub fn defaults() -> RunArgs {
         health_jitter: Some(Int((h.jitter * 100.0).round() as u64)),
         rise: Some(Int(u64::from(h.rise))),
         fall: Some(Int(u64::from(h.fall))),
+        health_fast_interval: Some(Dur(h.fast_interval)),
+        outlier_consecutive: Some(Int(u64::from(o.consecutive))),
+        outlier_5xx: Some(Switch(o.all_5xx)),
+        outlier_base_ejection: Some(Dur(o.base_ejection)),
+        outlier_max_ejection: Some(Dur(o.max_ejection)),
+        outlier_max_ejected: Some(Int(u64::from(o.max_ejected_percent))),
+        slow_start: Some(Dur(o.slow_start)),
+        retries: Some(Int(u64::from(p.retry.retries))),
+        retry_on: Some(RetryOn::default()),
+        retry_budget: Some(Int(u64::from(b.percent))),
+        retry_min_rate: Some(Int(u64::from(b.min_per_sec))),
+        retry_body_limit: Some(Int(p.retry.body_limit as u64)),
         strategy: Some(StrategyKind::default()),
         hash_key: Some(HashKey::default()),
         table_size: Some(TableSize(DEFAULT_TABLE_SIZE)),
-        on_no_backend: Some(NoBackendChoice::default()),
+        panic_threshold: Some(Int(u64::from(PANIC_THRESHOLD))),
         admin: Some(AdminAddr(Some(ADMIN))),
         admin_insecure: Some(Switch(ADMIN_INSECURE)),
         header_read_timeout: Some(Dur(p.header_read_timeout)),

@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edge_core::balance::{NoBackendPolicy, Plane, StrategySpec};
-use edge_core::health::HealthConfig;
+use edge_core::balance::{Plane, RetryBudgetConfig, StrategySpec};
+use edge_core::health::{HealthConfig, OutlierConfig};
 use edge_core::service::{Proto, Vip};
 use edge_proxy::ProxyConfig;
 
@@ -34,7 +34,7 @@ pub use listeners::TlsFiles;
 pub use service::{DEFAULT_NAME as DEFAULT_SERVICE_NAME, MAX_SERVICES, Origin, ServiceConfig};
 
 use crate::cli::RunArgs;
-use crate::values::{LogFormat, ModeChoice, NoBackendChoice};
+use crate::values::{LogFormat, ModeChoice};
 
 /// A configuration mistake.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,8 +103,12 @@ pub struct Config {
     pub health: HealthConfig,
     /// Maglev table size.
     pub table_size: u32,
-    /// No-backend policy.
-    pub on_no_backend: NoBackendPolicy,
+    /// Outlier detection and slow start.
+    pub outlier: OutlierConfig,
+    /// Panic threshold, percent.
+    pub panic_threshold: u32,
+    /// Each service's retry budget.
+    pub retry_budget: RetryBudgetConfig,
     /// Admin listener, if any.
     pub admin: Option<SocketAddr>,
     /// Bearer token for mutating admin calls.
@@ -189,7 +193,7 @@ impl Config {
             return Err(usage("a UDP --vip needs --mode ebpf (the userspace proxy has no UDP); add --mode ebpf"));
         }
 
-        let (check, health) = health::build(&args)?;
+        let (check, health, outlier) = health::build(&args)?;
         let strategy = StrategySpec {
             kind: args.strategy.unwrap_or_default(),
             hash_key: args.hash_key.clone().unwrap_or_default(),
@@ -207,10 +211,7 @@ impl Config {
             });
         }
         let table_size = args.table_size.map_or(edge_core::balance::maglev::DEFAULT_TABLE_SIZE, |t| t.0);
-        let on_no_backend = match args.on_no_backend.unwrap_or_default() {
-            NoBackendChoice::All => NoBackendPolicy::All,
-            NoBackendChoice::Reject => NoBackendPolicy::Reject,
-        };
+        let panic_threshold = args.panic_threshold.map_or(defaults::PANIC_THRESHOLD, |v| v.get32());
         let proxy = proxy::build(&args);
         if listeners.tls.is_some() && listeners.listen.is_empty() {
             return Err(usage("--tls-cert applies to --listen listeners; add a --listen address"));
@@ -241,7 +242,9 @@ impl Config {
             check,
             health,
             table_size,
-            on_no_backend,
+            outlier,
+            panic_threshold,
+            retry_budget: proxy.budget,
             admin: listeners.admin,
             admin_token: listeners.admin_token,
             tls: listeners.tls,

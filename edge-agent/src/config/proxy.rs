@@ -1,9 +1,11 @@
-//! Proxy section: timeouts and limits of the userspace proxy, `--workers`, `--cpu-pinning`,
-//! `--drain-timeout`.
+//! Proxy section: timeouts, limits and retries of the userspace proxy (`--retries`, `--retry-on`,
+//! `--retry-budget`, `--retry-min-rate`, `--retry-body-limit`, `--outlier-5xx`), `--workers`,
+//! `--cpu-pinning`, `--drain-timeout`.
 
 use std::time::Duration;
 
-use edge_proxy::ProxyConfig;
+use edge_core::balance::RetryBudgetConfig;
+use edge_proxy::{ProxyConfig, RetryPolicy};
 
 use super::defaults::{CPU_PINNING, DRAIN_TIMEOUT};
 use crate::cli::RunArgs;
@@ -12,6 +14,7 @@ use crate::cli::RunArgs;
 #[derive(Debug)]
 pub(super) struct Proxy {
     pub proxy: ProxyConfig,
+    pub budget: RetryBudgetConfig,
     pub drain_timeout: Duration,
     pub workers: usize,
     pub cpu_pinning: bool,
@@ -19,6 +22,7 @@ pub(super) struct Proxy {
 
 pub(super) fn build(args: &RunArgs) -> Proxy {
     let d = ProxyConfig::default();
+    let on = args.retry_on.unwrap_or_default();
     let proxy = ProxyConfig {
         header_read_timeout: args.header_read_timeout.map_or(d.header_read_timeout, |v| v.0),
         connect_timeout: args.connect_timeout.map_or(d.connect_timeout, |v| v.0),
@@ -30,11 +34,26 @@ pub(super) fn build(args: &RunArgs) -> Proxy {
         max_requests: args.max_requests.map_or(d.max_requests, |v| v.get()),
         max_header_bytes: args.max_header_bytes.map_or(d.max_header_bytes, |v| v.get()),
         max_headers: args.max_headers.map_or(d.max_headers, |v| v.get()),
+        retry: RetryPolicy {
+            retries: args.retries.map_or(d.retry.retries, |v| v.get32()),
+            connect_failure: on.connect_failure,
+            reset: on.reset,
+            gateway_error: on.gateway_error,
+            body_limit: args.retry_body_limit.map_or(d.retry.body_limit, |v| v.get()),
+            outlier_5xx: args.outlier_5xx.map_or(d.retry.outlier_5xx, |v| v.0),
+            backoff: d.retry.backoff,
+        },
+    };
+    let b = RetryBudgetConfig::default();
+    let budget = RetryBudgetConfig {
+        percent: args.retry_budget.map_or(b.percent, |v| v.get32()),
+        min_per_sec: args.retry_min_rate.map_or(b.min_per_sec, |v| v.get32()),
     };
     // One worker per CPU this process may use (cpusets and container limits apply).
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     Proxy {
         proxy,
+        budget,
         drain_timeout: args.drain_timeout.map_or(DRAIN_TIMEOUT, |v| v.0),
         workers: args.workers.map_or(cpus, |v| v.get()),
         cpu_pinning: args.cpu_pinning.map_or(CPU_PINNING, |v| v.0),

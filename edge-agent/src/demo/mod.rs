@@ -60,6 +60,8 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     let mut argv: Vec<String> = ["edge-agent", "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
         .into_iter()
         .chain(["--health-path", "/healthz", "--health-interval", "250ms", "--health-timeout", "200ms"])
+        // Short ejections and slow start, so the return (probation, then slow start) fits the run.
+        .chain(["--health-fast-interval", "100ms", "--outlier-base-ejection", "1s", "--slow-start", "1s"])
         .map(String::from)
         .collect();
     for b in &backends {
@@ -171,13 +173,17 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
             {
                 let mut note = String::new();
                 if id == victim_id
-                    && state == State::Unhealthy
+                    && matches!(state, State::Unhealthy | State::Ejected)
+                    && detected.is_none()
                     && let Some(k) = killed
                 {
                     let d = now - k;
-                    detected.get_or_insert(d);
+                    detected = Some(d);
                     errors_at_detection = tally.errors.load(Ordering::Relaxed);
                     note = format!(" - detected {:.2}s after the kill; no new traffic goes there", d.as_secs_f64());
+                }
+                if id == victim_id && prev != state {
+                    note.push_str(&format!(" ({})", b.reason));
                 }
                 if id == victim_id
                     && state == State::Healthy
@@ -248,7 +254,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     );
     match detected {
         Some(d) => println!(
-            "  failure detection: {:.2}s after the kill (fall {fall} x interval {:?}, plus probe timing); {} requests failed before it",
+            "  failure detection: {:.2}s after the kill (outlier detection on real requests, or fall {fall} x interval {:?} of probes, whichever first); {} requests failed before it",
             d.as_secs_f64(),
             interval,
             errors_at_detection
@@ -259,7 +265,10 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
         "  connect retries on another backend: {retries} (requests that met the dead backend's closed port before detection, sent elsewhere instead of failing)"
     );
     match recovered {
-        Some(d) => println!("  recovery: healthy {:.2}s after the restart (rise {rise})", d.as_secs_f64()),
+        Some(d) => println!(
+            "  recovery: healthy {:.2}s after the restart (rise {rise} probes, the ejection's end, one request on probation, then slow start)",
+            d.as_secs_f64()
+        ),
         None => println!("  recovery: not observed within the run"),
     }
     for b in &backends {

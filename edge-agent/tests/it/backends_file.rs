@@ -50,9 +50,10 @@ async fn reload_moves_traffic_without_dropping_connections() {
     echo_once(&mut fresh, b"new").await;
     assert_eq!(e2.used.load(Ordering::SeqCst), 1, "new connections go to backend 2");
     assert_eq!(agent.monitor.snapshot().get(&e2.addr.to_string()).unwrap().weight, 2);
-    // The connection opened before the reload still works, and backend 1 stays (draining) for it.
+    // The connection opened before the reload still works, and backend 1 stays (removed, draining
+    // its traffic) for it.
     echo_once(&mut old, b"after").await;
-    assert_eq!(state_of(agent.admin_addr.unwrap(), &id1).await, "draining");
+    assert_eq!(state_of(agent.admin_addr.unwrap(), &id1).await, "removed");
     drop(old);
     assert!(
         eventually(Duration::from_secs(5), || agent.monitor.snapshot().get(&id1).is_none()).await,

@@ -127,19 +127,28 @@ fn readme_flags() -> BTreeMap<String, String> {
     out
 }
 
-/// `--flag` -> default, from `edge-agent run --help` (no default shown: empty).
+/// `--flag` -> default, from `edge-agent run --help` (no default shown: empty). clap puts the help
+/// on the flag's line or, when flag names are long, on the lines below it; both are read.
 fn help_flags() -> BTreeMap<String, String> {
     let out = bin().args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for line in help.lines().map(str::trim_start) {
+        if line.starts_with("--") || line.starts_with("-h") {
+            let flag = line.split([' ', ',']).next().unwrap().to_string();
+            texts.push((flag, line.to_string()));
+        } else if let Some((_, text)) = texts.last_mut() {
+            text.push(' ');
+            text.push_str(line);
+        }
+    }
     let mut flags = BTreeMap::new();
-    for line in
-        help.lines().map(str::trim_start).filter(|l| l.starts_with("--") && l != &"--help" && !l.starts_with("-h"))
-    {
-        let flag = line.split([' ', ',']).next().unwrap().to_string();
-        let default = line.split("[default: ").nth(1).and_then(|d| d.split(']').next()).unwrap_or("").to_string();
+    for (flag, text) in texts {
+        let default = text.split("[default: ").nth(1).and_then(|d| d.split(']').next()).unwrap_or("").to_string();
         flags.insert(flag, default);
     }
     flags.remove("--help");
+    flags.remove("-h");
     flags
 }
 

@@ -241,20 +241,23 @@ async fn refused_connect_is_retried_on_another_backend() {
 }
 
 #[tokio::test]
-async fn no_usable_backend_means_503_or_all_by_policy() {
+async fn no_usable_backend_means_panic_mode_or_503_at_threshold_0() {
     let b = TestBackend::start("a").await;
     b.behaviour.unhealthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let specs = [b.spec()];
     let args = base(&specs).with(&["--health-path", "/healthz"]);
-    let reject = args.ready().await;
+    let reject = args.clone().with(&["--panic-threshold", "0"]).ready().await;
     let (status, _, body) = get(&client(), &format!("http://{}/", reject.http_addrs[0])).await;
     assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"));
     assert!(reject.metrics.render().contains("edge_no_backend_total{service=\"default\",reason=\"rejected\"} 1"));
     reject.shutdown().await;
 
-    let all = args.with(&["--on-no-backend", "all"]).ready().await;
+    // The default threshold (50 %): nothing usable is below it, so traffic spreads over all.
+    let all = args.ready().await;
     assert_eq!(get(&client(), &format!("http://{}/", all.http_addrs[0])).await.0, StatusCode::OK);
-    assert!(all.metrics.render().contains("edge_no_backend_total{service=\"default\",reason=\"fallback\"} 1"));
+    let m = all.metrics.render();
+    assert!(m.contains("edge_no_backend_total{service=\"default\",reason=\"panic\"} 1"), "{m}");
+    assert!(m.contains("edge_service_panic{service=\"default\"} 1"), "{m}");
     all.shutdown().await;
 }
 

@@ -13,5 +13,5 @@ mod view;
 
 pub use spec::{BackendId, BackendSpec, MAX_WEIGHT, SpecError};
 pub use state::{Health, State};
-pub use stats::{BackendStats, Direction, Failure, ProbeResult, StatusClass};
-pub use view::{Backend, BackendSet, BackendView, ProbeSummary};
+pub use stats::{BackendStats, Direction, Failure, GatewayFailure, PassiveSample, ProbeResult, StatusClass};
+pub use view::{Backend, BackendSet, BackendView, Panic, ProbeSummary, WEIGHT_STEPS, panic_at};

@@ -26,29 +26,44 @@ impl Health {
 }
 
 crate::label_enum! {
-    /// The state operators see: health, overridden by draining.
-    #[derive(Serialize)]
-    #[serde(rename_all = "lowercase")]
+    /// The state operators see: one state machine over active probes, passive outcomes of real
+    /// traffic, operators' drains and discovery (see `health::lifecycle`).
     pub enum State {
         /// Not probed yet; no traffic.
         Unknown => "unknown",
-        /// Passing; gets traffic.
+        /// Passing; full traffic.
         Healthy => "healthy",
-        /// Failing; no new traffic.
+        /// Failing its active probes; no new traffic.
         Unhealthy => "unhealthy",
-        /// Drained by an operator or removed by discovery: no new traffic, existing traffic finishes.
+        /// Ejected by outlier detection (real traffic failed); no new traffic until the ejection
+        /// time is over and `rise` probes in a row passed.
+        Ejected => "ejected",
+        /// Back from an ejection: one real request decides whether it stays.
+        Probation => "probation",
+        /// Taking traffic again with a weight that ramps up over `--slow-start`.
+        SlowStart => "slow_start",
+        /// Drained by an operator: no new traffic, existing traffic finishes.
         Draining => "draining",
+        /// Removed by discovery: no new traffic, existing traffic finishes, then it leaves.
+        Removed => "removed",
     }
 }
 
 impl State {
-    /// The state for a health, a drain and a removal.
-    pub fn of(health: Health, drained_or_removed: bool) -> Self {
-        match (drained_or_removed, health) {
-            (true, _) => Self::Draining,
-            (false, Health::Unknown) => Self::Unknown,
-            (false, Health::Healthy) => Self::Healthy,
-            (false, Health::Unhealthy) => Self::Unhealthy,
-        }
+    /// True when the state may get new traffic outside panic mode.
+    pub fn usable(self) -> bool {
+        matches!(self, Self::Healthy | Self::SlowStart | Self::Probation)
+    }
+
+    /// True when the backend is gone rather than sick (drained or removed): it never counts
+    /// toward the ejection cap or the panic threshold.
+    pub fn gone(self) -> bool {
+        matches!(self, Self::Draining | Self::Removed)
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }

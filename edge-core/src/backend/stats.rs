@@ -3,7 +3,7 @@
 //! read `active` from here; the metrics exporter reads everything at scrape time. Label values are
 //! the enums below, so every exported series has a fixed, bounded set of them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::State;
 use crate::histogram::Histogram;
@@ -45,6 +45,72 @@ crate::label_enum! {
 }
 
 crate::label_enum! {
+    /// A gateway failure: what outlier detection counts against a backend. Both data planes
+    /// report them, the userspace proxy from request outcomes and the eBPF agent from conntrack.
+    pub enum GatewayFailure {
+        /// The connection was refused or could not be made in time.
+        Connect => "connect",
+        /// The connection closed or reset before a response.
+        Reset => "reset",
+        /// No response head within the upstream timeout.
+        Timeout => "timeout",
+        /// The backend answered 502.
+        Http502 => "http_502",
+        /// The backend answered 503.
+        Http503 => "http_503",
+        /// The backend answered 504.
+        Http504 => "http_504",
+        /// The backend answered another 5xx (counted only with `--outlier-5xx on`).
+        Http5xx => "http_5xx",
+        /// A SYN the eBPF data plane forwarded got no SYN-ACK in time.
+        SynUnanswered => "syn_unanswered",
+        /// The backend answered a SYN with a RST (eBPF data plane).
+        SynRefused => "syn_refused",
+    }
+}
+
+impl GatewayFailure {
+    /// The failure a response status is, if it is one (`all_5xx`: count every 5xx).
+    pub fn of_status(status: u16, all_5xx: bool) -> Option<Self> {
+        match status {
+            502 => Some(Self::Http502),
+            503 => Some(Self::Http503),
+            504 => Some(Self::Http504),
+            500..=599 if all_5xx => Some(Self::Http5xx),
+            _ => None,
+        }
+    }
+
+    /// Words for reasons and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Connect => "connect failed",
+            Self::Reset => "closed before a response",
+            Self::Timeout => "response timeout",
+            Self::Http502 => "http 502",
+            Self::Http503 => "http 503",
+            Self::Http504 => "http 504",
+            Self::Http5xx => "http 5xx",
+            Self::SynUnanswered => "syn unanswered",
+            Self::SynRefused => "syn answered with rst",
+        }
+    }
+}
+
+/// What the health monitor reads of a backend's passive outcomes on each tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassiveSample {
+    /// Gateway failures since the last good outcome.
+    pub consecutive: u32,
+    /// Good outcomes so far.
+    pub ok: u64,
+    /// Gateway failures so far.
+    pub failed: u64,
+    /// The latest gateway failure.
+    pub last: Option<GatewayFailure>,
+}
+
+crate::label_enum! {
     /// A probe's verdict.
     pub enum ProbeResult {
         /// Passed.
@@ -81,6 +147,13 @@ pub struct BackendStats {
     pub probe_duration: Histogram,
     failures: [AtomicU64; Failure::ALL.len()],
     transitions: [AtomicU64; State::ALL.len()],
+    /// Passive outcomes: gateway failures in a row, by kind, the latest kind (index + 1), and
+    /// good outcomes. The data planes write them; the health monitor reads them every tick.
+    consecutive: AtomicU32,
+    gateway_failures: [AtomicU64; GatewayFailure::ALL.len()],
+    last_gateway_failure: AtomicU8,
+    gateway_ok: AtomicU64,
+    ejections: [AtomicU64; GatewayFailure::ALL.len()],
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -168,6 +241,64 @@ impl BackendStats {
     pub fn transitions(&self, state: State) -> u64 {
         get(&self.transitions[state as usize])
     }
+
+    /// Records an exchange that was not a gateway failure. The store is skipped when the streak
+    /// is already zero, so healthy traffic does not bounce the cache line between workers.
+    pub fn passive_ok(&self) {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        add(&self.gateway_ok, 1);
+    }
+
+    /// Records `n` good outcomes at once (the eBPF sweep's answered SYNs).
+    pub fn passive_ok_n(&self, n: u64) {
+        if n > 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+            add(&self.gateway_ok, n);
+        }
+    }
+
+    /// Records a gateway failure.
+    pub fn gateway_failure(&self, kind: GatewayFailure, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.consecutive.fetch_add(n, Ordering::Relaxed);
+        add(&self.gateway_failures[kind as usize], u64::from(n));
+        self.last_gateway_failure.store(kind as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// Gateway failures of `kind` so far.
+    pub fn gateway_failures(&self, kind: GatewayFailure) -> u64 {
+        get(&self.gateway_failures[kind as usize])
+    }
+
+    /// The passive outcomes as of now.
+    pub fn passive(&self) -> PassiveSample {
+        let last = usize::from(self.last_gateway_failure.load(Ordering::Relaxed));
+        PassiveSample {
+            consecutive: self.consecutive.load(Ordering::Relaxed),
+            ok: get(&self.gateway_ok),
+            failed: self.gateway_failures.iter().map(get).sum(),
+            last: last.checked_sub(1).and_then(|i| GatewayFailure::ALL.get(i).copied()),
+        }
+    }
+
+    /// Starts a new streak (the monitor, when it ejects the backend or puts it on probation).
+    pub fn reset_streak(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts an ejection caused by `kind`.
+    pub fn ejection(&self, kind: GatewayFailure) {
+        add(&self.ejections[kind as usize], 1);
+    }
+
+    /// Ejections caused by `kind` so far.
+    pub fn ejections(&self, kind: GatewayFailure) -> u64 {
+        get(&self.ejections[kind as usize])
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +335,29 @@ mod tests {
         assert_eq!((s.bytes(Direction::Rx), s.bytes(Direction::Tx)), (10, 0));
         assert_eq!(s.failures(Failure::Timeout), 1);
         assert_eq!(s.transitions(State::Draining), 1);
+    }
+
+    #[test]
+    fn passive_outcomes_count_streaks() {
+        let s = BackendStats::default();
+        assert_eq!(s.passive(), PassiveSample::default());
+        s.gateway_failure(GatewayFailure::Http503, 1);
+        s.gateway_failure(GatewayFailure::Connect, 2);
+        assert_eq!(
+            s.passive(),
+            PassiveSample { consecutive: 3, ok: 0, failed: 3, last: Some(GatewayFailure::Connect) }
+        );
+        s.passive_ok();
+        assert_eq!((s.passive().consecutive, s.passive().ok, s.passive().failed), (0, 1, 3));
+        s.gateway_failure(GatewayFailure::SynRefused, 1);
+        s.reset_streak();
+        assert_eq!(s.passive().consecutive, 0);
+        assert_eq!(GatewayFailure::of_status(503, false), Some(GatewayFailure::Http503));
+        assert_eq!(GatewayFailure::of_status(500, false), None);
+        assert_eq!(GatewayFailure::of_status(500, true), Some(GatewayFailure::Http5xx));
+        assert_eq!(GatewayFailure::of_status(404, true), None);
+        for (i, f) in GatewayFailure::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
     }
 }

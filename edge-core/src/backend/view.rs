@@ -3,9 +3,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{BackendId, BackendStats, Health, State};
+
+/// Full weight, in the units [`BackendView::effective_weight`] uses: slow start scales a weight
+/// in tenths, so the selectors see `weight x 10` at full weight and `weight x 1` at the floor.
+pub const WEIGHT_STEPS: u32 = 10;
+
+/// The probation gate's states.
+const GATE_OPEN: u8 = 0;
+const GATE_ONE: u8 = 1;
+const GATE_TAKEN: u8 = 2;
 
 /// A backend's identity and its live counters; it outlives the snapshots that mention it, so
 /// a request keeps counting into it after the backend left the selection.
@@ -17,12 +27,34 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Its counters.
     pub stats: BackendStats,
+    /// The probation gate: the monitor arms it for one request, the proxy takes that request.
+    gate: AtomicU8,
 }
 
 impl Backend {
     /// A backend at `addr` with zeroed counters.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { id: addr.to_string().into(), addr, stats: BackendStats::default() }
+        Self { id: addr.to_string().into(), addr, stats: BackendStats::default(), gate: AtomicU8::new(GATE_OPEN) }
+    }
+
+    /// True when a request may go to this backend now: always, except on probation, where only
+    /// the first request after the gate was armed may (one atomic compare-and-swap, no lock).
+    pub fn admit(&self) -> bool {
+        match self.gate.load(Ordering::Relaxed) {
+            GATE_OPEN => true,
+            GATE_ONE => self.gate.compare_exchange(GATE_ONE, GATE_TAKEN, Ordering::Relaxed, Ordering::Relaxed).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Arms the gate for exactly one request (the monitor, on entering probation).
+    pub fn arm_probation(&self) {
+        self.gate.store(GATE_ONE, Ordering::Relaxed);
+    }
+
+    /// Opens the gate for all traffic (the monitor, on leaving probation).
+    pub fn open_gate(&self) {
+        self.gate.store(GATE_OPEN, Ordering::Relaxed);
     }
 }
 
@@ -44,8 +76,16 @@ pub struct ProbeSummary {
 pub struct BackendView {
     /// Identity and counters.
     pub backend: Arc<Backend>,
-    /// Relative weight.
+    /// Relative weight, as configured.
     pub weight: u32,
+    /// The weight selection uses, in tenths of `weight` ([`WEIGHT_STEPS`] is full weight): lower
+    /// during slow start.
+    pub effective_weight: u32,
+    /// The state.
+    pub state: State,
+    /// Why it is in this state, with the evidence, e.g. `outlier: 5 consecutive gateway errors,
+    /// last: http 503`.
+    pub reason: String,
     /// Health from the probes.
     pub health: Health,
     /// Drained by an operator.
@@ -58,9 +98,43 @@ pub struct BackendView {
     pub last_probe: Option<ProbeSummary>,
     /// When the state last changed.
     pub since: SystemTime,
+    /// When the next probe is due.
+    pub next_probe: Option<SystemTime>,
+    /// Times ejected, decaying by one per base ejection time of sustained health.
+    pub ejections: u32,
+    /// When the current ejection ends.
+    pub ejected_until: Option<SystemTime>,
+    /// Slow start's progress, 0.0 to 1.0, while in slow start.
+    pub slow_start: Option<f64>,
 }
 
 impl BackendView {
+    /// A view of a backend in the state its health alone gives (tests and simple sources).
+    pub fn probed(backend: Arc<Backend>, weight: u32, health: Health) -> Self {
+        let state = match health {
+            Health::Unknown => State::Unknown,
+            Health::Healthy => State::Healthy,
+            Health::Unhealthy => State::Unhealthy,
+        };
+        Self {
+            backend,
+            weight,
+            effective_weight: weight * WEIGHT_STEPS,
+            state,
+            reason: String::new(),
+            health,
+            drained: false,
+            removed: false,
+            streak: 0,
+            last_probe: None,
+            since: SystemTime::now(),
+            next_probe: None,
+            ejections: 0,
+            ejected_until: None,
+            slow_start: None,
+        }
+    }
+
     /// The id.
     pub fn id(&self) -> &BackendId {
         &self.backend.id
@@ -68,12 +142,35 @@ impl BackendView {
 
     /// The state operators see.
     pub fn state(&self) -> State {
-        State::of(self.health, self.drained || self.removed)
+        self.state
     }
 
-    /// True when it may get new traffic.
+    /// True when it may get new traffic outside panic mode.
     pub fn eligible(&self) -> bool {
-        self.state() == State::Healthy
+        self.state.usable()
+    }
+
+    /// The weight a selector gives it, in tenths of the configured weight: the effective weight
+    /// when usable, the configured one when it serves only because of panic mode.
+    pub fn selection_weight(&self) -> u32 {
+        let w = if self.eligible() { self.effective_weight } else { self.weight * WEIGHT_STEPS };
+        w.max(1)
+    }
+}
+
+/// Panic mode: too few of a service's backends are usable, so traffic spreads over every backend
+/// that is not gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panic {
+    /// Usable backends.
+    pub usable: usize,
+    /// Backends that are not drained or removed.
+    pub total: usize,
+}
+
+impl std::fmt::Display for Panic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "panic: {} of {} usable", self.usable, self.total)
     }
 }
 
@@ -84,16 +181,87 @@ pub struct BackendSet {
     pub backends: Vec<BackendView>,
     /// Increases with every published change.
     pub generation: u64,
+    /// Set while the service is in panic mode.
+    pub panic: Option<Panic>,
 }
 
 impl BackendSet {
-    /// Backends that may get new traffic, in id order.
+    /// Backends that may get new traffic outside panic mode, in id order.
     pub fn eligible(&self) -> impl Iterator<Item = &BackendView> {
         self.backends.iter().filter(|b| b.eligible())
+    }
+
+    /// The backends new traffic goes to: the usable ones, or in panic mode every backend that is
+    /// not gone. Both data planes select among exactly these.
+    pub fn serving(&self) -> impl Iterator<Item = &BackendView> {
+        let panic = self.panic.is_some();
+        self.backends.iter().filter(move |b| if panic { !b.state.gone() } else { b.eligible() })
     }
 
     /// Finds a backend by id.
     pub fn get(&self, id: &str) -> Option<&BackendView> {
         self.backends.iter().find(|b| &*b.backend.id == id)
+    }
+}
+
+/// Whether a service with these backends is in panic mode at `threshold` percent: fewer than that
+/// share of the backends that are not gone (and have had a first verdict) are usable. A threshold
+/// of 0 never panics, so a service without a usable backend rejects (503, or dropped packets on
+/// the eBPF data plane). Backends not probed yet do not count, so a starting agent does not panic.
+pub fn panic_at(backends: &[BackendView], threshold: u32) -> Option<Panic> {
+    let total = backends.iter().filter(|b| !b.state.gone() && b.state != State::Unknown).count();
+    let usable = backends.iter().filter(|b| b.eligible()).count();
+    (total > 0 && (usable as u64) * 100 < u64::from(threshold) * total as u64).then_some(Panic { usable, total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(states: &[State]) -> Vec<BackendView> {
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 80));
+                let mut v = BackendView::probed(Arc::new(Backend::new(addr)), 1, Health::Healthy);
+                v.state = *s;
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn panic_engages_below_the_threshold_and_ignores_gone_backends() {
+        use State::*;
+        assert_eq!(panic_at(&views(&[Healthy, Healthy, Unhealthy, Ejected]), 50), None, "2 of 4 is not below 50 %");
+        assert_eq!(
+            panic_at(&views(&[Healthy, Unhealthy, Unhealthy, Ejected]), 50),
+            Some(Panic { usable: 1, total: 4 })
+        );
+        assert_eq!(panic_at(&views(&[Healthy, Unhealthy, Draining, Removed]), 50), None, "gone ones do not count");
+        assert_eq!(panic_at(&views(&[Unhealthy, Unhealthy]), 0), None, "0 % never panics");
+        assert_eq!(panic_at(&views(&[Unhealthy, Unhealthy]), 1), Some(Panic { usable: 0, total: 2 }));
+        assert_eq!(panic_at(&views(&[Draining]), 100), None, "nothing to spread over");
+        assert_eq!(panic_at(&views(&[Unknown, Unknown]), 100), None, "not probed yet");
+        assert_eq!(panic_at(&views(&[SlowStart, Probation, Unhealthy]), 50), None, "slow start and probation serve");
+        let set = BackendSet {
+            backends: views(&[Healthy, Unhealthy, Draining]),
+            generation: 1,
+            panic: Some(Panic { usable: 1, total: 2 }),
+        };
+        assert_eq!(set.serving().count(), 2, "panic spreads over all that are not gone");
+        assert_eq!(Panic { usable: 1, total: 4 }.to_string(), "panic: 1 of 4 usable");
+    }
+
+    #[test]
+    fn the_probation_gate_admits_one_request() {
+        let b = Backend::new(SocketAddr::from(([10, 0, 0, 1], 80)));
+        assert!(b.admit() && b.admit(), "open by default");
+        b.arm_probation();
+        assert!(b.admit());
+        assert!(!b.admit() && !b.admit(), "only one on probation");
+        b.open_gate();
+        assert!(b.admit());
     }
 }

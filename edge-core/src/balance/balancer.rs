@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::{NoBackendPolicy, Plane, Selector, StrategySpec, Unsupported};
+use super::{Plane, Selector, StrategySpec, Unsupported};
 use crate::backend::BackendSet;
 
 /// Settings that do not change at run time.
@@ -20,8 +20,6 @@ use crate::backend::BackendSet;
 pub struct BalancerConfig {
     /// Maglev table size.
     pub table_size: u32,
-    /// No-backend policy.
-    pub policy: NoBackendPolicy,
     /// The data plane the selection serves; switches it cannot carry out are refused.
     pub plane: Plane,
 }
@@ -84,12 +82,9 @@ impl BalancerHandle {
     }
 }
 
-fn selection_key(set: &BackendSet) -> Vec<(Arc<str>, u32)> {
-    set.eligible().map(|b| (b.id().clone(), b.weight)).collect()
-}
-
-fn all_key(set: &BackendSet) -> Vec<Arc<str>> {
-    set.backends.iter().filter(|b| !b.removed).map(|b| b.id().clone()).collect()
+/// What selection depends on: the backends served and their effective weights, and panic mode.
+fn selection_key(set: &BackendSet) -> (Vec<(Arc<str>, u32)>, bool) {
+    (set.serving().map(|b| (b.id().clone(), b.effective_weight)).collect(), set.panic.is_some())
 }
 
 /// Starts the balancer over the monitor's snapshots. The initial strategy must be one the plane
@@ -100,7 +95,7 @@ pub fn spawn(
     mut backends: watch::Receiver<Arc<BackendSet>>,
 ) -> BalancerHandle {
     let set = backends.borrow_and_update().clone();
-    let build = move |spec: &StrategySpec, set: &BackendSet| Selector::build(spec, set, cfg.table_size, cfg.policy);
+    let build = move |spec: &StrategySpec, set: &BackendSet| Selector::build(spec, set, cfg.table_size);
     let selector = Arc::new(ArcSwap::from_pointee(build(&initial, &set)));
     let (strategy_tx, strategy_rx) = watch::channel(initial.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Switch>(8);
@@ -109,7 +104,7 @@ pub fn spawn(
     let counted = switches.clone();
     let task = async move {
         let mut spec = initial;
-        let mut last = (selection_key(&set), all_key(&set));
+        let mut last = selection_key(&set);
         loop {
             tokio::select! {
                 r = backends.changed() => {
@@ -117,10 +112,10 @@ pub fn spawn(
                         break;
                     }
                     let set = backends.borrow_and_update().clone();
-                    let key = (selection_key(&set), all_key(&set));
+                    let key = selection_key(&set);
                     if key != last {
                         published.store(Arc::new(build(&spec, &set)));
-                        tracing::debug!(eligible = key.0.len(), "selector rebuilt");
+                        tracing::debug!(serving = key.0.len(), panic = key.1, "selector rebuilt");
                         last = key;
                     }
                 }
@@ -147,7 +142,7 @@ mod tests {
     use crate::balance::{HashKey, StrategyKind};
 
     fn cfg(plane: Plane) -> BalancerConfig {
-        BalancerConfig { table_size: 65_537, policy: NoBackendPolicy::Reject, plane }
+        BalancerConfig { table_size: 65_537, plane }
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,7 @@ mod hash;
 mod key;
 mod least_conn;
 pub mod maglev;
+mod retry;
 mod round_robin;
 mod strategy;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use balancer::{BalancerConfig, BalancerHandle, SwitchError, spawn};
 pub use capability::{Plane, Unsupported};
 pub use key::request_hash;
+pub use retry::{Backoff, RetryBudget, RetryBudgetConfig};
 pub use strategy::{HashKey, StrategyError, StrategyKind, StrategySpec};
 
 use crate::backend::{Backend, BackendId, BackendSet, BackendView};
@@ -55,7 +57,7 @@ impl Target {
 
 impl From<&BackendView> for Target {
     fn from(b: &BackendView) -> Self {
-        Self { backend: b.backend.clone(), weight: b.weight }
+        Self { backend: b.backend.clone(), weight: b.selection_weight() }
     }
 }
 
@@ -67,47 +69,39 @@ pub trait Select: Send + Sync + fmt::Debug {
     fn targets(&self) -> &[Target];
 }
 
-/// What to do when no backend is eligible (`--on-no-backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoBackendPolicy {
-    /// Answer 503 (HTTP) or close the connection (TCP).
-    Reject,
-    /// Spread traffic over every known backend regardless of health, as Envoy's panic mode does:
-    /// better a chance of an answer than a certain error when health checks themselves are broken.
-    All,
-}
-
-/// The immutable selection snapshot: a strategy over the eligible targets.
+/// The immutable selection snapshot: a strategy over the backends the set serves (the usable
+/// ones, or in panic mode every one that is not gone), weighted by their effective weights.
 #[derive(Debug)]
 pub struct Selector {
     inner: Box<dyn Select>,
     spec: StrategySpec,
-    /// Round robin over all known backends, used only under [`NoBackendPolicy::All`].
-    fallback: Option<round_robin::RoundRobin>,
+    panic: bool,
 }
 
 /// Where a pick came from, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PickSource {
-    /// A healthy, non-draining backend chosen by the strategy.
+    /// A usable backend chosen by the strategy.
     Strategy,
-    /// No backend was eligible; `--on-no-backend all` chose among all known backends.
-    Fallback,
+    /// The service is in panic mode: the strategy chose among every backend that is not gone.
+    Panic,
 }
 
 impl Selector {
-    /// Builds a selector for `spec` over the eligible backends of `set`.
-    pub fn build(spec: &StrategySpec, set: &BackendSet, table_size: u32, policy: NoBackendPolicy) -> Self {
-        let eligible: Vec<Target> = set.eligible().map(Target::from).collect();
+    /// Builds a selector for `spec` over the backends `set` serves.
+    pub fn build(spec: &StrategySpec, set: &BackendSet, table_size: u32) -> Self {
+        let serving: Vec<Target> = set.serving().map(Target::from).collect();
         let inner: Box<dyn Select> = match spec.kind {
-            StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(eligible)),
-            StrategyKind::LeastConnections => Box::new(least_conn::LeastConnections::new(eligible)),
-            StrategyKind::ConsistentHash => Box::new(consistent_hash::ConsistentHash::new(eligible, table_size)),
+            StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(serving)),
+            StrategyKind::LeastConnections => Box::new(least_conn::LeastConnections::new(serving)),
+            StrategyKind::ConsistentHash => Box::new(consistent_hash::ConsistentHash::new(serving, table_size)),
         };
-        let fallback = (policy == NoBackendPolicy::All).then(|| {
-            round_robin::RoundRobin::new(set.backends.iter().filter(|b| !b.removed).map(Target::from).collect())
-        });
-        Self { inner, spec: spec.clone(), fallback }
+        Self { inner, spec: spec.clone(), panic: set.panic.is_some() }
+    }
+
+    /// True when the service is in panic mode.
+    pub fn panic(&self) -> bool {
+        self.panic
     }
 
     /// The strategy this selector implements.
@@ -132,10 +126,19 @@ impl Selector {
 
     /// Picks a target for a request whose key hashes to `hash`.
     pub fn pick(&self, hash: u64) -> Option<(&Target, PickSource)> {
-        if let Some(t) = self.inner.pick(hash) {
-            return Some((t, PickSource::Strategy));
+        let source = if self.panic { PickSource::Panic } else { PickSource::Strategy };
+        self.inner.pick(hash).map(|t| (t, source))
+    }
+
+    /// Picks a target that admits the request (see [`Backend::admit`]: a backend on probation
+    /// takes one request only), trying others when the first choice does not.
+    pub fn pick_admitted(&self, hash: u64) -> Option<(&Target, PickSource)> {
+        let (t, s) = self.pick(hash)?;
+        if t.backend.admit() {
+            return Some((t, s));
         }
-        self.fallback.as_ref()?.pick(hash).map(|t| (t, PickSource::Fallback))
+        let avoid = t.id().clone();
+        self.pick_other(hash, &avoid).filter(|(t, _)| t.backend.admit())
     }
 
     /// Picks a target other than `avoid`, for a retry after a failed connect. Returns `None` when
@@ -151,8 +154,9 @@ impl Selector {
                 None => return None,
             }
         }
+        let source = if self.panic { PickSource::Panic } else { PickSource::Strategy };
         let targets = self.inner.targets();
-        targets.iter().find(|t| t.id() != avoid).map(|t| (t, PickSource::Strategy))
+        targets.iter().find(|t| t.id() != avoid).map(|t| (t, source))
     }
 }
 

@@ -1,18 +1,27 @@
-//! Active health checking: probes (one implementation per file), hysteresis, and the monitor actor
-//! that owns every backend's state.
+//! Failure handling: active probes (one implementation per file) and their pace (`prober`),
+//! hysteresis, outlier detection's arithmetic (`outlier`), the per-backend state machine that
+//! merges active and passive signals (`lifecycle`), the event log, and the monitor actor that owns
+//! every backend's state.
 
+mod events;
 mod http;
 mod hysteresis;
+mod lifecycle;
 mod monitor;
+mod outlier;
+mod prober;
 mod tcp;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use events::{EVENTS_KEPT, Event, EventLog};
 pub use http::HttpCheck;
 pub use hysteresis::Hysteresis;
+pub use lifecycle::{Change, Lifecycle, Passive};
 pub use monitor::{CommandError, Monitor, MonitorConfig, MonitorHandle};
+pub use outlier::{OutlierConfig, may_eject};
 pub use tcp::TcpCheck;
 
 use crate::util::BoxFuture;
@@ -45,6 +54,9 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
 pub struct HealthConfig {
     /// Time between probes of one backend.
     pub interval: Duration,
+    /// Time between probes of a suspect backend (a failed probe or real request), an ejected one,
+    /// or one on its way back (HAProxy's `fastinter`).
+    pub fast_interval: Duration,
     /// Limit for one probe, connect included.
     pub timeout: Duration,
     /// Random spread of the interval, as a fraction (0.1 = ±10 %), so that probes of many backends
@@ -59,11 +71,29 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         // HAProxy's defaults: inter 2s, rise 2, fall 3; timeout 1s.
-        Self { interval: Duration::from_secs(2), timeout: Duration::from_secs(1), jitter: 0.1, rise: 2, fall: 3 }
+        Self {
+            interval: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            jitter: 0.1,
+            rise: 2,
+            fall: 3,
+        }
     }
 }
 
 impl HealthConfig {
+    /// The longest time from a backend starting to fail every probe to it being marked unhealthy:
+    /// up to one interval until the next probe starts, then `fall - 1` more probes at the fast
+    /// pace (each at most the longer of the fast interval and the timeout), and the last probe's
+    /// own timeout. With the defaults (interval 2 s ±10 %, fast 500 ms, timeout 1 s, fall 3) that
+    /// is 2.2 + 2 x 1 + 1 = 5.2 s for probes that time out, and 3.2 s for refused ones.
+    pub fn detection_bound(&self) -> Duration {
+        let first = self.interval.mul_f64(1.0 + self.jitter.max(0.0));
+        let step = self.fast_interval.max(self.timeout);
+        first + step * self.fall.saturating_sub(1) + self.timeout
+    }
+
     /// The next wait, with jitter applied.
     pub fn next_interval(&self) -> Duration {
         if self.jitter <= 0.0 {

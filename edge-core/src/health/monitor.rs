@@ -1,34 +1,48 @@
 //! The health monitor: the one actor that owns every backend's state.
 //!
-//! It merges discovery updates from all sources, runs one probe task per backend, applies
-//! hysteresis to the verdicts, applies operators' drain commands, and publishes an immutable
-//! [`BackendSet`] through a `watch` channel. Nothing else mutates backend state, so the state
-//! changes flow one way: discovery → monitor → balancer / data plane / admin API.
+//! It merges discovery updates from all sources, runs one probe loop per backend, feeds each
+//! backend's state machine (`lifecycle`) with probe verdicts and, every tick, with the passive
+//! outcomes the data planes counted (lock-free atomics on the backend), enforces the ejection cap
+//! and the panic threshold over the whole service, applies operators' drain commands, keeps the
+//! event log, and publishes an immutable [`BackendSet`] through a `watch` channel. Nothing else
+//! mutates backend state, so state changes flow one way: discovery and traffic → monitor →
+//! balancer / data plane / admin API.
 //!
-//! Backends that discovery removes are not cut: they turn `draining` and leave once their last
+//! Backends that discovery removes are not cut: they turn `removed` and leave once their last
 //! request or connection finishes (or after `drain_timeout`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{HealthCheck, HealthConfig, Hysteresis, ProbeError};
-use crate::backend::{Backend, BackendId, BackendSet, BackendSpec, BackendView, ProbeResult, ProbeSummary, State};
+use super::lifecycle::{Change, Lifecycle, Passive};
+use super::outlier::{OutlierConfig, may_eject};
+use super::prober::{ProbeDone, Prober};
+use super::{Event, EventLog, HealthCheck, HealthConfig};
+use crate::backend::{
+    Backend, BackendId, BackendSet, BackendSpec, BackendView, Panic, ProbeResult, ProbeSummary, State, panic_at,
+};
 use crate::discovery::{Discover, Sink, SourceStats, SourcedUpdate, Update};
 
-/// How often cosmetic changes (last probe details) are published and drained backends reaped.
-const TICK: Duration = Duration::from_millis(250);
+/// How often passive outcomes are read, ejections and slow starts advanced, cosmetic changes (last
+/// probe details) published and drained backends reaped. It bounds how late an ejection follows
+/// the failure that called for it.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Monitor settings.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
     /// Probe timing and hysteresis.
     pub health: HealthConfig,
+    /// Outlier detection and slow start.
+    pub outlier: OutlierConfig,
+    /// Panic threshold in percent (0: never).
+    pub panic_threshold: u32,
     /// Longest time a removed backend is kept draining while traffic is still open.
     pub drain_timeout: Duration,
 }
@@ -60,6 +74,7 @@ pub enum CommandError {
 #[derive(Debug, Clone)]
 pub struct MonitorHandle {
     backends: watch::Receiver<Arc<BackendSet>>,
+    events: watch::Receiver<Arc<Vec<Event>>>,
     ready: watch::Receiver<bool>,
     commands: mpsc::Sender<Command>,
     sources: Arc<[Arc<SourceStats>]>,
@@ -74,6 +89,11 @@ impl MonitorHandle {
     /// A receiver that sees every published snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<BackendSet>> {
         self.backends.clone()
+    }
+
+    /// The latest events, newest first.
+    pub fn events(&self) -> Arc<Vec<Event>> {
+        self.events.borrow().clone()
     }
 
     /// True once the first discovery and the first probe of each initial backend completed.
@@ -118,42 +138,66 @@ impl MonitorHandle {
 }
 
 #[derive(Debug)]
-struct ProbeDone {
-    id: BackendId,
-    epoch: u64,
-    outcome: Result<String, ProbeError>,
-    duration: Duration,
-}
-
-#[derive(Debug)]
 struct Entry {
     backend: Arc<Backend>,
     weight: u32,
-    hyst: Hysteresis,
+    life: Lifecycle,
     drained: bool,
     removed_at: Option<Instant>,
     last_probe: Option<ProbeSummary>,
     since: SystemTime,
-    probe: Option<AbortHandle>,
+    probe: Option<Prober>,
     epoch: u64,
+    /// The state last published, to tell changes from the gate's point of view.
+    shown: State,
+    /// Outlier detection asked to eject this backend and the cap refused; cleared when the
+    /// streak ends, so the refusal is logged once per streak.
+    refused: bool,
 }
 
 impl Entry {
-    fn view(&self) -> BackendView {
-        BackendView {
-            backend: self.backend.clone(),
-            weight: self.weight,
-            health: self.hyst.health(),
-            drained: self.drained,
-            removed: self.removed_at.is_some(),
-            streak: self.hyst.streak(),
-            last_probe: self.last_probe.clone(),
-            since: self.since,
+    fn state(&self) -> State {
+        if self.removed_at.is_some() {
+            State::Removed
+        } else if self.drained {
+            State::Draining
+        } else {
+            self.life.state()
         }
     }
 
-    fn state(&self) -> State {
-        self.view().state()
+    fn reason(&self) -> String {
+        match self.state() {
+            State::Removed => "removed by discovery".into(),
+            State::Draining => "drained by admin".into(),
+            _ => self.life.reason().to_string(),
+        }
+    }
+
+    fn view(&self, now: Instant, wall: SystemTime, panic: Option<Panic>) -> BackendView {
+        let state = self.state();
+        let mut reason = self.reason();
+        if let Some(p) = panic.filter(|_| !state.usable() && !state.gone()) {
+            reason = format!("{p}; {reason}");
+        }
+        let to_wall = |t: Instant| wall + t.saturating_duration_since(now);
+        BackendView {
+            backend: self.backend.clone(),
+            weight: self.weight,
+            effective_weight: self.weight * self.life.weight_steps(now),
+            state,
+            reason,
+            health: self.life.health(),
+            drained: self.drained,
+            removed: self.removed_at.is_some(),
+            streak: self.life.streak(),
+            last_probe: self.last_probe.clone(),
+            since: self.since,
+            next_probe: self.probe.as_ref().and_then(Prober::next_probe),
+            ejections: self.life.ejections(),
+            ejected_until: self.life.ejected_until().map(to_wall),
+            slow_start: self.life.slow_start_progress(now),
+        }
     }
 }
 
@@ -168,6 +212,7 @@ impl Monitor {
         let (probe_tx, probe_rx) = mpsc::channel(256);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (set_tx, set_rx) = watch::channel(Arc::new(BackendSet::default()));
+        let (events_tx, events_rx) = watch::channel(Arc::new(Vec::new()));
         let (ready_tx, ready_rx) = watch::channel(false);
         let mut stats = Vec::new();
         for (i, src) in sources.into_iter().enumerate() {
@@ -198,15 +243,18 @@ impl Monitor {
             entries: BTreeMap::new(),
             probe_tx,
             set_tx,
+            events_tx,
+            log: EventLog::default(),
             ready_tx,
             pending_first: HashSet::new(),
             generation: 0,
             next_epoch: 0,
             dirty: false,
+            panic: None,
         };
         // The caller's span (the service, when there are several) labels the actor's logs.
         tokio::spawn(actor.run(update_rx, probe_rx, cmd_rx).in_current_span());
-        MonitorHandle { backends: set_rx, ready: ready_rx, commands: cmd_tx, sources }
+        MonitorHandle { backends: set_rx, events: events_rx, ready: ready_rx, commands: cmd_tx, sources }
     }
 }
 
@@ -220,12 +268,15 @@ struct Actor {
     entries: BTreeMap<BackendId, Entry>,
     probe_tx: mpsc::Sender<ProbeDone>,
     set_tx: watch::Sender<Arc<BackendSet>>,
+    events_tx: watch::Sender<Arc<Vec<Event>>>,
+    log: EventLog,
     ready_tx: watch::Sender<bool>,
     /// Backends added before readiness that have no verdict yet.
     pending_first: HashSet<BackendId>,
     generation: u64,
     next_epoch: u64,
     dirty: bool,
+    panic: Option<Panic>,
 }
 
 impl Actor {
@@ -246,6 +297,7 @@ impl Actor {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    self.on_tick();
                     self.reap();
                     if self.dirty {
                         self.publish();
@@ -255,9 +307,7 @@ impl Actor {
             self.check_ready();
         }
         for e in self.entries.values_mut() {
-            if let Some(p) = e.probe.take() {
-                p.abort();
-            }
+            e.probe = None;
         }
     }
 
@@ -290,17 +340,16 @@ impl Actor {
         let mut changed = false;
         for (id, spec) in &desired {
             let readded = self.entries.get(id).is_some_and(|e| e.removed_at.is_some());
-            let restart = if readded { Some(self.start_probe(id.clone(), spec.addr)) } else { None };
+            let restart = readded.then(|| self.start_probe(id.clone(), spec.addr));
             match self.entries.get_mut(id) {
                 Some(e) => {
-                    if let Some((abort, epoch)) = restart {
+                    if let Some((prober, epoch)) = restart {
                         e.removed_at = None;
-                        tracing::info!(backend = %id, "backend re-added by discovery");
                         e.since = SystemTime::now();
-                        if let Some(old) = e.probe.replace(abort) {
-                            old.abort();
-                        }
+                        e.probe = Some(prober);
                         e.epoch = epoch;
+                        let to = e.state();
+                        self.log.push(Some(id), Some(State::Removed), Some(to), "re-added by discovery".into());
                         changed = true;
                     }
                     if e.weight != spec.weight {
@@ -318,12 +367,13 @@ impl Actor {
         let now = Instant::now();
         for (id, e) in self.entries.iter_mut() {
             if !desired.contains_key(id) && e.removed_at.is_none() {
-                tracing::info!(backend = %id, active = e.backend.stats.active(), "backend removed by discovery; draining");
+                let from = e.state();
                 e.removed_at = Some(now);
                 e.since = SystemTime::now();
-                if let Some(p) = e.probe.take() {
-                    p.abort();
-                }
+                e.probe = None;
+                let reason = format!("removed by discovery; draining {} open", e.backend.stats.active());
+                self.log.push(Some(id), Some(from), Some(State::Removed), reason);
+                e.backend.stats.transition(State::Removed);
                 self.pending_first.remove(id);
                 changed = true;
             }
@@ -334,48 +384,45 @@ impl Actor {
     }
 
     fn add(&mut self, id: BackendId, spec: &BackendSpec) {
-        let (abort, epoch) = self.start_probe(id.clone(), spec.addr);
-        tracing::info!(backend = %id, weight = spec.weight, "backend added; probing");
-        if !*self.ready_tx.borrow() {
+        let (prober, epoch) = self.start_probe(id.clone(), spec.addr);
+        let ready = *self.ready_tx.borrow();
+        if !ready {
             self.pending_first.insert(id.clone());
         }
+        // A backend that joins a serving service ramps up; the first ones at start take traffic
+        // at once, or the service would start at a tenth of its capacity.
+        let slow_first = ready && self.entries.values().any(|e| e.state().usable());
+        let health = &self.cfg.health;
+        let life = Lifecycle::new(self.cfg.outlier.clone(), health.rise, health.fall, slow_first, Instant::now());
+        self.log.push(
+            Some(&id),
+            None,
+            Some(State::Unknown),
+            format!("added by discovery (weight {}); probing", spec.weight),
+        );
         self.entries.insert(
             id,
             Entry {
                 backend: Arc::new(Backend::new(spec.addr)),
                 weight: spec.weight,
-                hyst: Hysteresis::new(self.cfg.health.rise, self.cfg.health.fall),
+                life,
                 drained: false,
                 removed_at: None,
                 last_probe: None,
                 since: SystemTime::now(),
-                probe: Some(abort),
+                probe: Some(prober),
                 epoch,
+                shown: State::Unknown,
+                refused: false,
             },
         );
     }
 
-    fn start_probe(&mut self, id: BackendId, addr: SocketAddr) -> (AbortHandle, u64) {
+    fn start_probe(&mut self, id: BackendId, addr: SocketAddr) -> (Prober, u64) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        let checker = self.checker.clone();
-        let tx = self.probe_tx.clone();
-        let health = self.cfg.health.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let start = tokio::time::Instant::now();
-                let outcome = match tokio::time::timeout(health.timeout, checker.check(addr)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ProbeError::Timeout(health.timeout)),
-                };
-                let r = ProbeDone { id: id.clone(), epoch, outcome, duration: start.elapsed() };
-                if tx.send(r).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(health.next_interval()).await;
-            }
-        });
-        (task.abort_handle(), epoch)
+        let p = Prober::spawn(id, addr, epoch, self.checker.clone(), self.cfg.health.clone(), self.probe_tx.clone());
+        (p, epoch)
     }
 
     fn on_probe(&mut self, r: ProbeDone) {
@@ -391,22 +438,102 @@ impl Actor {
             Ok(d) => d.clone(),
             Err(err) => err.to_string(),
         };
-        let before = e.state();
-        let flipped = e.hyst.observe(passed);
-        e.last_probe =
-            Some(ProbeSummary { passed, detail: detail.clone(), duration: r.duration, at: SystemTime::now() });
+        let change = e.life.probe(passed, &detail, Instant::now());
+        e.last_probe = Some(ProbeSummary { passed, detail, duration: r.duration, at: SystemTime::now() });
+        if let Some(p) = &e.probe {
+            p.set_fast(e.life.fast());
+        }
         self.pending_first.remove(&r.id);
-        match flipped {
-            Some(h) => {
-                e.since = SystemTime::now();
-                let after = e.state();
-                tracing::info!(backend = %r.id, health = h.as_str(), state = after.as_str(),
-                    from = before.as_str(), probe = %detail, "backend health changed");
-                e.backend.stats.transition(after);
-                self.publish();
-            }
+        match change {
+            Some(c) => self.changed(&r.id, c),
             None => self.dirty = true,
         }
+    }
+
+    /// Reads every backend's passive outcomes, lets time pass in each machine, and paces probes.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let mut changes: Vec<(BackendId, Change)> = Vec::new();
+        let mut wants: Vec<(BackendId, String)> = Vec::new();
+        for (id, e) in &mut self.entries {
+            if e.removed_at.is_some() {
+                continue;
+            }
+            let sample = e.backend.stats.passive();
+            match e.life.passive(sample, now) {
+                Passive::Changed(c) => changes.push((id.clone(), c)),
+                Passive::WantsEjection { consecutive, last } if !e.drained => {
+                    wants.push((id.clone(), Lifecycle::outlier_words(consecutive, last)));
+                }
+                _ => {}
+            }
+            if sample.consecutive == 0 {
+                e.refused = false;
+            }
+            if let Some(c) = e.life.tick(now) {
+                changes.push((id.clone(), c));
+            }
+            if e.life.state() == State::SlowStart {
+                // The weight ramps: publish when its step moved.
+                self.dirty = true;
+            }
+            if let Some(p) = &e.probe {
+                p.set_fast(e.life.fast());
+            }
+        }
+        for (id, c) in changes {
+            if let (State::Ejected, Some(e)) = (c.to, self.entries.get(&id)) {
+                e.backend.stats.reset_streak();
+            }
+            self.changed(&id, c);
+        }
+        for (id, words) in wants {
+            self.try_eject(&id, words, now);
+        }
+    }
+
+    /// Ejects a backend if the cap allows: counted over backends that are not drained or
+    /// removed, after the ejection.
+    fn try_eject(&mut self, id: &BackendId, words: String, now: Instant) {
+        let countable = self.entries.values().filter(|e| !e.state().gone()).count();
+        let ejected = self.entries.values().filter(|e| !e.state().gone() && e.life.is_ejected()).count();
+        let pct = self.cfg.outlier.max_ejected_percent;
+        let Some(e) = self.entries.get_mut(id) else { return };
+        if !may_eject(ejected, countable, pct) {
+            if !e.refused {
+                e.refused = true;
+                let state = e.state();
+                let reason =
+                    format!("{words}; not ejected: {} of {countable} would be out, over the {pct} % cap", ejected + 1);
+                self.log.push(Some(id), Some(state), None, reason);
+                self.dirty = true;
+            }
+            return;
+        }
+        let last = e.backend.stats.passive().last;
+        e.backend.stats.reset_streak();
+        if let Some(kind) = last {
+            e.backend.stats.ejection(kind);
+        }
+        if let Some(c) = e.life.eject(words, now) {
+            if let Some(p) = &e.probe {
+                p.set_fast(true);
+            }
+            self.changed(id, c);
+        }
+    }
+
+    /// Records a state change of the machine under drains and removals, and publishes.
+    fn changed(&mut self, id: &BackendId, c: Change) {
+        if let Some(e) = self.entries.get_mut(id) {
+            e.since = SystemTime::now();
+            let to = e.state();
+            if to == c.to {
+                e.backend.stats.transition(to);
+            }
+            self.log.push(Some(id), Some(c.from), Some(c.to), c.reason);
+        }
+        self.publish();
     }
 
     fn on_command(&mut self, c: Command) {
@@ -423,12 +550,18 @@ impl Actor {
             return;
         }
         if e.drained != drain {
+            let from = e.state();
             e.drained = drain;
             e.since = SystemTime::now();
-            let state = e.state();
-            tracing::info!(backend = %id, state = state.as_str(), active = e.backend.stats.active(),
-                "{}", if drain { "backend drained by operator" } else { "backend undrained by operator" });
-            e.backend.stats.transition(state);
+            let to = e.state();
+            let words = if drain {
+                format!("drained by admin; {} open", e.backend.stats.active())
+            } else {
+                "undrained by admin".to_string()
+            };
+            e.backend.stats.transition(to);
+            let key = e.backend.id.clone();
+            self.log.push(Some(&key), Some(from), Some(to), words);
             self.publish();
         }
         let _ = reply.send(Ok(()));
@@ -459,11 +592,45 @@ impl Actor {
     }
 
     fn publish(&mut self) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        // The probation gate follows the state: armed for one request on entering probation,
+        // open otherwise.
+        for e in self.entries.values_mut() {
+            let state = e.state();
+            if state != e.shown {
+                if state == State::Probation {
+                    e.backend.arm_probation();
+                } else if e.shown == State::Probation {
+                    e.backend.open_gate();
+                }
+                e.shown = state;
+            }
+        }
+        let mut backends: Vec<BackendView> = self.entries.values().map(|e| e.view(now, wall, None)).collect();
+        let panic = panic_at(&backends, self.cfg.panic_threshold);
+        if panic != self.panic {
+            match (self.panic, panic) {
+                (None, Some(p)) => {
+                    self.log.push(None, None, None, format!("{p}; spreading over every backend that is not gone"))
+                }
+                (Some(_), None) => self.log.push(None, None, None, "panic mode over".into()),
+                _ => {}
+            }
+            self.panic = panic;
+        }
+        if panic.is_some() {
+            backends = self.entries.values().map(|e| e.view(now, wall, panic)).collect();
+        }
         self.generation += 1;
         self.dirty = false;
-        let set =
-            BackendSet { backends: self.entries.values().map(Entry::view).collect(), generation: self.generation };
-        self.set_tx.send_replace(Arc::new(set));
+        self.set_tx.send_replace(Arc::new(BackendSet { backends, generation: self.generation, panic }));
+        let events = self.log.snapshot();
+        self.events_tx.send_if_modified(|old| {
+            let changed = !Arc::ptr_eq(old, &events);
+            *old = events;
+            changed
+        });
     }
 
     fn check_ready(&mut self) {
@@ -482,6 +649,7 @@ mod tests {
     use super::*;
     use crate::backend::Health;
     use crate::discovery::Fixed;
+    use crate::health::ProbeError;
     use crate::util::BoxFuture;
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -522,11 +690,14 @@ mod tests {
         MonitorConfig {
             health: HealthConfig {
                 interval: Duration::from_secs(2),
+                fast_interval: Duration::from_millis(500),
                 timeout: Duration::from_secs(1),
                 jitter: 0.0,
                 rise: 2,
                 fall: 3,
             },
+            outlier: OutlierConfig { jitter: 0.0, ..OutlierConfig::default() },
+            panic_threshold: 50,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -559,7 +730,7 @@ mod tests {
         let h = spawn(check, 1);
         h.wait_ready().await;
         let mut rx = h.subscribe();
-        // 10 minutes of probes every 2 s: 300 verdicts, 100 of them failures.
+        // 10 minutes of probes every 2 s (faster after a failure).
         let watcher = tokio::spawn(async move {
             let mut seen = HashSet::new();
             while rx.changed().await.is_ok() {
@@ -570,7 +741,13 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert_eq!(state_of(&h, 1), State::Healthy);
         let stats = &h.snapshot().backends[0].backend.clone();
-        assert_eq!(stats.stats.probes(ProbeResult::Failure), 100, "300 probes, every third failed");
+        // A failed probe makes the backend suspect, so the next one comes at the fast pace.
+        let (failed, passed) = (stats.stats.probes(ProbeResult::Failure), stats.stats.probes(ProbeResult::Success));
+        assert!(
+            failed >= 100 && (passed / 2).abs_diff(failed) <= 1,
+            "every third of {} probes failed",
+            failed + passed
+        );
         assert_eq!(stats.stats.transitions(State::Unhealthy), 0, "no transition to unhealthy");
         drop(h);
         let seen = watcher.await.unwrap();
@@ -587,14 +764,19 @@ mod tests {
         check.cycle(addr(1), &[false]);
         let mut rx = h.subscribe();
         rx.wait_for(|s| s.backends[0].health == Health::Unhealthy).await.unwrap();
-        // fall = 3 failures at 2 s intervals: detected on the third failed probe, 4-6 s later.
+        // fall = 3: the first failure at the next probe (within 2 s), the other two at the fast
+        // pace (500 ms apart).
         let took = t0.elapsed();
-        assert!(took >= Duration::from_secs(4) && took <= Duration::from_secs(6), "{took:?}");
+        assert!(took >= Duration::from_secs(1) && took <= Duration::from_secs(3), "{took:?}");
+        assert!(took <= cfg().health.detection_bound());
         let t1 = tokio::time::Instant::now();
         check.cycle(addr(1), &[true]);
         rx.wait_for(|s| s.backends[0].health == Health::Healthy).await.unwrap();
         let took = t1.elapsed();
-        assert!(took >= Duration::from_secs(2) && took <= Duration::from_secs(4), "{took:?}");
+        assert!(took >= Duration::from_millis(500) && took <= Duration::from_millis(2500), "{took:?}");
+        assert_eq!(state_of(&h, 1), State::SlowStart, "back through slow start");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(state_of(&h, 1), State::Healthy);
     }
 
     #[tokio::test(start_paused = true)]
@@ -643,7 +825,7 @@ mod tests {
         let open = crate::util::GaugeGuard::new(&b1.stats.active);
         tx.send(Update::Remove(addr(1))).await.unwrap();
         let mut rx = h.subscribe();
-        rx.wait_for(|s| s.get(&addr(1).to_string()).is_some_and(|b| b.state() == State::Draining)).await.unwrap();
+        rx.wait_for(|s| s.get(&addr(1).to_string()).is_some_and(|b| b.state() == State::Removed)).await.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(h.snapshot().get(&addr(1).to_string()).is_some(), "kept while a request is open");
         drop(open);
@@ -675,5 +857,109 @@ mod tests {
         assert!(!h.is_ready());
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(h.is_ready());
+    }
+
+    /// Reports `n` gateway failures in a row on every listed backend, as a data plane would.
+    fn fail(h: &MonitorHandle, ids: &[u8], n: u32) {
+        for i in ids {
+            let b = h.snapshot().get(&addr(*i).to_string()).unwrap().backend.clone();
+            b.stats.gateway_failure(crate::backend::GatewayFailure::Http503, n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ejection_cap_holds_on_1_2_3_and_10_backends() {
+        for (n, most) in [(1u8, 0usize), (2, 1), (3, 1), (10, 5)] {
+            let h = spawn(Arc::new(ScriptedCheck::default()), n);
+            h.wait_ready().await;
+            fail(&h, &(1..=n).collect::<Vec<_>>(), 5);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let set = h.snapshot();
+            let ejected = set.backends.iter().filter(|b| b.state() == State::Ejected).count();
+            assert_eq!(ejected, most, "{n} backends all failing: {most} may be out");
+            assert_eq!(set.panic, None, "the cap keeps half serving, so no panic");
+            let refused = h.events().iter().filter(|e| e.reason.contains("over the 50 % cap")).count();
+            assert_eq!(refused, usize::from(n) - most, "each refusal is logged once");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drained_backends_do_not_count_toward_the_cap() {
+        let h = spawn(Arc::new(ScriptedCheck::default()), 4);
+        h.wait_ready().await;
+        h.drain(&addr(1).to_string()).await.unwrap();
+        h.drain(&addr(2).to_string()).await.unwrap();
+        // Two countable backends: one of them may go, and draining never made room for more.
+        fail(&h, &[3, 4], 5);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let states: Vec<State> = h.snapshot().backends.iter().map(BackendView::state).collect();
+        assert_eq!(states.iter().filter(|s| **s == State::Ejected).count(), 1, "{states:?}");
+        assert_eq!(states.iter().filter(|s| **s == State::Draining).count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_backend_returns_through_probation_and_slow_start() {
+        let h = spawn(Arc::new(ScriptedCheck::default()), 3);
+        h.wait_ready().await;
+        fail(&h, &[1], 4);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(state_of(&h, 1), State::Healthy, "four in a row is not five");
+        fail(&h, &[1], 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v = h.snapshot().get(&addr(1).to_string()).unwrap().clone();
+        assert_eq!(v.state(), State::Ejected);
+        assert!(
+            v.reason.starts_with("outlier: 5 consecutive gateway errors, last: http 503; ejected for 30.0s"),
+            "{}",
+            v.reason
+        );
+        assert_eq!(h.snapshot().eligible().count(), 2);
+        // Probes keep passing, yet it stays out for its ejection time.
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(state_of(&h, 1), State::Ejected);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let b = h.snapshot().get(&addr(1).to_string()).unwrap().backend.clone();
+        assert_eq!(state_of(&h, 1), State::Probation);
+        assert!(b.admit(), "probation takes one request");
+        assert!(!b.admit(), "and only one");
+        b.stats.passive_ok();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v = h.snapshot().get(&addr(1).to_string()).unwrap().clone();
+        assert_eq!(v.state(), State::SlowStart);
+        assert!(v.effective_weight < 10 && b.admit(), "ramping, gate open");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let v = h.snapshot().get(&addr(1).to_string()).unwrap().clone();
+        assert_eq!((v.state(), v.effective_weight, v.ejections), (State::Healthy, 10, 1));
+        let words: Vec<String> =
+            h.events().iter().filter(|e| e.backend.is_some()).map(|e| format!("{:?}", e.to)).collect();
+        assert_eq!(
+            &words[..4],
+            ["Some(Healthy)", "Some(SlowStart)", "Some(Probation)", "Some(Ejected)"],
+            "newest first"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panic_mode_engages_and_disengages_at_the_threshold() {
+        let check = Arc::new(ScriptedCheck::default());
+        let h = spawn(check.clone(), 4);
+        h.wait_ready().await;
+        let mut rx = h.subscribe();
+        for i in 1..=2 {
+            check.cycle(addr(i), &[false]);
+        }
+        rx.wait_for(|s| s.eligible().count() == 2).await.unwrap();
+        assert_eq!(h.snapshot().panic, None, "2 of 4 is the threshold, not below it");
+        check.cycle(addr(3), &[false]);
+        rx.wait_for(|s| s.panic.is_some()).await.unwrap();
+        let set = h.snapshot();
+        assert_eq!(set.panic, Some(Panic { usable: 1, total: 4 }));
+        assert_eq!(set.serving().count(), 4, "traffic spreads over all four");
+        assert!(set.get(&addr(1).to_string()).unwrap().reason.starts_with("panic: 1 of 4 usable; health:"));
+        check.cycle(addr(3), &[true]);
+        rx.wait_for(|s| s.panic.is_none()).await.unwrap();
+        let events = h.events();
+        let service: Vec<&str> = events.iter().filter(|e| e.backend.is_none()).map(|e| e.reason.as_str()).collect();
+        assert_eq!(service.len(), 2, "engaged and over, logged: {service:?}");
     }
 }

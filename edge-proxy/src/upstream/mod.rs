@@ -63,6 +63,9 @@ pub enum SendError {
     /// The client's request body stalled or crawled (see [`BodyClock`]).
     #[error("client request body too slow")]
     ClientBodyTimeout,
+    /// The backend answered with a gateway error (502, 503, 504) that was to be retried.
+    #[error("http {0}")]
+    Status(u16),
 }
 
 impl UpstreamConn {
