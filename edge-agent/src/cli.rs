@@ -213,6 +213,15 @@ settings! {
         #[arg(long, env = "EDGE_OUTLIER_CONSECUTIVE", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub outlier_consecutive: Option<Int<0, 10_000>>,
+        /// Share of gateway failures (percent) over the last 10 s that ejects a backend; 0 turns
+        /// this rule off.
+        #[arg(long, env = "EDGE_OUTLIER_FAILURE_PERCENT", value_name = "PERCENT")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_failure_percent: Option<Int<0, 100>>,
+        /// Requests a backend must have had in the last 10 s before its failure share counts.
+        #[arg(long, env = "EDGE_OUTLIER_MIN_REQUESTS", value_name = "N")]
+        #[serde(default, deserialize_with = "one")]
+        pub outlier_min_requests: Option<Int<1, 1_000_000>>,
         /// Count every 5xx toward outlier detection, not only 502, 503 and 504: on or off.
         #[arg(long = "outlier-5xx", env = "EDGE_OUTLIER_5XX", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
         #[serde(default, rename = "outlier-5xx", deserialize_with = "deserialize_bool")]

@@ -10,7 +10,8 @@
 //! token. What is retried (`--retry-on`): a failed connect for a request whose body was kept or
 //! absent (nothing reached a backend), a connection that closed before answering and a 502, 503 or
 //! 504 answer for an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any request
-//! with `Idempotency-Key`) whose body was kept or absent. Bodies up to `--retry-body-limit` are
+//! with `Idempotency-Key`) whose body was kept or absent. A failed connect reached no backend, so
+//! its retry (a requeue) spends no budget; in panic mode only requeues are made. Bodies up to `--retry-body-limit` are
 //! kept; a pooled connection found closed (a stale keep-alive) is replaced by a fresh one to the
 //! same backend once. Otherwise: 502, a timeout 504, no backend 503.
 
@@ -285,7 +286,13 @@ impl HttpProxy {
             // A failed connect reached no backend: sending it elsewhere (a requeue, as Linkerd calls
             // it) adds no load to any backend, so it does not spend the budget; `--retries` still
             // bounds it. Everything else does.
+            // In panic mode no backend is known good, so a retry only moves load between sick
+            // ones: only requeues go on.
             let requeue = matches!(err, SendError::Connect(_));
+            if !requeue && selector.panic() {
+                traffic.retry_outcome(RetryOutcome::NoTarget);
+                break Err(err);
+            }
             if !requeue && !traffic.budget.try_retry() {
                 traffic.retry_outcome(RetryOutcome::BudgetExhausted);
                 break Err(err);

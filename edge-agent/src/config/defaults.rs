@@ -67,6 +67,8 @@ pub fn defaults() -> RunArgs {
         health_fast_interval: Some(Dur(h.fast_interval)),
         outlier_consecutive: Some(Int(u64::from(o.consecutive))),
         outlier_5xx: Some(Switch(o.all_5xx)),
+        outlier_failure_percent: Some(Int(u64::from(o.failure_percent))),
+        outlier_min_requests: Some(Int(u64::from(o.min_requests))),
         outlier_base_ejection: Some(Dur(o.base_ejection)),
         outlier_max_ejection: Some(Dur(o.max_ejection)),
         outlier_max_ejected: Some(Int(u64::from(o.max_ejected_percent))),

@@ -49,6 +49,8 @@ pub(super) fn build(args: &RunArgs) -> Result<(CheckKind, HealthConfig, OutlierC
     let outlier = OutlierConfig {
         consecutive: args.outlier_consecutive.map_or(o.consecutive, |v| v.get32()),
         all_5xx: args.outlier_5xx.map_or(o.all_5xx, |v| v.0),
+        failure_percent: args.outlier_failure_percent.map_or(o.failure_percent, |v| v.get32()),
+        min_requests: args.outlier_min_requests.map_or(o.min_requests, |v| v.get32()),
         base_ejection: args.outlier_base_ejection.map_or(o.base_ejection, |v| v.0),
         max_ejection: args.outlier_max_ejection.map_or(o.max_ejection, |v| v.0),
         max_ejected_percent: args.outlier_max_ejected.map_or(o.max_ejected_percent, |v| v.get32()),

@@ -10,6 +10,7 @@ mod admin;
 mod backends_file;
 mod cli;
 mod dataplane_probe;
+mod failure;
 mod health;
 mod http_proxy;
 mod limits;

@@ -124,10 +124,12 @@ pub struct Behaviour {
     pub last_headers: Mutex<Option<HeaderMap>>,
     /// Connections accepted (probes included).
     pub connections: AtomicU64,
+    /// Answer 503 to every n-th request other than `/healthz` (0: never; 1: all; 2: every other).
+    pub fail_every: AtomicU64,
 }
 
-/// Test double: an in-process HTTP/1.1 backend. Paths: `/healthz` (per [`Behaviour`]), `/hang`
-/// (never answers), `/die` (drops the connection without answering), `/truncate` (sends part of
+/// Test double: an in-process HTTP/1.1 backend. Paths: `/healthz` (per [`Behaviour`]), any other
+/// answers 503 when [`Behaviour::fail_every`] says so, else: `/hang` (never answers), `/die` (drops the connection without answering), `/truncate` (sends part of
 /// a body, then drops the connection), `/sleep/MS`, anything else: 200 with the backend's name.
 #[derive(Debug)]
 pub struct TestBackend {
@@ -159,8 +161,12 @@ async fn respond(
         let fail = b.unhealthy.load(Ordering::SeqCst) || (b.flapping.load(Ordering::SeqCst) && n % 3 == 2);
         return Ok(full(if fail { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }, "health\n".into()));
     }
-    b.served.fetch_add(1, Ordering::SeqCst);
+    let n = b.served.fetch_add(1, Ordering::SeqCst) + 1;
     *b.last_headers.lock().unwrap() = Some(req.headers().clone());
+    let every = b.fail_every.load(Ordering::SeqCst);
+    if every > 0 && n.is_multiple_of(every) {
+        return Ok(full(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n".into()));
+    }
     match path.as_str() {
         "/hang" => {
             std::future::pending::<()>().await;

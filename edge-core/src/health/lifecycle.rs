@@ -25,6 +25,7 @@
 //! - Drains and removals are not here: they are operators' and discovery's decisions, applied on
 //!   top by the monitor, and they never count as sickness.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -66,15 +67,16 @@ pub enum Passive {
     Nothing,
     /// The state changed.
     Changed(Change),
-    /// Outlier detection wants to eject the backend; the monitor checks the cap, then calls
-    /// [`Lifecycle::eject`].
-    WantsEjection {
-        /// Failures in a row.
-        consecutive: u32,
-        /// The latest one.
-        last: Option<GatewayFailure>,
-    },
+    /// Outlier detection wants to eject the backend for the reason given; the monitor checks the
+    /// cap, then calls [`Lifecycle::eject`].
+    WantsEjection(String),
 }
+
+/// How long the failure-percentage window looks back.
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// How often a window sample is taken.
+const WINDOW_STEP: Duration = Duration::from_secs(1);
 
 /// One backend's machine.
 #[derive(Debug, Clone)]
@@ -93,6 +95,9 @@ pub struct Lifecycle {
     seen_ok: u64,
     seen_failed: u64,
     consecutive: u32,
+    /// Samples of (when, good outcomes, gateway failures) over the last [`WINDOW`], oldest first,
+    /// for the failure-percentage rule.
+    window: VecDeque<(Instant, u64, u64)>,
     /// A first pass goes through slow start (a backend added while others already serve).
     slow_first: bool,
     reason: String,
@@ -113,6 +118,7 @@ impl Lifecycle {
             seen_ok: 0,
             seen_failed: 0,
             consecutive: 0,
+            window: VecDeque::from([(now, 0, 0)]),
             slow_first,
             reason: "not probed yet".into(),
         }
@@ -240,6 +246,12 @@ impl Lifecycle {
         let ok = s.ok.saturating_sub(self.seen_ok);
         let failed = s.failed.saturating_sub(self.seen_failed);
         (self.seen_ok, self.seen_failed, self.consecutive) = (s.ok, s.failed, s.consecutive);
+        if self.window.back().is_none_or(|(t, ..)| now.duration_since(*t) >= WINDOW_STEP) {
+            self.window.push_back((now, s.ok, s.failed));
+        }
+        while self.window.front().is_some_and(|(t, ..)| now.duration_since(*t) > WINDOW) {
+            self.window.pop_front();
+        }
         let before = self.state();
         match before {
             State::Probation if failed > 0 => {
@@ -250,7 +262,12 @@ impl Lifecycle {
             State::Healthy | State::SlowStart
                 if self.cfg.consecutive > 0 && s.consecutive >= self.cfg.consecutive && failed > 0 =>
             {
-                return Passive::WantsEjection { consecutive: s.consecutive, last: s.last };
+                return Passive::WantsEjection(Self::outlier_words(s.consecutive, s.last));
+            }
+            State::Healthy | State::SlowStart if failed > 0 => {
+                if let Some(words) = self.failure_share(s) {
+                    return Passive::WantsEjection(words);
+                }
             }
             _ => {}
         }
@@ -269,8 +286,28 @@ impl Lifecycle {
         self.phase = Phase::Ejected { until: now + time };
         self.passes = 0;
         self.consecutive = 0;
+        // Outcomes from before the ejection say nothing about the backend when it returns.
+        self.window.clear();
+        self.window.push_back((now, self.seen_ok, self.seen_failed));
         self.reason = format!("{why}; ejected for {:.1}s (ejection {})", time.as_secs_f64(), self.ejections);
         self.change(before)
+    }
+
+    /// The failure-percentage rule: over the window, at least `min_requests` outcomes and at least
+    /// `failure_percent` of them gateway failures.
+    fn failure_share(&self, s: PassiveSample) -> Option<String> {
+        let pct = u64::from(self.cfg.failure_percent);
+        let (_, ok0, failed0) = *self.window.front()?;
+        let (ok, failed) = (s.ok.saturating_sub(ok0), s.failed.saturating_sub(failed0));
+        let total = ok + failed;
+        if pct == 0 || total < u64::from(self.cfg.min_requests.max(1)) || failed * 100 < pct * total {
+            return None;
+        }
+        let last = s.last.map_or("gateway error", GatewayFailure::describe);
+        Some(format!(
+            "outlier: {failed} of the last {total} requests failed ({} %, at least {pct} % ejects), last: {last}",
+            failed * 100 / total
+        ))
     }
 
     /// The words for an ejection outlier detection asked for.
@@ -318,6 +355,7 @@ impl Lifecycle {
     fn probation(&mut self, why: String) {
         self.phase = Phase::Probation;
         self.consecutive = 0;
+        self.window.clear();
         self.reason = format!("{why}; one request on probation");
     }
 
@@ -372,11 +410,49 @@ mod tests {
         assert_eq!(l.passive(s, t), Passive::Nothing, "a success breaks the streak");
         assert!(!l.fast());
         let want = failures(&mut l, &mut s, 5);
-        assert_eq!(want, Passive::WantsEjection { consecutive: 5, last: Some(GatewayFailure::Http503) });
+        assert_eq!(want, Passive::WantsEjection("outlier: 5 consecutive gateway errors, last: http 503".into()));
         let c = l.eject(Lifecycle::outlier_words(5, Some(GatewayFailure::Http503)), t).unwrap();
         assert_eq!((c.from, c.to), (State::Healthy, State::Ejected));
         assert_eq!(c.reason, "outlier: 5 consecutive gateway errors, last: http 503; ejected for 30.0s (ejection 1)");
         assert_eq!(l.weight_steps(t), WEIGHT_STEPS, "an ejected backend is not selected at all");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_share_over_the_window_asks_for_ejection() {
+        let t = Instant::now();
+        let mut l = healthy(t);
+        // Every other request fails: never five in a row, but half of them.
+        let mut s = PassiveSample::default();
+        let mut asked = None;
+        for i in 0..40u32 {
+            if i % 2 == 0 {
+                s.ok += 1;
+                s.consecutive = 0;
+            } else {
+                s.failed += 1;
+                s.consecutive = 1;
+                s.last = Some(GatewayFailure::Http503);
+            }
+            if let Passive::WantsEjection(w) = l.passive(s, t + Duration::from_millis(100 * u64::from(i))) {
+                asked = Some((i, w));
+                break;
+            }
+        }
+        let (i, words) = asked.expect("half failing is ejected");
+        assert_eq!(i, 19, "as soon as the window holds 20 outcomes");
+        assert_eq!(words, "outlier: 10 of the last 20 requests failed (50 %, at least 50 % ejects), last: http 503");
+        // A third failing is not enough at 50 %.
+        let mut l = healthy(t);
+        let mut s = PassiveSample::default();
+        for i in 0..300u32 {
+            if i % 3 == 0 {
+                s.failed += 1;
+            } else {
+                s.ok += 1;
+            }
+            let at = t + Duration::from_millis(100 * u64::from(i));
+            assert_eq!(l.passive(s, at), Passive::Nothing, "request {i}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -528,7 +604,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn outlier_detection_off_never_ejects() {
         let t = Instant::now();
-        let mut l = Lifecycle::new(OutlierConfig { consecutive: 0, ..cfg() }, 2, 3, false, t);
+        let off = OutlierConfig { consecutive: 0, failure_percent: 0, ..cfg() };
+        let mut l = Lifecycle::new(off, 2, 3, false, t);
         l.probe(true, "ok", t);
         let mut s = PassiveSample::default();
         assert_eq!(failures(&mut l, &mut s, 1000), Passive::Nothing);
@@ -562,7 +639,7 @@ mod tests {
                     3 => {
                         s.failed += 5;
                         s.consecutive += 5;
-                        if let Passive::WantsEjection { .. } = l.passive(s, now) {
+                        if let Passive::WantsEjection(_) = l.passive(s, now) {
                             assert!(matches!(before.0, State::Healthy | State::SlowStart), "{code}: {before:?}");
                             l.eject("x".into(), now);
                         }

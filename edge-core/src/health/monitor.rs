@@ -462,9 +462,7 @@ impl Actor {
             let sample = e.backend.stats.passive();
             match e.life.passive(sample, now) {
                 Passive::Changed(c) => changes.push((id.clone(), c)),
-                Passive::WantsEjection { consecutive, last } if !e.drained => {
-                    wants.push((id.clone(), Lifecycle::outlier_words(consecutive, last)));
-                }
+                Passive::WantsEjection(words) if !e.drained => wants.push((id.clone(), words)),
                 _ => {}
             }
             if sample.consecutive == 0 {

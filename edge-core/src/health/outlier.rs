@@ -10,6 +10,11 @@ pub struct OutlierConfig {
     pub consecutive: u32,
     /// Count every 5xx, not only 502, 503 and 504.
     pub all_5xx: bool,
+    /// Share of gateway failures (percent) over the last 10 s that ejects a backend; 0 turns the
+    /// rule off.
+    pub failure_percent: u32,
+    /// Outcomes the last 10 s must hold before the failure share counts.
+    pub min_requests: u32,
     /// The first ejection's length; the n-th lasts n times this.
     pub base_ejection: Duration,
     /// The longest ejection.
@@ -32,6 +37,8 @@ impl Default for OutlierConfig {
         Self {
             consecutive: 5,
             all_5xx: false,
+            failure_percent: 50,
+            min_requests: 20,
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 50,
