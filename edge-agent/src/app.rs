@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use edge_core::balance::{self, BalancerConfig, BalancerHandle, Plane};
 use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
-use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck};
+use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck, UdpCheck};
 use edge_dataplane::{
     Actor, ActorConfig, DataplaneStats, LoadedLinks, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
 };
@@ -184,9 +184,12 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     }
     let fallback = if loaded.is_none() { fallback_listeners(&cfg) } else { Vec::new() };
 
-    let checker: Arc<dyn HealthCheck> = match &cfg.check {
-        CheckKind::Tcp => Arc::new(TcpCheck),
-        CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
+    let checker = |check: &CheckKind| -> Arc<dyn HealthCheck> {
+        match check {
+            CheckKind::Tcp => Arc::new(TcpCheck),
+            CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
+            CheckKind::Udp => Arc::new(UdpCheck),
+        }
     };
     // A service's strategy must suit the plane that carries it: the kernel for a VIP in eBPF mode,
     // the userspace proxy otherwise (a top-level service without a VIP serves --listen even then).
@@ -200,14 +203,18 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         // With several services, their monitors' and balancers' logs carry the service's name.
         let span = if several { tracing::info_span!("service", name = %s.name) } else { tracing::Span::none() };
         let (monitor, balancer) = span.in_scope(|| {
+            let h = &s.health.config;
+            tracing::info!(service = %s.name, probe = ?s.health.check, port = h.port, interval = ?h.interval,
+                fast_interval = ?h.fast_interval, timeout = ?h.timeout, rise = h.rise, fall = h.fall,
+                detection_within = ?h.detection_bound(), "health checks");
             let monitor = Monitor::spawn(
                 MonitorConfig {
-                    health: cfg.health.clone(),
+                    health: s.health.config.clone(),
                     outlier: cfg.outlier.clone(),
                     panic_threshold: cfg.panic_threshold,
                     drain_timeout: cfg.drain_timeout,
                 },
-                checker.clone(),
+                checker(&s.health.check),
                 sources,
             );
             let balancer = balance::spawn(

@@ -173,7 +173,8 @@ settings! {
         #[serde(default, deserialize_with = "deserialize_bool")]
         pub cleanup: Option<Switch>,
 
-        /// Health probe: tcp or http [default: http when --health-path is set, else tcp].
+        /// Health probe: tcp, http or udp (a DNS query) [default: http when --health-path is set,
+        /// else tcp; udp for a UDP service].
         #[arg(long, env = "EDGE_HEALTH_CHECK", value_name = "KIND")]
         #[serde(default, deserialize_with = "one")]
         pub health_check: Option<CheckChoice>,
@@ -182,6 +183,10 @@ settings! {
         #[arg(long, env = "EDGE_HEALTH_PATH", value_name = "PATH")]
         #[serde(default, deserialize_with = "one")]
         pub health_path: Option<UrlPath>,
+        /// Probe this port of each backend instead of its service port.
+        #[arg(long, env = "EDGE_HEALTH_PORT", value_name = "PORT")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_port: Option<Int<1, 65_535>>,
         /// Time between probes of a backend.
         #[arg(long, env = "EDGE_HEALTH_INTERVAL", value_name = "DURATION")]
         #[serde(default, deserialize_with = "one")]

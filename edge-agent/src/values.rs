@@ -402,7 +402,9 @@ choice! {
         Tcp = "tcp",
         /// HTTP GET of `--health-path`.
         Http = "http",
-    } "use tcp or http"
+        /// A DNS query over UDP (the default of UDP services).
+        Udp = "udp",
+    } "use tcp, http or udp"
 }
 
 /// What the proxy retries (`--retry-on`): a comma-separated list of `connect-failure`, `reset`

@@ -79,10 +79,15 @@ pub const CT_CLOSING: u8 = 2;
 /// connection from the same SNAT address and port would be refused by its PAWS check unless it
 /// comes from the same client tuple. The agent keeps the SNAT port reserved for that long.
 pub const CT_TIME_WAIT: u8 = 3;
+/// The backend answered the SYN with a RST (its port refused the connection). The flow is over;
+/// the entry stays until the agent's next sweep, which counts it against the backend (a passive
+/// failure for outlier detection) and removes it. A client SYN on it starts a new flow.
+pub const CT_REFUSED: u8 = 4;
 
-/// Whether a flow state means a FIN was seen (the flow is over once the last packets pass).
+/// Whether a flow state means the flow is over once the last packets pass: a FIN was seen, or the
+/// backend refused the connection.
 pub const fn ct_is_closing(state: u8) -> bool {
-    state == CT_CLOSING || state == CT_TIME_WAIT
+    state == CT_CLOSING || state == CT_TIME_WAIT || state == CT_REFUSED
 }
 
 /// A service key: where clients send packets.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_common::{BE_ACTIVE, BackendValue, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings, table_index};
-use edge_core::backend::BackendSet;
+use edge_core::backend::{BackendSet, GatewayFailure};
 use edge_core::balance::StrategySpec;
 use edge_core::balance::maglev::{self, Member as MaglevMember};
 use edge_core::service::Vip;
@@ -37,6 +37,7 @@ use crate::links::Links;
 use crate::netinfo;
 use crate::stats::{DataplaneStats, FlowCount};
 use crate::sweep::{self, SweepConfig};
+use crate::synwatch::SynWatch;
 use crate::weights::{self, Member};
 
 /// How often conntrack is swept (and least-connections weights refreshed).
@@ -99,6 +100,8 @@ pub struct Actor<M: KernelMaps> {
     /// Ids whose backend left, with the value it had (for its flows' reverse-NAT keys); free once
     /// a sweep finds no flow using them.
     retiring: HashMap<u32, BackendValue>,
+    /// What the kernel's SYNs came to, between sweeps.
+    syns: SynWatch,
     /// Live flows per backend id, from the last sweep.
     flows: HashMap<u32, u64>,
     /// Set at a `--cleanup` stop: every table empties (no new flows) while established ones end.
@@ -130,6 +133,7 @@ impl<M: KernelMaps> Actor<M> {
             services: Vec::new(),
             used: BTreeSet::new(),
             retiring: HashMap::new(),
+            syns: SynWatch::default(),
             flows: HashMap::new(),
             stopping: false,
             stats,
@@ -286,7 +290,7 @@ impl<M: KernelMaps> Actor<M> {
     }
 
     fn sweep(&mut self) {
-        let report = sweep::sweep(&mut self.maps, &self.cfg.sweep, monotonic_ns(), &self.retiring);
+        let report = sweep::sweep(&mut self.maps, &self.cfg.sweep, monotonic_ns(), &self.retiring, &mut self.syns);
         for (reason, n) in &report.expired {
             self.stats.expired(*reason, *n);
         }
@@ -307,7 +311,17 @@ impl<M: KernelMaps> Actor<M> {
             // drains (the monitor keeps it while flows live) and the admin API shows them.
             for b in &s.input.backends.borrow().backends {
                 let id = s.ids.get(&b.backend.addr.to_string());
-                b.backend.stats.set_kernel_flows(id.and_then(|i| self.flows.get(i)).copied().unwrap_or(0));
+                let stats = &b.backend.stats;
+                stats.set_kernel_flows(id.and_then(|i| self.flows.get(i)).copied().unwrap_or(0));
+                // The kernel's passive signals, into the counters outlier detection reads. Within
+                // one sweep the order is unknown; successes go first, so a sweep with failures
+                // ends on them (the cautious reading).
+                if let Some(o) = id.and_then(|i| report.syns.get(i)) {
+                    stats.passive_ok_n(o.answered);
+                    let n = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+                    stats.gateway_failure(GatewayFailure::SynRefused, n(o.refused));
+                    stats.gateway_failure(GatewayFailure::SynUnanswered, n(o.unanswered));
+                }
             }
         }
         counts.sort_by(|a, b| (&a.service, &a.backend).cmp(&(&b.service, &b.backend)));

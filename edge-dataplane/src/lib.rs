@@ -28,6 +28,7 @@ mod probe;
 mod start;
 mod stats;
 mod sweep;
+mod synwatch;
 mod weights;
 
 pub use actor::{Actor, ActorConfig, SWEEP_INTERVAL, ServiceInput};

@@ -248,6 +248,7 @@ fn state_name(s: u8) -> &'static str {
         edge_common::CT_ESTABLISHED => "established",
         edge_common::CT_CLOSING => "closing",
         edge_common::CT_TIME_WAIT => "time_wait",
+        edge_common::CT_REFUSED => "refused",
         _ => "?",
     }
 }

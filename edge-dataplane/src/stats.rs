@@ -18,6 +18,8 @@ edge_core::label_enum! {
         TcpClosed => "tcp_closed",
         /// A SYN that never got an answer.
         TcpSynUnanswered => "tcp_syn_unanswered",
+        /// A SYN the backend answered with a RST.
+        TcpRefused => "tcp_refused",
         /// An established TCP flow idle past `--tcp-timeout`.
         TcpIdle => "tcp_idle",
     }

@@ -6,10 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use edge_common::{BackendValue, CT_CLOSING, CT_NEW, CT_TIME_WAIT, FlowKey, FlowValue, NatKey, PROTO_UDP};
+use edge_common::{BackendValue, CT_CLOSING, CT_NEW, CT_REFUSED, CT_TIME_WAIT, FlowKey, FlowValue, NatKey, PROTO_UDP};
 
 use crate::kmaps::KernelMaps;
 use crate::stats::Expiry;
+use crate::synwatch::{SynOutcomes, SynWatch};
 
 /// How long flows may idle in each state before the sweep removes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Report {
     pub referenced: HashSet<u32>,
     /// Removed entries by reason.
     pub expired: Vec<(Expiry, u64)>,
+    /// What the SYNs toward each backend id came to since the last sweep.
+    pub syns: HashMap<u32, SynOutcomes>,
 }
 
 /// Why a flow is over, if it is.
@@ -61,6 +64,8 @@ pub fn expired(cfg: &SweepConfig, now: u64, key: &FlowKey, v: &FlowValue, backen
         return (idle > cfg.udp_timeout).then_some(Expiry::UdpIdle);
     }
     match v.state {
+        // Counted by the sweep's SYN watch first, then removed at once.
+        CT_REFUSED => Some(Expiry::TcpRefused),
         CT_CLOSING => (idle > cfg.closing_timeout).then_some(Expiry::TcpClosed),
         CT_TIME_WAIT => (idle > cfg.time_wait_timeout).then_some(Expiry::TcpClosed),
         CT_NEW => (idle > cfg.syn_timeout).then_some(Expiry::TcpSynUnanswered),
@@ -70,12 +75,19 @@ pub fn expired(cfg: &SweepConfig, now: u64, key: &FlowKey, v: &FlowValue, backen
 
 /// Sweeps conntrack once, at `now` (CLOCK_MONOTONIC ns, the data path's clock). `retired` holds
 /// the last map value of backends the actor removed: their slots are zeroed, and a flow's reverse
-/// NAT key is built from its backend's address.
-pub fn sweep(maps: &mut impl KernelMaps, cfg: &SweepConfig, now: u64, retired: &HashMap<u32, BackendValue>) -> Report {
+/// NAT key is built from its backend's address. `syns` sees every flow first.
+pub fn sweep(
+    maps: &mut impl KernelMaps,
+    cfg: &SweepConfig,
+    now: u64,
+    retired: &HashMap<u32, BackendValue>,
+    syns: &mut SynWatch,
+) -> Report {
     let mut report = Report::default();
     let mut doomed: Vec<(FlowKey, FlowValue, Expiry)> = Vec::new();
     let mut backends = HashMap::new();
     maps.for_each_flow(&mut |k, v| {
+        syns.observe(k, v, now);
         let be = *backends.entry(v.backend).or_insert_with(|| maps.backend(v.backend));
         let active = be.is_some_and(|b| b.flags & edge_common::BE_ACTIVE != 0);
         match expired(cfg, now, k, v, active) {
@@ -98,13 +110,14 @@ pub fn sweep(maps: &mut impl KernelMaps, cfg: &SweepConfig, now: u64, retired: &
         *counts.entry(reason).or_default() += 1;
     }
     report.expired = counts.into_iter().collect();
+    report.syns = syns.finish(now);
     report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_common::{CT_ESTABLISHED, PROTO_TCP};
+    use edge_common::{CT_ESTABLISHED, CT_REFUSED, PROTO_TCP};
 
     #[test]
     fn timeouts_follow_the_state() {
@@ -121,6 +134,7 @@ mod tests {
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_TIME_WAIT, 11), true), None, "the backend may be in TIME_WAIT");
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_TIME_WAIT, 62), true), Some(Expiry::TcpClosed));
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_NEW, 31), true), Some(Expiry::TcpSynUnanswered));
+        assert_eq!(expired(&cfg, now, &tcp, &flow(CT_REFUSED, 0), true), Some(Expiry::TcpRefused), "at once");
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_ESTABLISHED, 3000), true), None);
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_ESTABLISHED, 3601), true), Some(Expiry::TcpIdle));
         assert_eq!(expired(&cfg, now, &tcp, &flow(CT_ESTABLISHED, 0), false), Some(Expiry::BackendRemoved));

@@ -5,7 +5,7 @@
 //! itself, TC uses the skb helpers that also handle checksum offload and GSO).
 
 use edge_common::{
-    BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, FlowKey, FlowValue,
+    BE_ACTIVE, BackendValue, CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_REFUSED, CT_TIME_WAIT, Event, FlowKey, FlowValue,
     LAST_SEEN_GRANULARITY_NS, NatKey, NatValue, PROTO_TCP, SVC_HASH_SOURCE, ServiceKey, ServiceValue, Settings,
     flow_hash, table_index,
 };
@@ -312,8 +312,15 @@ fn reply(p: &Packet, nkey: &NatKey, nat: &NatValue, settings: &Settings, len: u6
         // SAFETY: as in `forward`.
         let flow = unsafe { *ct };
         if p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0 {
-            let _ = CONNTRACK.remove(fkey);
-            let _ = REVNAT.remove(nkey);
+            if flow.state == CT_NEW {
+                // A RST answering the SYN: the backend refused. Kept for the agent's sweep to
+                // count against the backend, which removes it.
+                // SAFETY: as above.
+                unsafe { (*ct).state = CT_REFUSED };
+            } else {
+                let _ = CONNTRACK.remove(fkey);
+                let _ = REVNAT.remove(nkey);
+            }
         } else {
             let fin = p.tcp_flags & TCP_FIN != 0;
             if flow.state == CT_NEW && !fin {

@@ -29,7 +29,7 @@ pub use defaults::defaults;
 pub use ebpf::EbpfConfig;
 #[cfg(fuzzing)]
 pub(crate) use file::parse as parse_file;
-pub use health::CheckKind;
+pub use health::{CheckKind, ServiceHealth};
 pub use listeners::TlsFiles;
 pub use service::{DEFAULT_NAME as DEFAULT_SERVICE_NAME, MAX_SERVICES, Origin, ServiceConfig};
 
@@ -193,7 +193,7 @@ impl Config {
             return Err(usage("a UDP --vip needs --mode ebpf (the userspace proxy has no UDP); add --mode ebpf"));
         }
 
-        let (check, health, outlier) = health::build(&args)?;
+        let (top_health, outlier) = health::build(&args)?;
         let strategy = StrategySpec {
             kind: args.strategy.unwrap_or_default(),
             hash_key: args.hash_key.clone().unwrap_or_default(),
@@ -223,11 +223,14 @@ impl Config {
             backends,
             backends_file,
             strategy: strategy.clone(),
+            health: top_health.clone(),
             origin: Origin::TopLevel,
         });
         let addrs = listeners.listen.iter().map(|a| ("listen", *a));
+        let top_keys = health::HealthKeys::of_args(&args);
         let cx = service::Context {
             mode,
+            health: &top_keys,
             strategy: &strategy,
             listeners: addrs.chain(listeners.listen_tcp.iter().map(|a| ("listen-tcp", *a))).collect(),
         };
@@ -239,8 +242,8 @@ impl Config {
             services,
             mode,
             ebpf,
-            check,
-            health,
+            check: top_health.check.clone(),
+            health: top_health.config.clone(),
             table_size,
             outlier,
             panic_threshold,

@@ -10,10 +10,13 @@
 //! backends-file = "/etc/edge/api.json"
 //! strategy = "consistent-hash"       # default: the top-level --strategy
 //! hash-key = "source"                # default: the top-level --hash-key
+//! health-check = "http"              # and health-path, health-port, health-interval,
+//! health-path = "/ready"             # health-fast-interval, health-timeout, rise, fall
 //! ```
 //!
-//! Health checks, timeouts and limits stay global. A service without `strategy` or `hash-key`
-//! takes the top-level value, so `--strategy` sets the default for every service.
+//! Timeouts and limits stay global. A service without `strategy`, `hash-key` or a health key takes
+//! the top-level value, so `--strategy` sets the default for every service; a UDP service's probe
+//! kind is its own (default: a DNS exchange, see `health`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +28,10 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::file::{normalise, typed};
-use crate::values::{FilePath, ModeChoice, deserialize_from_str as one, deserialize_list as many};
+use super::health::{HealthKeys, ServiceHealth, resolve};
+use crate::values::{
+    CheckChoice, Dur, FilePath, Int, ModeChoice, UrlPath, deserialize_from_str as one, deserialize_list as many,
+};
 
 /// The name of the top-level service when there is no `--vip` to name it after.
 pub const DEFAULT_NAME: &str = "default";
@@ -37,7 +43,8 @@ pub const MAX_SERVICES: usize = edge_common::MAX_SERVICES as usize;
 const MAX_NAME: usize = 64;
 
 /// The keys a `[[service]]` table may have, for error messages.
-const KEYS: &str = "name, vip, backend, backends-file, strategy, hash-key";
+const KEYS: &str = "name, vip, backend, backends-file, strategy, hash-key, health-check, health-path, health-port, \
+                    health-interval, health-fast-interval, health-timeout, rise, fall";
 
 /// The typed keys of a `[[service]]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +62,38 @@ struct Keys {
     strategy: Option<StrategyKind>,
     #[serde(default, deserialize_with = "one")]
     hash_key: Option<HashKey>,
+    #[serde(default, deserialize_with = "one")]
+    health_check: Option<CheckChoice>,
+    #[serde(default, deserialize_with = "one")]
+    health_path: Option<UrlPath>,
+    #[serde(default, deserialize_with = "one")]
+    health_port: Option<Int<1, 65_535>>,
+    #[serde(default, deserialize_with = "one")]
+    health_interval: Option<Dur<10>>,
+    #[serde(default, deserialize_with = "one")]
+    health_fast_interval: Option<Dur<10>>,
+    #[serde(default, deserialize_with = "one")]
+    health_timeout: Option<Dur<1>>,
+    #[serde(default, deserialize_with = "one")]
+    rise: Option<Int<1, 100>>,
+    #[serde(default, deserialize_with = "one")]
+    fall: Option<Int<1, 100>>,
+}
+
+impl Keys {
+    fn health(&self) -> HealthKeys {
+        HealthKeys {
+            check: self.health_check,
+            path: self.health_path.clone(),
+            port: self.health_port,
+            interval: self.health_interval,
+            fast_interval: self.health_fast_interval,
+            timeout: self.health_timeout,
+            jitter: None,
+            rise: self.rise,
+            fall: self.fall,
+        }
+    }
 }
 
 /// A `[[service]]` table as written, its values typed, not yet checked against the rest.
@@ -84,7 +123,7 @@ impl ServiceTable {
         let known = KEYS.split(", ").chain(["backends"]).collect::<Vec<_>>();
         if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(st.error(format!(
-                "unknown key '{key}'; a service takes {KEYS} (global settings such as health checks go at the top \
+                "unknown key '{key}'; a service takes {KEYS} (global settings such as timeouts and retries go at the top \
                  of the file, before the first [[service]])"
             )));
         }
@@ -107,7 +146,7 @@ pub enum Origin {
 }
 
 /// One validated service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Unique name (`?service=NAME` in the admin API).
     pub name: String,
@@ -120,6 +159,8 @@ pub struct ServiceConfig {
     pub backends_file: Option<PathBuf>,
     /// Strategy at start.
     pub strategy: StrategySpec,
+    /// Its probe.
+    pub health: ServiceHealth,
     /// Where it was configured.
     pub origin: Origin,
 }
@@ -131,6 +172,8 @@ pub(super) struct Context<'a> {
     pub mode: ModeChoice,
     /// The top-level strategy, every service's default.
     pub strategy: &'a StrategySpec,
+    /// The top-level health settings, every service's defaults.
+    pub health: &'a HealthKeys,
     /// `--listen` and `--listen-tcp` addresses, with their flag.
     pub listeners: Vec<(&'static str, SocketAddr)>,
 }
@@ -233,7 +276,16 @@ fn one_service(st: &ServiceTable, cx: &Context<'_>) -> Result<ServiceConfig, Con
         let from = if k.hash_key.is_some() { "" } else { " (taken from the top-level --hash-key)" };
         return Err(st.error(format!("invalid hash-key '{}'{from}: {e}", strategy.hash_key)));
     }
-    Ok(ServiceConfig { name, vip: Some(vip), backends, backends_file, strategy, origin: Origin::File(st.file.clone()) })
+    let health = resolve(&k.health(), cx.health, vip.proto == Proto::Udp, "").map_err(|e| st.error(e))?;
+    Ok(ServiceConfig {
+        name,
+        vip: Some(vip),
+        backends,
+        backends_file,
+        strategy,
+        health,
+        origin: Origin::File(st.file.clone()),
+    })
 }
 
 /// Names go into URLs (`?service=NAME`), log fields and JSON: keep them plain.

@@ -105,7 +105,7 @@ fn errors_name_the_flag_and_the_fix() {
         (vec!["--backend", "127.0.0.1:9000"], "nothing to listen on"),
         (vec!["--listen", ":8080"], "no backends"),
         (with(&["--tls-cert", "c.pem"]), "--tls-cert needs --tls-key"),
-        (with(&["--health-check", "udp"]), "invalid --health-check 'udp': use tcp or http"),
+        (with(&["--health-check", "icmp"]), "invalid --health-check 'icmp': use tcp, http or udp"),
         (with(&["--health-check", "tcp", "--health-path", "/"]), "--health-path needs --health-check http"),
         (with(&["--health-path", "healthz"]), "absolute path"),
         (with(&["--max-header-bytes", "100"]), "8192 to 1048576"),
@@ -248,10 +248,17 @@ fn bad_services_name_the_service_the_file_and_the_fix() {
             "unknown key 'bakend'; a service takes name, vip, backend, backends-file, strategy, hash-key",
         ),
         (
-            svc(&format!("{ok}\nhealth-path = \"/\"")),
+            svc(&format!("{ok}\nretries = 2")),
             ebpf,
-            "global settings such as health checks go at the top of the file",
+            "global settings such as timeouts and retries go at the top of the file",
         ),
+        (
+            svc(&format!("{ok}\nhealth-check = \"tcp\"\nhealth-path = \"/\"")),
+            ebpf,
+            "health-path needs health-check http; drop one of them",
+        ),
+        (svc(&format!("{ok}\nhealth-port = 0")), ebpf, "invalid health-port '0'"),
+        (svc(&format!("{ok}\nhealth-fast-interval = \"5s\"")), ebpf, "health-fast-interval (5s) is longer"),
         (svc("vip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\""), userspace, "a UDP vip needs --mode ebpf"),
         (svc("vip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\""), &[], "a UDP vip needs --mode ebpf"),
         (svc(&format!("{ok}\nstrategy = \"random\"")), ebpf, "invalid strategy 'random': unknown strategy"),
@@ -327,4 +334,29 @@ fn sixteen_services_fit() {
     let text: String =
         (1..=16).map(|i| format!("[[service]]\nvip = \"10.0.0.5:{i}\"\nbackend = \"10.0.1.2:80\"\n")).collect();
     assert_eq!(load(&text, &EBPF).unwrap().services.len(), 16);
+}
+
+#[test]
+fn each_service_has_its_own_probe_over_the_top_level_defaults() {
+    let text = "[[service]]\nname = \"web\"\nvip = \"10.0.0.5:80\"\nbackend = \"10.0.1.2:80\"\n\
+                [[service]]\nname = \"api\"\nvip = \"10.0.0.5:81\"\nbackend = \"10.0.1.2:81\"\n\
+                health-check = \"tcp\"\nhealth-port = 9000\nrise = 5\n\
+                [[service]]\nname = \"dns\"\nvip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\"\n\
+                [[service]]\nname = \"ntp\"\nvip = \"10.0.0.5:123/udp\"\nbackend = \"10.0.1.2:123\"\n\
+                health-path = \"/ntp/healthz\"\nhealth-port = 8080\n";
+    let w: Vec<&str> = EBPF.iter().chain(&["--health-path", "/healthz", "--health-interval", "1s"]).copied().collect();
+    let c = load(text, &w).unwrap();
+    let by = |n: &str| c.services.iter().find(|s| s.name == n).unwrap().health.clone();
+    let web = by("web");
+    assert_eq!(
+        (web.check, web.config.interval, web.config.port),
+        (CheckKind::Http("/healthz".into()), Duration::from_secs(1), None)
+    );
+    let api = by("api");
+    assert_eq!((api.check, api.config.port, api.config.rise), (CheckKind::Tcp, Some(9000), 5), "its own keys win");
+    assert_eq!(api.config.interval, Duration::from_secs(1), "the rest is the top level's");
+    // A UDP service probes with a DNS exchange unless it asks for another kind.
+    assert_eq!(by("dns").check, CheckKind::Udp, "not the top level's http, which a UDP port cannot pass");
+    let ntp = by("ntp");
+    assert_eq!((ntp.check, ntp.config.port), (CheckKind::Http("/ntp/healthz".into()), Some(8080)));
 }

@@ -3,7 +3,9 @@
 //! They need root; the harness (`main.rs`) reports them as ignored without it.
 
 use crate::bpf::{self, *};
-use edge_common::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_TIME_WAIT, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE};
+use edge_common::{
+    CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_REFUSED, CT_TIME_WAIT, Event, PROTO_TCP, PROTO_UDP, SVC_HASH_SOURCE,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -183,6 +185,33 @@ fn rst_removes_the_flow_and_its_nat_entry() {
         let (v, _) = h.xdp(&frame(client(40006), (VIP, 80), PROTO_TCP, ACK, &[]));
         assert_eq!(v, XDP_DROP);
         assert_eq!(h.event(Event::DropNoFlow), 1);
+    });
+}
+
+fn a_rst_answering_the_syn_marks_the_flow_refused_for_the_sweep() {
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let out = syn(&mut h, 40007);
+        let key = flow_key(client(40007), 80, PROTO_TCP);
+        // The backend's port is closed: it answers the SYN with a RST.
+        let rst = frame((out.dst, 8080), (VIP, out.sport), PROTO_TCP, RST | ACK, &[]);
+        let (v, back) = h.tc(&rst);
+        assert_eq!(v, TC_ACT_REDIRECT, "the RST reaches the client");
+        assert_eq!((view(&back).dst, view(&back).dport), (CLIENT, 40007));
+        assert_eq!(h.flow(&key).unwrap().state, CT_REFUSED, "kept for the sweep to count");
+        // The client's next SYN on the same tuple is a new flow.
+        let before = h.event(Event::NewFlow);
+        let again = syn(&mut h, 40007);
+        assert_eq!(h.event(Event::NewFlow), before + 1);
+        assert_eq!(h.flow(&key).unwrap().state, CT_NEW);
+        // A RST on an established flow still removes it at once.
+        let ack = frame((again.dst, 8080), (VIP, again.sport), PROTO_TCP, SYN | ACK, &[]);
+        assert_eq!(h.tc(&ack).0, TC_ACT_REDIRECT);
+        assert_eq!(h.flow(&key).unwrap().state, CT_ESTABLISHED);
+        let rst = frame((again.dst, 8080), (VIP, again.sport), PROTO_TCP, RST, &[]);
+        assert_eq!(h.tc(&rst).0, TC_ACT_REDIRECT);
+        assert!(h.flow(&key).is_none());
     });
 }
 
@@ -444,6 +473,10 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
         a_client_port_inside_the_snat_range_is_kept_and_collisions_move_on,
     ),
     ("rst_removes_the_flow_and_its_nat_entry", rst_removes_the_flow_and_its_nat_entry),
+    (
+        "a_rst_answering_the_syn_marks_the_flow_refused_for_the_sweep",
+        a_rst_answering_the_syn_marks_the_flow_refused_for_the_sweep,
+    ),
     ("udp_flows_stick_and_keep_a_zero_checksum", udp_flows_stick_and_keep_a_zero_checksum),
     ("ip_options_are_kept_and_checksums_fixed", ip_options_are_kept_and_checksums_fixed),
     (

@@ -515,8 +515,8 @@ fn removed_backend_finishes_established_flows(mode: Mode) {
     let tmp = dir.join("backends.json.new");
     std::fs::write(&tmp, "[]").unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    let draining = eventually(SETTLE, || env.admin_backend(&third)["state"] == "draining");
-    assert!(draining, "{third} did not turn draining after leaving the file\n{}", env.log());
+    let removed = eventually(SETTLE, || env.admin_backend(&third)["state"] == "removed");
+    assert!(removed, "{third} did not turn removed (draining its flows) after leaving the file\n{}", env.log());
     // Well past the moment an eBPF agent used to retire it (about 20 ms after the removal).
     std::thread::sleep(Duration::from_secs(2));
     assert_still_on(&env, &mut ka, &third, "2 s after the removal");

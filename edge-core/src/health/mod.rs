@@ -11,6 +11,7 @@ mod monitor;
 mod outlier;
 mod prober;
 mod tcp;
+mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub use lifecycle::{Change, Lifecycle, Passive};
 pub use monitor::{CommandError, Monitor, MonitorConfig, MonitorHandle};
 pub use outlier::{OutlierConfig, may_eject};
 pub use tcp::TcpCheck;
+pub use udp::UdpCheck;
 
 use crate::util::BoxFuture;
 
@@ -66,6 +68,8 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Failures in a row to become unhealthy.
     pub fall: u32,
+    /// Probe this port instead of the backend's own (a separate health or admin port).
+    pub port: Option<u16>,
 }
 
 impl Default for HealthConfig {
@@ -78,6 +82,7 @@ impl Default for HealthConfig {
             jitter: 0.1,
             rise: 2,
             fall: 3,
+            port: None,
         }
     }
 }

@@ -693,6 +693,7 @@ mod tests {
                 jitter: 0.0,
                 rise: 2,
                 fall: 3,
+                port: None,
             },
             outlier: OutlierConfig { jitter: 0.0, ..OutlierConfig::default() },
             panic_threshold: 50,

@@ -47,6 +47,7 @@ impl Prober {
         tx: mpsc::Sender<ProbeDone>,
     ) -> Self {
         let (fast, mut fast_rx) = watch::channel(false);
+        let addr = cfg.port.map_or(addr, |p| SocketAddr::new(addr.ip(), p));
         let next_ms = Arc::new(AtomicU64::new(0));
         let next = next_ms.clone();
         let task = tokio::spawn(async move {
