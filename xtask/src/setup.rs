@@ -21,7 +21,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub enum Needs {
     /// Building only.
     Build,
-    /// Building and the test suite (network namespaces need iproute2 and ethtool).
+    /// Building and the test suite (network namespaces need iproute2 and ethtool; the failure
+    /// handling tests break a backend with nftables and run a real DNS server, dnsmasq).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -30,7 +31,7 @@ pub enum Needs {
 fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
-        Needs::Test => &["iproute2", "ethtool"],
+        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base"],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
 }

@@ -213,6 +213,29 @@ impl Topology {
         backends
     }
 
+    /// Runs `program` with `args` in the backend namespace (an nftables rule, for example); panics
+    /// with its output when it fails.
+    pub fn run_in_backend(&self, program: &str, args: &[&str]) {
+        let mut all = vec!["netns", "exec", self.backend.as_str(), program];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// Starts a long-running `program` in the backend namespace (a real DNS server, for example);
+    /// it is killed with the namespace when the topology drops.
+    pub fn spawn_in_backend(&self, program: &str, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.backend.as_str(), program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{program}` in the backend namespace: {e}; run `cargo xtask setup`")
+            })
+    }
+
     /// Opens a TCP connection from the client namespace, with read and write timeouts `timeout`.
     pub fn connect(&self, addr: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
         let stream = in_ns(&self.client, move || TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout))?;

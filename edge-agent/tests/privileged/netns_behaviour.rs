@@ -89,6 +89,8 @@ fn words(args: &[String]) -> Vec<&str> {
 struct Env {
     agent: Agent,
     backends: Backends,
+    /// Backends answering health probes on another port (`--health-port`), if any.
+    _health: Option<Backends>,
     topo: Topology,
     _pins: Option<BpfCleanup>,
     _serial: MutexGuard<'static, ()>,
@@ -98,13 +100,19 @@ impl Env {
     /// Namespaces, HTTP backends on port 80, and an agent started with `args` that is ready and
     /// passes traffic through the VIP.
     fn start(mode: Mode, args: &[String]) -> Self {
+        Self::start_with(mode, args, None)
+    }
+
+    /// As [`Env::start`], with a second set of backends on `health_port` for the probes.
+    fn start_with(mode: Mode, args: &[String], health_port: Option<u16>) -> Self {
         let serial = serial();
         let pins = (mode == Mode::Ebpf).then(|| BpfCleanup::new(BIN));
         let topo = Topology::new();
         let backends = topo.start_tcp_backends(80);
+        let health = health_port.map(|p| topo.start_tcp_backends(p));
         let mut agent = Agent::spawn(&topo, BIN, &words(args));
         agent.wait_ready(READY);
-        let env = Self { agent, backends, topo, _pins: pins, _serial: serial };
+        let env = Self { agent, backends, _health: health, topo, _pins: pins, _serial: serial };
         let want = match mode {
             Mode::Ebpf => "ebpf",
             Mode::Userspace => "userspace",
@@ -201,6 +209,11 @@ macro_rules! per_mode {
 
 per_mode!(round_robin_spreads, ebpf_round_robin_spreads, userspace_round_robin_spreads);
 per_mode!(
+    refusing_backend_is_ejected_and_established_flows_keep_working,
+    ebpf_refusing_backend_is_ejected_and_established_flows_keep_working,
+    userspace_refusing_backend_is_ejected_and_established_flows_keep_working
+);
+per_mode!(
     unhealthy_backend_gets_no_new_flows,
     ebpf_unhealthy_backend_gets_no_new_flows,
     userspace_unhealthy_backend_gets_no_new_flows
@@ -230,6 +243,89 @@ per_mode!(
     ebpf_two_services_balance_to_their_own_backends,
     userspace_two_services_balance_to_their_own_backends
 );
+
+/// An nftables table in the backend namespace that breaks new connections to `ip:80` with
+/// `verdict` ("drop" or "reject with tcp reset"); only SYNs from `sports` are affected (the eBPF
+/// data plane's SNAT ports), so that the agent's health probes, from its own ephemeral ports, pass.
+fn break_new_connections(env: &Env, ip: &str, sports: &str, verdict: &str) {
+    let rules = format!(
+        "table ip edge_test {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+         ip daddr {ip} tcp dport 80 tcp sport {sports} tcp flags & (syn | ack) == syn {verdict}\n  }}\n}}\n"
+    );
+    let file = std::env::temp_dir().join(format!("edge-test-{}-{ip}.nft", std::process::id()));
+    std::fs::write(&file, rules).expect("write the nftables rules");
+    env.topo.run_in_backend("nft", &["-f", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Opens `n` connections through the VIP at once, each with `timeout`; returns how many failed.
+fn connect_burst(env: &Env, n: usize, timeout: Duration) -> usize {
+    std::thread::scope(|s| {
+        let tries: Vec<_> = (0..n).map(|_| s.spawn(|| env.topo.http_get(vip80(), timeout).is_err())).collect();
+        tries.into_iter().map(|t| t.join().unwrap_or(true)).filter(|failed| *failed).count()
+    })
+}
+
+/// Waits until backend `ip` is ejected, driving new connections meanwhile; returns its entry.
+fn wait_ejected(env: &Env, ip: &str, limit: Duration) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let b = env.admin_backend(ip);
+        if b["state"] == "ejected" {
+            return b;
+        }
+        connect_burst(env, 12, Duration::from_millis(1500));
+    }
+    panic!("{ip} was not ejected within {limit:?}: {}\n{}", env.admin_backend(ip), env.log());
+}
+
+/// A backend whose service port drops SYNs (its health port keeps passing) is ejected on the
+/// kernel's evidence alone (SYNs left unanswered) within a few seconds, gets no new flows, and a
+/// flow to it that was already established keeps working.
+fn ebpf_syn_dropping_backend_is_ejected_and_established_flows_keep_working() {
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &[]));
+    let target = BACKENDS[1].to_string();
+    let mut ka = env.keep_alive_on(&target);
+    break_new_connections(&env, &target, "16384-32767", "drop");
+    let b = wait_ejected(&env, &target, Duration::from_secs(15));
+    let reason = b["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("syn unanswered"), "ejected on the kernel's evidence: {b}\n{}", env.log());
+    assert_eq!(b["health"], "healthy", "the probes still pass: a gray failure only traffic shows");
+    let avoided = eventually(SETTLE, || env.avoids(&target, 6));
+    assert!(avoided, "new connections still reach the ejected {target}\n{}", env.log());
+    for n in 0..20 {
+        assert_ne!(env.get(&format!("connection {n} after the ejection")), target, "{}", env.log());
+    }
+    assert_still_on(&env, &mut ka, &target, "after the ejection");
+    let events = env.agent.admin_json("/admin/events").expect("GET /admin/events");
+    let text = events.to_string();
+    assert!(text.contains("\"to\":\"ejected\"") && text.contains(&target), "the event log says so: {text}");
+}
+
+/// A backend whose service port refuses new connections (a RST answers the SYN) while its health
+/// port passes is ejected: on the eBPF data plane from the refused SYNs, in userspace from the
+/// refused connects (which are sent to another backend meanwhile). It gets no new flows, and a
+/// flow to it that was already established keeps working.
+fn refusing_backend_is_ejected_and_established_flows_keep_working(mode: Mode) {
+    let env = Env::start_with(mode, &agent_args(mode, &["--health-port", "8080"]), Some(8080));
+    let target = BACKENDS[2].to_string();
+    let mut ka = env.keep_alive_on(&target);
+    // The userspace proxy connects from ephemeral ports; the eBPF data plane from its SNAT ports.
+    let sports = if mode == Mode::Ebpf { "16384-32767" } else { "1024-65535" };
+    break_new_connections(&env, &target, sports, "reject with tcp reset");
+    let b = wait_ejected(&env, &target, Duration::from_secs(15));
+    let reason = b["reason"].as_str().unwrap_or_default();
+    let want = if mode == Mode::Ebpf { "syn answered with rst" } else { "connect failed" };
+    assert!(reason.contains(want), "ejected for the refusals: {b}\n{}", env.log());
+    let avoided = eventually(SETTLE, || env.avoids(&target, 6));
+    assert!(avoided, "new connections still reach the ejected {target}\n{}", env.log());
+    assert_still_on(&env, &mut ka, &target, "after the ejection");
+    let metrics = env.agent.admin("GET", "/metrics", None).expect("GET /metrics").1;
+    let (service, kind) = if mode == Mode::Ebpf { ("10.91.1.1:80", "syn_refused") } else { ("default", "connect") };
+    let series =
+        format!("edge_backend_ejections_total{{service=\"{service}\",backend=\"{target}:80\",reason=\"{kind}\"}} 1");
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
+}
 
 /// 60 new connections reach all three backends, each at least 10 times.
 fn round_robin_spreads(mode: Mode) {
@@ -472,7 +568,7 @@ fn ebpf_backends_added_later_are_reached_or_reported() {
     args.extend(COMMON.iter().map(|s| s.to_string()));
     let mut agent = Agent::spawn(&topo, BIN, &words(&args));
     agent.wait_ready(READY);
-    let env = Env { agent, backends, topo, _pins: Some(pins), _serial: serial };
+    let env = Env { agent, backends, _health: None, topo, _pins: Some(pins), _serial: serial };
     let mut list: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}:80\"")).collect();
     list.push("\"203.0.113.9:80\"".into());
     let tmp = dir.join("backends.json.new");
@@ -687,6 +783,93 @@ fn ebpf_flows_survive_agent_restart() {
 /// eBPF only (the userspace proxy has no UDP): datagrams from different client ports spread over
 /// the backends; datagrams of one flow (same client port) stick to one backend. TCP listeners on
 /// the same port serve the (TCP) health checks.
+/// The README's two-service example as written (a web service and a UDP DNS service, with
+/// `--health-path /healthz` at the top level) becomes healthy: the DNS service's backends, real
+/// DNS servers (dnsmasq), are probed with a DNS query, not the web service's HTTP probe, and a
+/// query through the VIP is answered.
+fn ebpf_readme_two_service_example_becomes_healthy() {
+    let _serial = serial();
+    let _pins = BpfCleanup::new(BIN);
+    let topo = Topology::new();
+    let _web = topo.start_tcp_backends(80);
+    let _dns: Vec<std::process::Child> = BACKENDS
+        .iter()
+        .map(|ip| {
+            topo.spawn_in_backend(
+                "dnsmasq",
+                &[
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--conf-file=/dev/null",
+                    "--bind-interfaces",
+                    &format!("--listen-address={ip}"),
+                    "--port=53",
+                    "--user=root",
+                    "--pid-file=",
+                ],
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("edge-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("edge.toml");
+    let list = |port: u16, n: usize| -> String {
+        BACKENDS[..n].iter().map(|b| format!("\"{b}:{port}\"")).collect::<Vec<_>>().join(", ")
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "[[service]]\nname = \"web\"\nvip = \"10.91.1.1:80\"\nbackend = [{}]\n\n\
+             [[service]]\nname = \"dns\"\nvip = \"10.91.1.1:53/udp\"\nbackend = [{}]\n\
+             strategy = \"consistent-hash\"\nhash-key = \"source\"\n",
+            list(80, 2),
+            list(53, 3)
+        ),
+    )
+    .unwrap();
+    let config = file.display().to_string();
+    let args = ["--mode", "ebpf", "--iface", "l0", "--health-path", "/healthz", "--cleanup"].into_iter().chain([
+        "--admin",
+        "127.0.0.1:9901",
+        "--config",
+        &config,
+    ]);
+    let args: Vec<String> = args.map(String::from).collect();
+    let mut agent = Agent::spawn(&topo, BIN, &words(&args));
+    agent.wait_ready(READY);
+    let log = |agent: &Agent| format!("--- agent log (tail) ---\n{}\n--- end of agent log ---", agent.log_tail());
+    let healthy = |service: &str| {
+        agent
+            .admin_json(&format!("/admin/backends?service={service}"))
+            .ok()
+            .and_then(|l| l.as_array().map(|l| l.iter().all(|b| b["state"] == "healthy")))
+            .unwrap_or(false)
+    };
+    assert!(eventually(SETTLE, || healthy("dns")), "the DNS backends never became healthy\n{}", log(&agent));
+    assert!(eventually(SETTLE, || healthy("web")), "the web backends never became healthy\n{}", log(&agent));
+    let dns = agent.admin_json("/admin/backends?service=dns").unwrap();
+    assert!(dns.to_string().contains("dns answer"), "probed with a DNS query: {dns}");
+    // A DNS query through the VIP is answered by one of the servers.
+    let answered = eventually(SETTLE, || {
+        let vip = SocketAddrV4::new(VIP, 53);
+        let client = topo.client_ns().to_string();
+        crate::netns::in_ns(&client, move || -> std::io::Result<Vec<u8>> {
+            let s = std::net::UdpSocket::bind("10.91.1.2:0")?;
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            s.connect(vip)?;
+            s.send(&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1])?;
+            let mut buf = [0u8; 512];
+            let n = s.recv(&mut buf)?;
+            Ok(buf[..n].to_vec())
+        })
+        .is_ok_and(|a| a.len() >= 4 && a[..2] == [0x12, 0x34] && a[2] & 0x80 != 0)
+    });
+    assert!(answered, "no DNS answer through the VIP\n{}", log(&agent));
+    assert!(topo.http_get(vip80(), T).is_ok(), "the web service answers too\n{}", log(&agent));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn ebpf_udp_spreads_and_sticks() {
     let _serial = serial();
     let _pins = BpfCleanup::new(BIN);
@@ -760,6 +943,18 @@ fn auto_with_a_header_hash_key_runs_the_userspace_proxy() {
 pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_round_robin_spreads", ebpf_round_robin_spreads),
     ("userspace_round_robin_spreads", userspace_round_robin_spreads),
+    (
+        "ebpf_syn_dropping_backend_is_ejected_and_established_flows_keep_working",
+        ebpf_syn_dropping_backend_is_ejected_and_established_flows_keep_working,
+    ),
+    (
+        "ebpf_refusing_backend_is_ejected_and_established_flows_keep_working",
+        ebpf_refusing_backend_is_ejected_and_established_flows_keep_working,
+    ),
+    (
+        "userspace_refusing_backend_is_ejected_and_established_flows_keep_working",
+        userspace_refusing_backend_is_ejected_and_established_flows_keep_working,
+    ),
     ("ebpf_unhealthy_backend_gets_no_new_flows", ebpf_unhealthy_backend_gets_no_new_flows),
     ("userspace_unhealthy_backend_gets_no_new_flows", userspace_unhealthy_backend_gets_no_new_flows),
     ("ebpf_drained_backend_finishes_established_flows", ebpf_drained_backend_finishes_established_flows),
@@ -783,6 +978,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
         ebpf_exit_message_under_ip_netns_exec_says_what_happens,
     ),
     ("ebpf_udp_spreads_and_sticks", ebpf_udp_spreads_and_sticks),
+    ("ebpf_readme_two_service_example_becomes_healthy", ebpf_readme_two_service_example_becomes_healthy),
     ("ebpf_refuses_a_header_hash_key_at_run_time", ebpf_refuses_a_header_hash_key_at_run_time),
     ("auto_with_a_header_hash_key_runs_the_userspace_proxy", auto_with_a_header_hash_key_runs_the_userspace_proxy),
 ];
