@@ -112,7 +112,7 @@ impl From<&BackendView> for BackendJson {
             streak: b.streak,
             last_probe: b.last_probe.as_ref().map(ProbeJson::from),
             since: unix(b.since),
-            next_probe: b.next_probe.map(unix),
+            next_probe: b.next_probe.get().map(unix),
             ejections: b.ejections,
             ejected_until: b.ejected_until.map(unix),
             slow_start: b.slow_start.map(|p| (p * 1000.0).round() / 1000.0),

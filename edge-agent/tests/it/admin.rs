@@ -54,6 +54,11 @@ async fn endpoints_shapes_and_errors() {
     assert_eq!(first["state"], "healthy");
     assert_eq!(first["weight"], 1);
     assert_eq!(first["last_probe"]["passed"], true);
+    assert!(first["reason"].as_str().unwrap().starts_with("health: first probe passed"), "{first}");
+    assert_eq!((first["weight_percent"].clone(), first["ejections"].clone()), (100.into(), 0.into()));
+    assert!(
+        first["next_probe"].as_f64().is_some() && first["ejected_until"].is_null() && first["slow_start"].is_null()
+    );
 
     let (_, body) = admin(a, "GET", "/admin/state", None, None).await;
     let state: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -62,6 +67,22 @@ async fn endpoints_shapes_and_errors() {
     assert_eq!(state["ready"], true);
     assert_eq!(state["strategy"]["strategy"], "round-robin");
     assert_eq!(state["backends"]["healthy"], 1);
+    assert_eq!((state["backends"]["ejected"].clone(), state["backends"]["slow_start"].clone()), (0.into(), 0.into()));
+    assert!(state["panic"].is_null());
+
+    // The event log: newest first, with the same words as the reasons.
+    assert_eq!(admin(a, "POST", &format!("/admin/backends/{spec}/drain"), None, None).await.0, 200);
+    let (status, body) = admin(a, "GET", "/admin/events", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let newest = &events[0];
+    assert_eq!((newest["backend"].as_str(), newest["service"].as_str()), (Some(spec.as_str()), Some("default")));
+    assert_eq!((newest["from"].as_str(), newest["to"].as_str()), (Some("healthy"), Some("draining")));
+    assert!(newest["reason"].as_str().unwrap().starts_with("drained by admin"), "{newest}");
+    let oldest = events.as_array().unwrap().last().unwrap();
+    assert_eq!((oldest["to"].as_str(), oldest["from"].is_null()), (Some("unknown"), true), "{events}");
+    assert_eq!(admin(a, "GET", "/admin/events?service=nope", None, None).await.0, 404);
+    assert_eq!(admin(a, "POST", "/admin/events", None, None).await.0, 405);
     assert_eq!(state["listen_tcp"].as_array().unwrap().len(), 1);
 
     let (status, body) = admin(a, "POST", "/admin/backends/10.9.9.9:1/drain", None, None).await;
@@ -95,6 +116,13 @@ async fn metrics_cover_the_required_families() {
         "edge_dataplane_mode{mode=\"userspace\"} 1",
         "edge_discovery_updates_total{service=\"default\",source=\"static\"} 1",
         "edge_ready 1",
+        "edge_backend_state{service=\"default\",backend=",
+        "state=\"ejected\"} 0",
+        "state=\"slow_start\"} 0",
+        "edge_backend_ejections_total{",
+        "edge_backend_gateway_failures_total{",
+        "edge_retry_outcomes_total{service=\"default\",outcome=\"budget_exhausted\"} 0",
+        "edge_service_panic{service=\"default\"} 0",
     ] {
         assert!(text.contains(family), "missing {family}:\n{text}");
     }

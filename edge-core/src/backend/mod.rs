@@ -14,4 +14,4 @@ mod view;
 pub use spec::{BackendId, BackendSpec, MAX_WEIGHT, SpecError};
 pub use state::{Health, State};
 pub use stats::{BackendStats, Direction, Failure, GatewayFailure, PassiveSample, ProbeResult, StatusClass};
-pub use view::{Backend, BackendSet, BackendView, Panic, ProbeSummary, WEIGHT_STEPS, panic_at};
+pub use view::{Backend, BackendSet, BackendView, NextProbe, Panic, ProbeSummary, WEIGHT_STEPS, panic_at};

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{BackendId, BackendStats, Health, State};
@@ -58,6 +58,27 @@ impl Backend {
     }
 }
 
+/// When a backend's next probe starts, as its probe loop last scheduled it; read live, so a
+/// snapshot shows the current schedule however old the snapshot is.
+#[derive(Debug, Clone, Default)]
+pub struct NextProbe(Option<Arc<AtomicU64>>);
+
+impl NextProbe {
+    /// Reads the schedule a probe loop keeps in `unix_ms` (milliseconds since the Unix epoch, 0
+    /// while unknown).
+    pub fn new(unix_ms: Arc<AtomicU64>) -> Self {
+        Self(Some(unix_ms))
+    }
+
+    /// When the next probe starts, if scheduled.
+    pub fn get(&self) -> Option<SystemTime> {
+        match self.0.as_ref()?.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// The last probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSummary {
@@ -99,7 +120,7 @@ pub struct BackendView {
     /// When the state last changed.
     pub since: SystemTime,
     /// When the next probe is due.
-    pub next_probe: Option<SystemTime>,
+    pub next_probe: NextProbe,
     /// Times ejected, decaying by one per base ejection time of sustained health.
     pub ejections: u32,
     /// When the current ejection ends.
@@ -128,7 +149,7 @@ impl BackendView {
             streak: 0,
             last_probe: None,
             since: SystemTime::now(),
-            next_probe: None,
+            next_probe: NextProbe::default(),
             ejections: 0,
             ejected_until: None,
             slow_start: None,

@@ -193,7 +193,7 @@ impl Entry {
             streak: self.life.streak(),
             last_probe: self.last_probe.clone(),
             since: self.since,
-            next_probe: self.probe.as_ref().and_then(Prober::next_probe),
+            next_probe: self.probe.as_ref().map(Prober::next_probe).unwrap_or_default(),
             ejections: self.life.ejections(),
             ejected_until: self.life.ejected_until().map(to_wall),
             slow_start: self.life.slow_start_progress(now),
@@ -657,6 +657,8 @@ mod tests {
     struct ScriptedCheck {
         scripts: Mutex<HashMap<SocketAddr, VecDeque<bool>>>,
         pattern: Mutex<HashMap<SocketAddr, (Vec<bool>, usize)>>,
+        /// Every address probed, in order.
+        seen: Mutex<Vec<SocketAddr>>,
     }
 
     impl ScriptedCheck {
@@ -667,6 +669,7 @@ mod tests {
 
     impl HealthCheck for ScriptedCheck {
         fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
+            self.seen.lock().unwrap().push(addr);
             let ok = if let Some(q) = self.scripts.lock().unwrap().get_mut(&addr).and_then(|q| q.pop_front()) {
                 q
             } else if let Some((p, i)) = self.pattern.lock().unwrap().get_mut(&addr) {
@@ -960,5 +963,31 @@ mod tests {
         let events = h.events();
         let service: Vec<&str> = events.iter().filter(|e| e.backend.is_none()).map(|e| e.reason.as_str()).collect();
         assert_eq!(service.len(), 2, "engaged and over, logged: {service:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_go_to_the_health_port_and_speed_up_when_suspect() {
+        let check = Arc::new(ScriptedCheck::default());
+        let mut c = cfg();
+        c.health.port = Some(9);
+        let h = Monitor::spawn(
+            c,
+            check.clone(),
+            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1 }]))],
+        );
+        h.wait_ready().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let seen = check.seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|a| *a == SocketAddr::from(([10, 0, 0, 1], 9))), "{seen:?}");
+        assert!((5..=6).contains(&seen.len()), "every 2 s while healthy: {seen:?}");
+        let next = h.snapshot().backends[0].next_probe.get().expect("scheduled");
+        assert!(next > SystemTime::now() - Duration::from_secs(1), "the schedule is current");
+        // One failed probe: the next ones come at the fast pace (500 ms) until it passes again.
+        check.scripts.lock().unwrap().insert(SocketAddr::from(([10, 0, 0, 1], 9)), VecDeque::from([false]));
+        let before = check.seen.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let after = check.seen.lock().unwrap().len();
+        assert!(after - before >= 3, "{} probes in 2.6 s after a failure", after - before);
+        assert_eq!(state_of(&h, 1), State::Healthy, "one failure of three is not a fall");
     }
 }

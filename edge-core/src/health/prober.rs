@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{HealthCheck, HealthConfig, ProbeError};
-use crate::backend::BackendId;
+use crate::backend::{BackendId, NextProbe};
 
 /// A finished probe.
 #[derive(Debug)]
@@ -90,12 +90,9 @@ impl Prober {
         self.fast.send_if_modified(|f| std::mem::replace(f, fast) != fast);
     }
 
-    /// When the next probe starts.
-    pub fn next_probe(&self) -> Option<SystemTime> {
-        match self.next_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
-        }
+    /// When the next probe starts, read live.
+    pub fn next_probe(&self) -> NextProbe {
+        NextProbe::new(self.next_ms.clone())
     }
 }
 
