@@ -150,6 +150,8 @@ struct Entry {
     epoch: u64,
     /// The state last published, to tell changes from the gate's point of view.
     shown: State,
+    /// The weight step last seen by the tick.
+    steps: u32,
     /// Outlier detection asked to eject this backend and the cap refused; cleared when the
     /// streak ends, so the refusal is logged once per streak.
     refused: bool,
@@ -413,6 +415,7 @@ impl Actor {
                 probe: Some(prober),
                 epoch,
                 shown: State::Unknown,
+                steps: crate::backend::WEIGHT_STEPS,
                 refused: false,
             },
         );
@@ -471,8 +474,10 @@ impl Actor {
             if let Some(c) = e.life.tick(now) {
                 changes.push((id.clone(), c));
             }
-            if e.life.state() == State::SlowStart {
-                // The weight ramps: publish when its step moved.
+            // Slow start ramps the weight: publish when its step moved, not every tick.
+            let steps = e.life.weight_steps(now);
+            if steps != e.steps {
+                e.steps = steps;
                 self.dirty = true;
             }
             if let Some(p) = &e.probe {
