@@ -221,6 +221,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
                 BalancerConfig { table_size: cfg.table_size, plane: serving_plane(s) },
                 s.strategy.clone(),
                 monitor.subscribe(),
+                monitor.subscribe_ready(),
             );
             (monitor, balancer)
         });
@@ -375,6 +376,14 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
 }
 
 impl AgentHandle {
+    /// Waits until every service is ready for traffic (`/readyz`): its first probe round is done
+    /// and its selector built from it.
+    pub async fn wait_ready(&self) {
+        for s in &self.services {
+            s.balancer.wait_ready().await;
+        }
+    }
+
     /// Stops accepting, lets open connections finish (each worker waits up to the drain timeout),
     /// then returns.
     pub async fn shutdown(mut self) {

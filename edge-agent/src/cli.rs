@@ -39,6 +39,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run a self-contained demo: three in-process backends, traffic, a failure and a recovery.
     Demo(DemoArgs),
+    /// Replay a scenario (traffic and a failure schedule) against every strategy, with a report.
+    Replay(ReplayArgs),
     /// Read the pinned eBPF maps of a running (or stopped) agent.
     Maps(MapsArgs),
     /// Detach the eBPF programs and remove every pinned map and link (drops established flows).
@@ -389,6 +391,25 @@ pub struct DemoArgs {
     /// Plain line output instead of a live table (automatic when stdout is not a terminal).
     #[arg(long)]
     pub plain: bool,
+}
+
+/// `edge-agent replay` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A built-in scenario's name or a scenario file; without one, the built-ins are listed.
+    pub scenario: Option<String>,
+    /// Run every built-in scenario.
+    #[arg(long)]
+    pub all: bool,
+    /// Seed of the request sequence and keys (default: the scenario's).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Compress each scenario to this duration (its failure times scale with it).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<Dur<1000>>,
+    /// Folder for results.json and report.html.
+    #[arg(long, default_value = "replay-report", value_name = "DIR")]
+    pub out: FilePath,
 }
 
 /// `edge-agent maps` arguments.

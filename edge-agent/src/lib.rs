@@ -1,13 +1,14 @@
 //! edge-agent: the binary's library half: the command line (`cli`, `values`), the validated
 //! configuration (`config`), the wiring of the control plane and the data planes (`app`, with the
 //! data-plane choice in `plane` and the running services in `service`), the admin API (`admin`),
-//! the Prometheus exporter (`metrics`), `edge-agent maps` (`maps`), logging and the demo. `main.rs`
+//! the Prometheus exporter (`metrics`), `edge-agent maps` (`maps`), logging, the demo and the
+//! strategy replay (`replay`), both over simulated backends (`sim`). `main.rs`
 //! only parses arguments and calls [`app::run`]; integration tests start agents through
 //! [`app::start`]. See ARCHITECTURE.md for the code map and the invariants.
 //!
 //! Module dependencies point one way: `values` is a leaf, `cli` uses it, `config` uses `cli`,
 //! `logging`, `plane` and `maps` use those, `service` and `metrics` sit above, `admin` uses
-//! `metrics`, `app` wires everything, and `demo` drives `app`.
+//! `metrics`, `app` wires everything, and `demo` and `replay` drive `app` over `sim` (a leaf).
 
 mod admin;
 pub mod app;
@@ -18,7 +19,9 @@ pub mod logging;
 pub mod maps;
 pub mod metrics;
 pub mod plane;
+pub mod replay;
 pub mod service;
+pub mod sim;
 pub mod values;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`): everything that

@@ -37,7 +37,8 @@ pub fn find<'a>(services: &'a [ServiceHandle], name: Option<&str>) -> Option<&'a
     }
 }
 
-/// Whether every service's monitor finished its first discovery and probe round.
+/// Whether every service's monitor finished its first discovery and probe round, and its balancer
+/// built a selector from it (so a request sent now finds those backends).
 pub fn all_ready(services: &[ServiceHandle]) -> bool {
-    services.iter().all(|s| s.monitor.is_ready())
+    services.iter().all(|s| s.balancer.is_ready())
 }

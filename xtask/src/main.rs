@@ -4,6 +4,7 @@
 //! - `test`: setup, then formatting, the layering check, lints and every test (the privileged
 //!   ones too when root).
 //! - `demo`: setup, then the self-contained demo.
+//! - `replay`: setup, then `edge-agent replay` (the strategy replay and its report).
 //! - `bench`: setup, then the HTTP comparison with HAProxy and NGINX, and the idle memory check;
 //!   `bench conns` for the memory of idle connections; `bench overload` for admission under
 //!   twice the capacity; `bench l4` and `bench prog` for the eBPF
@@ -32,16 +33,23 @@ fn main() -> anyhow::Result<()> {
             cmd.args(["run", "--release", "--quiet", "-p", "edge-agent", "--", "demo"]).args(&rest);
             util::exec(&mut cmd)
         }
+        "replay" => {
+            setup::run(setup::Needs::Build)?;
+            let mut cmd = util::cargo();
+            cmd.args(["run", "--release", "--quiet", "-p", "edge-agent", "--", "replay"]).args(&rest);
+            util::exec(&mut cmd)
+        }
         "bench" => bench::run(&rest),
         "fuzz" => {
             setup::run(setup::Needs::Build)?;
             fuzz::run(&rest)
         }
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup|test|demo|bench|fuzz> [args]");
+            println!("usage: cargo xtask <setup|test|demo|replay|bench|fuzz> [args]");
             println!("  setup         install what building and testing need (idempotent)");
             println!("  test          formatting, lints, all tests (privileged ones when root)");
             println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
+            println!("  replay [ARGS] replay scenarios against every strategy (ARGS go to `edge-agent replay`)");
             println!("  bench [http]  compare edge with HAProxy and NGINX; report idle memory");
             println!("  bench l4      (root) edge eBPF vs direct, nftables DNAT, HAProxy TCP");
             println!("  bench conns   memory of 5,000 idle client connections: before, peak, after");
@@ -50,6 +58,6 @@ fn main() -> anyhow::Result<()> {
             println!("  fuzz [TARGET...] [--seconds N] [--merge]  run the fuzz targets (60 s each)");
             Ok(())
         }
-        other => bail!("unknown task '{other}'; use setup, test, demo, bench or fuzz"),
+        other => bail!("unknown task '{other}'; use setup, test, demo, replay, bench or fuzz"),
     }
 }

@@ -6,7 +6,6 @@
 //! back and rejoins after `rise` passing probes. It ends with a summary. Nothing else is needed:
 //! no root, no network beyond loopback, no other program.
 
-mod backends;
 mod render;
 
 use std::collections::HashMap;
@@ -28,8 +27,8 @@ use edge_proxy::RetryReason;
 use crate::app;
 use crate::cli::{self, Command, DemoArgs};
 use crate::config::Config;
+use crate::sim::{Behaviour, SimBackend};
 use crate::values::LogFormat;
-use backends::DemoBackend;
 use render::{Frame, Row, Screen};
 
 /// Requests per second the demo clients send in total.
@@ -53,8 +52,11 @@ struct Tally {
 async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<()> {
     let mut backends = Vec::new();
     for i in 1..=3 {
-        backends
-            .push(DemoBackend::start(&format!("backend-{i}")).await.context("starting a demo backend on 127.0.0.1")?);
+        backends.push(
+            SimBackend::start(&format!("backend-{i}"), Behaviour::new(i, 0))
+                .await
+                .context("starting a demo backend on 127.0.0.1")?,
+        );
     }
     // The agent as an operator would start it.
     let mut argv: Vec<String> = ["edge-agent", "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
@@ -73,7 +75,7 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     let cfg = Config::load(*args)?;
     let (rise, fall, interval) = (cfg.health.rise, cfg.health.fall, cfg.health.interval);
     let agent = app::start(cfg).await?;
-    agent.monitor.wait_ready().await;
+    agent.wait_ready().await;
     let url: hyper::Uri = format!("http://{}/", agent.http_addrs[0]).parse()?;
     let names: HashMap<String, String> = backends.iter().map(|b| (b.addr.to_string(), b.name.clone())).collect();
     let tally = Arc::new(Tally {

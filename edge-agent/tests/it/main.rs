@@ -14,6 +14,7 @@ mod failure;
 mod health;
 mod http_proxy;
 mod limits;
+mod replay;
 mod semantics;
 mod services;
 mod stalls;

@@ -85,7 +85,7 @@ strategy = "least-connections"
     let agent = with_config(&path).start().await;
     assert_eq!(agent.services.len(), 2);
     for s in &agent.services {
-        s.monitor.wait_ready().await;
+        s.balancer.wait_ready().await;
     }
     assert_eq!(agent.tcp_addrs, vec![web, api], "one TCP listener per service VIP");
     let a = agent.admin_addr.unwrap();
@@ -143,7 +143,7 @@ async fn drain_and_strategy_act_on_the_named_service_only() {
     ));
     let agent = with_config(&path).start().await;
     for s in &agent.services {
-        s.monitor.wait_ready().await;
+        s.balancer.wait_ready().await;
     }
     let a = agent.admin_addr.unwrap();
 
@@ -201,7 +201,7 @@ async fn top_level_flags_stay_the_first_service_next_to_the_tables() {
     let path = config_file(&format!("[[service]]\nvip = \"{vip}\"\nbackend = \"{}\"\n", s1.spec()));
     let agent = Args::tcp().backends(&[t1.spec()]).with(&["--config", path.to_str().unwrap()]).start().await;
     for s in &agent.services {
-        s.monitor.wait_ready().await;
+        s.balancer.wait_ready().await;
     }
     let names: Vec<&str> = agent.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["default", vip.to_string().as_str()], "the VIP text names an unnamed service");

@@ -67,7 +67,7 @@ impl Args {
     /// Starts the agent and waits for its first probe round.
     pub async fn ready(&self) -> AgentHandle {
         let agent = self.start().await;
-        agent.monitor.wait_ready().await;
+        agent.wait_ready().await;
         agent
     }
 }

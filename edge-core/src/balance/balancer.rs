@@ -45,9 +45,22 @@ pub struct BalancerHandle {
     commands: mpsc::Sender<Switch>,
     plane: Plane,
     switches: Arc<AtomicU64>,
+    ready: watch::Receiver<bool>,
 }
 
 impl BalancerHandle {
+    /// True once the selector reflects the monitor's first complete probe round: a request that
+    /// arrives after this finds the backends that passed their first probe.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until [`Self::is_ready`].
+    pub async fn wait_ready(&self) {
+        let mut r = self.ready.clone();
+        let _ = r.wait_for(|v| *v).await;
+    }
+
     /// The selector the data path reads.
     pub fn selector(&self) -> Arc<ArcSwap<Selector>> {
         self.selector.clone()
@@ -88,11 +101,13 @@ fn selection_key(set: &BackendSet) -> (Vec<(Arc<str>, u32)>, bool) {
 }
 
 /// Starts the balancer over the monitor's snapshots. The initial strategy must be one the plane
-/// supports (configuration checks it with [`Plane::supports`]).
+/// supports (configuration checks it with [`Plane::supports`]). `monitor_ready` is the monitor's
+/// readiness: the balancer is ready once it built a selector from a snapshot taken after it.
 pub fn spawn(
     cfg: BalancerConfig,
     initial: StrategySpec,
     mut backends: watch::Receiver<Arc<BackendSet>>,
+    mut monitor_ready: watch::Receiver<bool>,
 ) -> BalancerHandle {
     let set = backends.borrow_and_update().clone();
     let build = move |spec: &StrategySpec, set: &BackendSet| Selector::build(spec, set, cfg.table_size);
@@ -102,6 +117,7 @@ pub fn spawn(
     let published = selector.clone();
     let switches = Arc::new(AtomicU64::new(0));
     let counted = switches.clone();
+    let (ready_tx, ready_rx) = watch::channel(false);
     let task = async move {
         let mut spec = initial;
         let mut last = selection_key(&set);
@@ -119,6 +135,22 @@ pub fn spawn(
                         last = key;
                     }
                 }
+                r = monitor_ready.changed(), if !*ready_tx.borrow() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    if *monitor_ready.borrow_and_update() {
+                        // The monitor turns ready after publishing its first complete round: build
+                        // from the snapshot as it is now, then say so.
+                        let set = backends.borrow_and_update().clone();
+                        let key = selection_key(&set);
+                        if key != last {
+                            published.store(Arc::new(build(&spec, &set)));
+                            last = key;
+                        }
+                        let _ = ready_tx.send(true);
+                    }
+                }
                 Some((next, reply)) = cmd_rx.recv() => {
                     let set = backends.borrow().clone();
                     published.store(Arc::new(build(&next, &set)));
@@ -133,7 +165,7 @@ pub fn spawn(
     };
     // The caller's span (the service, when there are several) labels the logs.
     tokio::spawn(task.in_current_span());
-    BalancerHandle { selector, strategy: strategy_rx, commands: cmd_tx, plane: cfg.plane, switches }
+    BalancerHandle { selector, strategy: strategy_rx, commands: cmd_tx, plane: cfg.plane, switches, ready: ready_rx }
 }
 
 #[cfg(test)]
@@ -148,8 +180,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn switches_apply_atomically_and_unsupported_ones_are_refused() {
         let (_tx, rx) = watch::channel(Arc::new(BackendSet::default()));
+        let (_ready_tx, ready) = watch::channel(false);
         let rr = StrategySpec { kind: StrategyKind::RoundRobin, hash_key: HashKey::Source };
-        let h = spawn(cfg(Plane::Ebpf), rr.clone(), rx);
+        let h = spawn(cfg(Plane::Ebpf), rr.clone(), rx, ready);
         let header = StrategySpec { kind: StrategyKind::ConsistentHash, hash_key: "header:x-user".parse().unwrap() };
         assert!(matches!(h.set_strategy(header).await, Err(SwitchError::Unsupported(_))));
         assert_eq!((h.strategy(), h.switches()), (rr.clone(), 0), "nothing changed");
@@ -157,5 +190,22 @@ mod tests {
         assert_eq!(h.set_strategy(ch.clone()).await, Ok(rr));
         assert_eq!((h.strategy(), h.switches()), (ch.clone(), 1));
         assert_eq!(h.selector().load().spec(), &ch, "the new selector is live when the switch returns");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_only_once_the_selector_holds_the_first_round() {
+        use crate::backend::{Backend, BackendView, Health};
+        let (tx, rx) = watch::channel(Arc::new(BackendSet::default()));
+        let (ready_tx, ready) = watch::channel(false);
+        let rr = StrategySpec { kind: StrategyKind::RoundRobin, hash_key: HashKey::Source };
+        let h = spawn(cfg(Plane::Userspace), rr, rx, ready);
+        tokio::task::yield_now().await;
+        assert!(!h.is_ready());
+        // The monitor publishes its first round and turns ready at once, as it does.
+        let b = BackendView::probed(Arc::new(Backend::new("10.0.0.1:80".parse().unwrap())), 1, Health::Healthy);
+        tx.send_replace(Arc::new(BackendSet { backends: vec![b], generation: 1, panic: None }));
+        ready_tx.send_replace(true);
+        h.wait_ready().await;
+        assert_eq!(h.selector().load().eligible(), 1, "a request sent now finds the backend");
     }
 }

@@ -1,0 +1,133 @@
+//! `edge-agent replay` (and `cargo xtask replay`): the same seeded traffic and the same failure
+//! schedule against each strategy, with a report people read.
+//!
+//! `scenario` reads a scenario file (the built-ins are in `builtin`), `engine` runs one scenario
+//! with one strategy against simulated backends (`crate::sim`) and in-process agents, `measure`
+//! turns the records into figures, and `report` writes `results.json`, `report.html` and the
+//! terminal table. Dependencies point one way: `scenario` is a leaf, `engine` uses it, `measure`
+//! uses both, `report` uses `measure`, and this module drives them.
+
+mod builtin;
+mod engine;
+mod measure;
+mod report;
+mod scenario;
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+
+pub use builtin::BUILTIN;
+pub use engine::{Outcome, Record, Transition};
+pub use measure::{Figures, figures};
+pub use scenario::{Scenario, ScenarioError};
+
+use crate::cli::ReplayArgs;
+use crate::values::LogFormat;
+use report::Results;
+pub use report::ScenarioResults;
+
+/// Finds a scenario: a built-in name, or a path to a TOML file.
+pub fn load(name: &str) -> anyhow::Result<Scenario> {
+    if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+        return Ok(Scenario::parse(name, text)?);
+    }
+    let path = PathBuf::from(name);
+    if !path.exists() {
+        let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "no built-in scenario '{name}' and no such file; use one of {} or a path to a TOML file",
+            names.join(", ")
+        );
+    }
+    let text = edge_core::util::read_bounded(&path, 1 << 20)
+        .with_context(|| format!("cannot read scenario file {}", path.display()))?;
+    Ok(Scenario::parse(&path.display().to_string(), &text)?)
+}
+
+/// Runs one scenario with every strategy it names; prints progress and the table.
+pub async fn run_scenario(s: &Scenario, live: bool) -> anyhow::Result<ScenarioResults> {
+    println!("\n{}: {}", s.name, s.lesson);
+    let mut runs = Vec::new();
+    for strategy in &s.strategies {
+        let total = (f64::from(s.traffic.rate) * s.duration.as_secs_f64()) as u64;
+        let label = format!("  {}/{strategy} (userspace)", s.name);
+        let progress = |sent: u64, failed: u64| {
+            let line = format!("{label}: {sent}/{total} requests, {failed} failed");
+            if live {
+                print!("\r\x1b[2K{line}");
+            } else {
+                println!("{line}");
+            }
+            let _ = std::io::stdout().flush();
+        };
+        let outcome = engine::run(s, strategy, &progress).await?;
+        if live {
+            println!();
+        }
+        runs.push(measure::figures(s, &outcome));
+    }
+    let (fail, recover) = s.failure_window();
+    let results = ScenarioResults {
+        scenario: s.name.clone(),
+        lesson: s.lesson.clone(),
+        seed: s.seed,
+        duration_s: s.duration.as_secs_f64(),
+        failure_window: (fail.map(|d| d.as_secs_f64()), recover.map(|d| d.as_secs_f64())),
+        backends: s.backends.iter().map(|b| b.name.clone()).collect(),
+        verdict: report::verdict(&runs),
+        runs,
+        not_run: vec![
+            "the eBPF data plane: the replay drives the userspace data plane only in this release".into(),
+            "HAProxy and NGINX: the replay does not drive peers yet; `cargo xtask bench http` compares them".into(),
+        ],
+    };
+    print!("{}", report::table(&results));
+    Ok(results)
+}
+
+/// `edge-agent replay`.
+pub fn main(args: ReplayArgs) -> anyhow::Result<()> {
+    crate::logging::init(LogFormat::Text, "warn");
+    let names: Vec<String> = match (&args.scenario, args.all) {
+        (Some(_), true) => bail!("give a scenario or --all, not both"),
+        (Some(n), false) => vec![n.clone()],
+        (None, true) => BUILTIN.iter().map(|(n, _)| (*n).to_string()).collect(),
+        (None, false) => {
+            println!("built-in scenarios (run one with `edge-agent replay NAME`, all with --all):");
+            for (name, text) in BUILTIN {
+                let lesson = Scenario::parse(name, text).map(|s| s.lesson).unwrap_or_default();
+                println!("  {name:<10} {lesson}");
+            }
+            return Ok(());
+        }
+    };
+    let mut scenarios = Vec::new();
+    for n in &names {
+        let mut s = load(n)?;
+        if let Some(seed) = args.seed {
+            s.seed = seed;
+        }
+        if let Some(d) = args.duration {
+            s = s.scaled(d.0);
+        }
+        scenarios.push(s);
+    }
+    let live = std::io::stdout().is_terminal();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let mut out = Vec::new();
+    for s in &scenarios {
+        out.push(rt.block_on(run_scenario(s, live))?);
+    }
+    let results = Results {
+        edge_version: env!("CARGO_PKG_VERSION"),
+        machine: report::machine(),
+        at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs(),
+        scenarios: out,
+    };
+    report::write(&args.out.0, &results)?;
+    println!("\nreport: {} (results.json beside it)", args.out.0.join("report.html").display());
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The strategy replay: built-in scenarios, compressed to a few seconds, hold the invariants that
+//! do not depend on the machine.
+
+use std::time::Duration;
+
+use edge_agent::replay::{self, Figures};
+
+async fn run(name: &str, secs: u64) -> Vec<Figures> {
+    let s = replay::load(name).unwrap().scaled(Duration::from_secs(secs));
+    replay::run_scenario(&s, false).await.expect("the scenario runs").runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_fails_no_idempotent_request_on_any_strategy() {
+    for f in run("crash", 5).await {
+        assert_eq!(f.success_idempotent, Some(1.0), "{}: {f:?}", f.strategy);
+        assert!(f.detection_s.is_some_and(|d| d < 2.0), "{}: detected: {:?}", f.strategy, f.detection_s);
+        assert!(f.amplification <= 1.2, "{}: {}", f.strategy, f.amplification);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flap_never_flaps() {
+    for f in run("flap", 4).await {
+        assert_eq!(f.flaps, 0, "{}: {f:?}", f.strategy);
+        assert_eq!(f.success_idempotent, Some(1.0), "{}", f.strategy);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_per_key_and_remap_only_the_lost_share() {
+    let runs = run("replicas", 7).await;
+    let f = &runs[0];
+    let agree = f.agents_agree.expect("two agents");
+    assert_eq!(agree[0], Some(1.0), "before the failure: {agree:?}");
+    assert_eq!(agree[2], Some(1.0), "after the recovery: {agree:?}");
+    let (moved, lost, ideal) =
+        (f.remapped.expect("remapped"), f.remapped_lost.expect("lost"), f.remapped_ideal.expect("ideal"));
+    // Exactly the keys of the lost backend move (Maglev adds a little of its own), and they are
+    // about 1/N of the keys.
+    assert!(moved >= lost && moved - lost < 0.05, "remapped {moved:.3}, of which {lost:.3} were on the lost backend");
+    assert!((lost - ideal).abs() < 0.15, "the lost backend held {lost:.3} of the keys, 1/N is {ideal:.3}");
+    assert!(f.moved_back.is_some_and(|b| b > 0.9), "keys go home after the recovery: {:?}", f.moved_back);
+}
