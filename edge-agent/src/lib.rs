@@ -8,7 +8,8 @@
 //!
 //! Module dependencies point one way: `values` is a leaf, `cli` uses it, `config` uses `cli`,
 //! `logging`, `plane` and `maps` use those, `service` and `metrics` sit above, `admin` uses
-//! `metrics`, `app` wires everything, and `demo` and `replay` drive `app` over `sim` (a leaf).
+//! `metrics`, `app` wires everything, and `demo` and `replay` drive `app` over `sim`, drawing with
+//! `term` (both leaves).
 
 mod admin;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod plane;
 pub mod replay;
 pub mod service;
 pub mod sim;
+pub mod term;
 pub mod values;
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`): everything that

@@ -276,6 +276,10 @@ async fn run(total: Duration, concurrency: usize, live: bool) -> anyhow::Result<
     for b in &backends {
         println!("  {:<10} {:>8} requests", b.name, tally.per_backend[&b.name].load(Ordering::Relaxed));
     }
+    println!(
+        "\nnext: `edge-agent replay` (or `cargo xtask replay`) runs the same kind of failure against every strategy,\n\
+         with seven built-in scenarios (crash, slow, hot-key, gray, flap, outage, replicas) and a report"
+    );
     agent.shutdown().await;
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! Terminal output for the demo: a progress bar and a live per-backend table, redrawn in place on
-//! a terminal, or plain lines when output goes to a file or pipe.
-//!
-//! A dozen lines of ANSI escapes do this; a progress-bar crate would add a dependency tree for a
-//! single screen.
+//! Terminal output for the demo: a progress bar and a live per-backend table, fitted to the
+//! terminal and redrawn in place by `crate::term`, or plain lines when output goes to a file or
+//! pipe.
 
 use std::io::Write;
+
+use crossterm::style::Color;
+
+use crate::term::{self, Line, Segment, plain};
 
 /// One row of the backend table.
 #[derive(Debug, Clone)]
@@ -47,54 +49,65 @@ fn bar(fraction: f64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
-fn color(state: &str) -> &'static str {
+/// A state's colour: text says the state, the colour only helps (blue-orange safe for the common
+/// colour blindnesses: healthy blue, out orange or red).
+fn color(state: &str) -> Color {
     match state {
-        "healthy" => "\x1b[32m",
-        "unhealthy" => "\x1b[31m",
-        "draining" => "\x1b[33m",
-        _ => "\x1b[90m",
+        "healthy" => Color::Blue,
+        "unhealthy" | "ejected" => Color::Red,
+        "draining" | "removed" | "probation" | "slow_start" => Color::DarkYellow,
+        _ => Color::Grey,
     }
 }
 
 impl Frame {
-    fn lines(&self, ansi: bool) -> Vec<String> {
-        let mut out = vec![self.title.clone(), String::new()];
+    /// The frame's lines for a terminal of `cols` x `rows`: the title wrapped, the bar as wide as
+    /// fits, the table, and as many of the latest events as the rows leave room for.
+    fn lines(&self, cols: u16, rows: u16) -> Vec<Line> {
+        let width = usize::from(cols.saturating_sub(1).max(20));
+        let mut out: Vec<Line> = term::wrap(&self.title, width).into_iter().map(plain).collect();
+        out.push(plain(""));
         let frac = if self.total > 0.0 { self.elapsed / self.total } else { 1.0 };
-        out.push(format!(
-            "{} {:>3.0}%  {:>5.1}s / {:.1}s  {:>6.0} req/s  {:>7} done  {} errors",
-            bar(frac, 32),
+        let stats = format!(
+            " {:>3.0}%  {:>5.1}s / {:.1}s  {:>6.0} req/s  {:>7} done  {} errors",
             frac * 100.0,
             self.elapsed,
             self.total,
             self.rate,
             self.done,
             self.errors
-        ));
-        out.push(String::new());
-        out.push(format!(
+        );
+        let bar_width = width.saturating_sub(stats.len() + 2).clamp(10, 40);
+        out.push(plain(format!("{}{stats}", bar(frac, bar_width))));
+        out.push(plain(""));
+        out.push(plain(format!(
             "  {:<11} {:<21} {:<10} {:>9} {:>7} {:>7}",
             "backend", "address", "state", "requests", "share", "active"
-        ));
+        )));
         let total: u64 = self.rows.iter().map(|r| r.requests).sum::<u64>().max(1);
         for r in &self.rows {
-            let state =
-                if ansi { format!("{}{:<10}\x1b[0m", color(&r.state), r.state) } else { format!("{:<10}", r.state) };
-            out.push(format!(
-                "  {:<11} {:<21} {} {:>9} {:>6.1}% {:>7}",
-                r.name,
-                r.addr,
-                state,
-                r.requests,
-                r.requests as f64 * 100.0 / total as f64,
-                r.active
-            ));
+            out.push(vec![
+                Segment { text: format!("  {:<11} {:<21} ", r.name, r.addr), color: None },
+                Segment { text: format!("{:<10}", r.state), color: Some(color(&r.state)) },
+                Segment {
+                    text: format!(
+                        " {:>9} {:>6.1}% {:>7}",
+                        r.requests,
+                        r.requests as f64 * 100.0 / total as f64,
+                        r.active
+                    ),
+                    color: None,
+                },
+            ]);
         }
-        out.push(String::new());
-        out.push("  events:".into());
-        for e in &self.events {
-            out.push(format!("    {e}"));
+        out.push(plain(""));
+        out.push(plain("  events (latest last):"));
+        let room = usize::from(rows.saturating_sub(1)).saturating_sub(out.len()).max(1);
+        let skip = self.events.len().saturating_sub(room);
+        for e in &self.events[skip..] {
+            out.push(plain(format!("    {e}")));
         }
-        out
+        out.iter().map(|l| term::fit(l, width)).collect()
     }
 }
 
@@ -102,6 +115,7 @@ impl Frame {
 #[derive(Debug)]
 pub struct Screen {
     live: bool,
+    screen: term::Screen,
     drawn: usize,
     printed_events: usize,
 }
@@ -109,21 +123,15 @@ pub struct Screen {
 impl Screen {
     /// `live` redraws in place (a terminal); otherwise progress is printed as plain lines.
     pub fn new(live: bool) -> Self {
-        Self { live, drawn: 0, printed_events: 0 }
+        Self { live, screen: term::Screen::default(), drawn: 0, printed_events: 0 }
     }
 
     /// Shows a frame.
     pub fn draw(&mut self, f: &Frame) {
         let mut out = std::io::stdout().lock();
         if self.live {
-            if self.drawn > 0 {
-                let _ = write!(out, "\x1b[{}A", self.drawn);
-            }
-            let lines = f.lines(true);
-            for l in &lines {
-                let _ = writeln!(out, "\x1b[2K{l}");
-            }
-            self.drawn = lines.len();
+            let (cols, rows) = term::size();
+            let _ = self.screen.frame(&mut out, &f.lines(cols, rows), (cols, rows));
         } else {
             if self.drawn == 0 {
                 let _ = writeln!(out, "{}", f.title);
@@ -170,9 +178,16 @@ mod tests {
             }],
             events: vec!["killed b1".into()],
         };
-        let lines = f.lines(false);
-        assert!(lines[2].starts_with("[################................]  50%"), "{}", lines[2]);
+        let text = |l: &Line| l.iter().map(|s| s.text.as_str()).collect::<String>();
+        let lines: Vec<String> = f.lines(100, 40).iter().map(text).collect();
+        assert!(lines[2].starts_with("[###################...................]  50%"), "{}", lines[2]);
         assert!(lines.iter().any(|l| l.contains("b1") && l.contains("100.0%")));
         assert!(lines.last().unwrap().contains("killed b1"));
+        // A small terminal keeps the latest events and a narrower bar.
+        let many = Frame { events: (0..50).map(|i| format!("event {i}")).collect(), ..f };
+        let lines: Vec<String> = many.lines(60, 16).iter().map(text).collect();
+        assert_eq!(lines.len(), 15, "one row short of the terminal");
+        assert!(lines.last().unwrap().contains("event 49") && !lines.iter().any(|l| l.contains("event 30")));
+        assert!(lines.iter().all(|l| l.chars().count() < 60), "{lines:#?}");
     }
 }

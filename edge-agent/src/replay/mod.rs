@@ -13,7 +13,7 @@ mod measure;
 mod report;
 mod scenario;
 
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -54,14 +54,17 @@ pub async fn run_scenario(s: &Scenario, live: bool) -> anyhow::Result<ScenarioRe
     for strategy in &s.strategies {
         let total = (f64::from(s.traffic.rate) * s.duration.as_secs_f64()) as u64;
         let label = format!("  {}/{strategy} (userspace)", s.name);
+        let screen = std::sync::Mutex::new(crate::term::Screen::default());
         let progress = |sent: u64, failed: u64| {
             let line = format!("{label}: {sent}/{total} requests, {failed} failed");
             if live {
-                print!("\r\x1b[2K{line}");
-            } else {
+                if let Ok(mut s) = screen.lock() {
+                    let _ = s.status(&mut std::io::stdout().lock(), &line, crate::term::size().0);
+                }
+            } else if sent == total {
+                // Without a terminal, one line per run.
                 println!("{line}");
             }
-            let _ = std::io::stdout().flush();
         };
         let outcome = engine::run(s, strategy, &progress).await?;
         if live {
