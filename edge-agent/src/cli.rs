@@ -410,6 +410,9 @@ pub struct ReplayArgs {
     /// Folder for results.json and report.html.
     #[arg(long, default_value = "replay-report", value_name = "DIR")]
     pub out: FilePath,
+    /// Do not run HAProxy and NGINX beside edge (they run when installed).
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 /// `edge-agent maps` arguments.

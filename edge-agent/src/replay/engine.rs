@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use edge_core::backend::State;
 
+use super::peers::{Peer, Running, Settings};
 use super::scenario::{Action, Keys, Scenario};
 use crate::app::{self, AgentHandle};
 use crate::cli::{self, Command};
@@ -168,8 +169,21 @@ async fn apply(sims: &mut [SimBackend], scenario: &Scenario, targets: &[usize], 
     }
 }
 
-/// Runs `s` with `strategy`; `progress` gets (requests sent, failed so far) about once a second.
-pub async fn run(s: &Scenario, strategy: &str, progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<Outcome> {
+/// What a run sends its traffic through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// edge (the scenario's agents, in this process) with this strategy.
+    Edge(&'a str),
+    /// A peer with the equivalent of this strategy.
+    Peer(Peer, &'a str),
+}
+
+/// Runs `s` through `target`; `progress` gets (requests sent, failed so far) about once a second.
+pub async fn run(s: &Scenario, target: Target<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<Outcome> {
+    let (strategy, plane) = match target {
+        Target::Edge(st) => (st, "userspace"),
+        Target::Peer(p, st) => (st, p.name()),
+    };
     let mut sims = Vec::new();
     for (i, b) in s.backends.iter().enumerate() {
         let behaviour = Behaviour::new(s.seed ^ (i as u64) << 32, b.concurrency as usize);
@@ -179,10 +193,24 @@ pub async fn run(s: &Scenario, strategy: &str, progress: &(dyn Fn(u64, u64) + Sy
         sims.push(SimBackend::start(&b.name, behaviour).await.context("starting a simulated backend")?);
     }
     let mut agents = Vec::new();
-    for _ in 0..s.agents {
-        agents.push(agent(s, strategy, &sims).await?);
-    }
-    let urls: Vec<String> = agents.iter().map(|a| format!("http://{}/", a.http_addrs[0])).collect();
+    let mut peer = None;
+    let urls: Vec<String> = match target {
+        Target::Edge(_) => {
+            for _ in 0..s.agents {
+                agents.push(agent(s, strategy, &sims).await?);
+            }
+            agents.iter().map(|a| format!("http://{}/", a.http_addrs[0])).collect()
+        }
+        Target::Peer(p, _) => {
+            let addrs: Vec<std::net::SocketAddr> = sims.iter().map(|b| b.addr).collect();
+            let running = Running::start(p, strategy, &addrs, &Settings::from_agent(&s.agent))?;
+            // Let its first health checks pass before the traffic starts.
+            tokio::time::sleep(Settings::from_agent(&s.agent).interval * 2).await;
+            let url = format!("http://{}/", running.addr);
+            peer = Some(running);
+            vec![url]
+        }
+    };
     let index: HashMap<String, u8> =
         s.backends.iter().enumerate().map(|(i, b)| (b.name.clone(), u8::try_from(i).unwrap_or(u8::MAX))).collect();
     let addr_index: HashMap<String, u8> =
@@ -215,7 +243,7 @@ pub async fn run(s: &Scenario, strategy: &str, progress: &(dyn Fn(u64, u64) + Sy
     let mut last_report = start;
     for (i, (due, key, idempotent)) in plan.iter().copied().enumerate() {
         tokio::time::sleep_until(start + due).await;
-        let agent = u8::try_from(i % agents.len()).unwrap_or(0);
+        let agent = u8::try_from(i % urls.len()).unwrap_or(0);
         let at = due.as_secs_f64();
         if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT as u64 {
             failed.fetch_add(1, Ordering::Relaxed);
@@ -292,10 +320,11 @@ pub async fn run(s: &Scenario, strategy: &str, progress: &(dyn Fn(u64, u64) + Sy
     for a in agents {
         a.shutdown().await;
     }
+    drop(peer);
     for b in &mut sims {
         b.kill();
     }
-    Ok(Outcome { strategy: strategy.to_string(), plane: "userspace", records, received, transitions })
+    Ok(Outcome { strategy: strategy.to_string(), plane, records, received, transitions })
 }
 
 #[cfg(test)]

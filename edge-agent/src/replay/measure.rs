@@ -16,6 +16,13 @@ pub const BUCKET: f64 = 0.25;
 /// Margin after a detection or a recovery before a window counts as settled, seconds.
 const SETTLE: f64 = 0.5;
 
+/// For a peer, whose state is not observed: when its failure window is taken to start, seconds
+/// after the failure.
+const PEER_DETECTION: f64 = 1.5;
+
+/// For a peer: when its recovery window is taken to start, seconds after the recovery.
+const PEER_RECOVERY: f64 = 3.0;
+
 /// Figures of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
@@ -41,8 +48,9 @@ pub struct Figures {
     pub failed_before_detection: u64,
     /// From the recovery to the backend healthy again, seconds.
     pub recovery_s: Option<f64>,
-    /// Times a backend left a usable state more than once per failure aimed at it.
-    pub flaps: u64,
+    /// Times a backend left a usable state more than once per failure aimed at it (edge only: a
+    /// peer's state is not observed).
+    pub flaps: Option<u64>,
     /// Attempts that reached the backends per client request.
     pub amplification: f64,
     /// Each backend's share of the attempts.
@@ -97,6 +105,7 @@ pub fn figures(s: &Scenario, o: &Outcome) -> Figures {
         .filter(|e| e.action.is_failure() && e.action != Action::LoseProbes)
         .flat_map(|e| e.backends.iter().map(|b| *b as u8))
         .collect();
+    let observed = o.plane == "userspace";
     let first_out = |t: &Transition| broken.contains(&t.backend) && out_of_service(t.to);
     let detection = fail_at.and_then(|f| o.transitions.iter().find(|t| t.at >= f && first_out(t)).map(|t| t.at - f));
     let failed_before_detection = match (fail_at, detection) {
@@ -123,15 +132,19 @@ pub fn figures(s: &Scenario, o: &Outcome) -> Figures {
             .filter(|e| e.action.is_failure() && e.action != Action::LoseProbes && e.backends.contains(&(b as usize)))
             .count() as u64
     };
-    let flaps = leaves.iter().map(|((_, b), n)| n.saturating_sub(allowed(*b))).sum();
+    let flaps = observed.then(|| leaves.iter().map(|((_, b), n)| n.saturating_sub(allowed(*b))).sum());
     let total: u64 = o.received.iter().sum();
     let shares: Vec<f64> = o.received.iter().map(|n| if total > 0 { *n as f64 / total as f64 } else { 0.0 }).collect();
     let mean = 1.0 / shares.len().max(1) as f64;
     let max_over_mean = shares.iter().copied().fold(0.0, f64::max) / mean;
 
     // Consistent hashing: where each key went in each window.
-    let settled_failure = fail_at.zip(detection).map(|(f, d)| f + d + SETTLE);
-    let settled_recovery = recover_at.zip(recovery).map(|(r, d)| r + d + SETTLE);
+    // A peer's state is not observed: its windows start a fixed time after the failure and the
+    // recovery instead (longer than any of the peers' checks in the built-in scenarios take).
+    let settled_failure =
+        fail_at.and_then(|f| detection.or((!observed).then_some(PEER_DETECTION)).map(|d| f + d + SETTLE));
+    let settled_recovery =
+        recover_at.and_then(|r| recovery.or((!observed).then_some(PEER_RECOVERY)).map(|d| r + d + SETTLE));
     let window = |x: &Record| -> Option<usize> {
         match (fail_at, settled_failure, recover_at, settled_recovery) {
             (Some(f), _, _, _) if x.at < f => Some(0),
@@ -266,7 +279,7 @@ mod tests {
         assert!((f.detection_s.unwrap() - 0.4).abs() < 1e-9);
         assert_eq!(f.failed_before_detection, 1);
         assert!((f.recovery_s.unwrap() - 1.0).abs() < 1e-9);
-        assert_eq!(f.flaps, 0);
+        assert_eq!(f.flaps, Some(0));
         assert_eq!(f.remapped, Some(0.45), "b's keys moved, but key 3 on agent 1");
         assert_eq!(f.remapped_ideal, Some(0.5));
         assert_eq!(f.remapped_lost, Some(0.5), "exactly the keys that were on b");

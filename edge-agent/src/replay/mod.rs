@@ -10,6 +10,7 @@
 mod builtin;
 mod engine;
 mod measure;
+mod peers;
 mod report;
 mod scenario;
 
@@ -20,8 +21,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 
 pub use builtin::BUILTIN;
-pub use engine::{Outcome, Record, Transition};
+pub use engine::{Outcome, Record, Target, Transition};
 pub use measure::{Figures, figures};
+pub use peers::Peer;
 pub use scenario::{Scenario, ScenarioError};
 
 use crate::cli::ReplayArgs;
@@ -47,26 +49,57 @@ pub fn load(name: &str) -> anyhow::Result<Scenario> {
     Ok(Scenario::parse(&path.display().to_string(), &text)?)
 }
 
-/// Runs one scenario with every strategy it names; prints progress and the table.
-pub async fn run_scenario(s: &Scenario, live: bool) -> anyhow::Result<ScenarioResults> {
+/// Runs one scenario with every strategy it names, on edge and (`peers`) on every installed peer;
+/// prints progress and the table.
+pub async fn run_scenario(s: &Scenario, live: bool, peers: bool) -> anyhow::Result<ScenarioResults> {
     println!("\n{}: {}", s.name, s.lesson);
+    let mut targets: Vec<Target<'_>> = s.strategies.iter().map(|st| Target::Edge(st)).collect();
+    let mut not_run =
+        vec!["the eBPF data plane: the replay drives the userspace data plane only in this release".to_string()];
+    let mut notes = Vec::new();
+    if !peers {
+        not_run.push("HAProxy and NGINX: not asked for (--no-peers)".into());
+    } else if s.agents > 1 {
+        not_run.push("HAProxy and NGINX: this scenario is about two edge agents".into());
+    } else {
+        for p in Peer::ALL {
+            if p.binary().is_some() {
+                targets.extend(s.strategies.iter().map(|st| Target::Peer(p, st)));
+                notes.push(p.caveat().to_string());
+            } else {
+                not_run.push(format!("{}: not installed (apt-get install {})", p.name(), p.name()));
+            }
+        }
+    }
     let mut runs = Vec::new();
-    for strategy in &s.strategies {
-        let total = (f64::from(s.traffic.rate) * s.duration.as_secs_f64()) as u64;
-        let label = format!("  {}/{strategy} (userspace)", s.name);
+    let total = (f64::from(s.traffic.rate) * s.duration.as_secs_f64()) as u64;
+    for target in targets {
+        let (strategy, plane) = match target {
+            Target::Edge(st) => (st, "edge"),
+            Target::Peer(p, st) => (st, p.name()),
+        };
+        let label = format!("  {}/{strategy} ({plane})", s.name);
         let screen = std::sync::Mutex::new(crate::term::Screen::default());
         let progress = |sent: u64, failed: u64| {
             let line = format!("{label}: {sent}/{total} requests, {failed} failed");
             if live {
-                if let Ok(mut s) = screen.lock() {
-                    let _ = s.status(&mut std::io::stdout().lock(), &line, crate::term::size().0);
+                if let Ok(mut sc) = screen.lock() {
+                    let _ = sc.status(&mut std::io::stdout().lock(), &line, crate::term::size().0);
                 }
             } else if sent == total {
                 // Without a terminal, one line per run.
                 println!("{line}");
             }
         };
-        let outcome = engine::run(s, strategy, &progress).await?;
+        let outcome = match (engine::run(s, target, &progress).await, target) {
+            (Ok(o), _) => o,
+            // A peer that does not start is reported, not fatal.
+            (Err(e), Target::Peer(p, st)) => {
+                not_run.push(format!("{} {st}: {e:#}", p.name()));
+                continue;
+            }
+            (Err(e), Target::Edge(_)) => return Err(e),
+        };
         if live {
             println!();
         }
@@ -82,10 +115,8 @@ pub async fn run_scenario(s: &Scenario, live: bool) -> anyhow::Result<ScenarioRe
         backends: s.backends.iter().map(|b| b.name.clone()).collect(),
         verdict: report::verdict(&runs),
         runs,
-        not_run: vec![
-            "the eBPF data plane: the replay drives the userspace data plane only in this release".into(),
-            "HAProxy and NGINX: the replay does not drive peers yet; `cargo xtask bench http` compares them".into(),
-        ],
+        not_run,
+        notes,
     };
     print!("{}", report::table(&results));
     Ok(results)
@@ -122,7 +153,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let mut out = Vec::new();
     for s in &scenarios {
-        out.push(rt.block_on(run_scenario(s, live))?);
+        out.push(rt.block_on(run_scenario(s, live, !args.no_peers))?);
     }
     let results = Results {
         edge_version: env!("CARGO_PKG_VERSION"),

@@ -30,6 +30,8 @@ pub struct ScenarioResults {
     pub runs: Vec<Figures>,
     /// Runs that could not be made here, and why.
     pub not_run: Vec<String>,
+    /// What the peers' runs do differently.
+    pub notes: Vec<String>,
     /// The best strategy for this scenario, and why.
     pub verdict: String,
 }
@@ -89,7 +91,7 @@ pub fn table(r: &ScenarioResults) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>6} {:>7} {:>8}",
+        "{:<28} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>6} {:>7} {:>8}",
         "strategy",
         "ok idem",
         "ok other",
@@ -106,15 +108,15 @@ pub fn table(r: &ScenarioResults) -> String {
     for f in &r.runs {
         let _ = writeln!(
             out,
-            "{:<18} {:>9} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>6} {:>9} {:>6.3} {:>7.2} {:>8}",
-            f.strategy,
+            "{:<28} {:>9} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>6} {:>9} {:>6.3} {:>7.2} {:>8}",
+            format!("{} ({})", f.strategy, f.plane),
             opt(f.success_idempotent, |v| format!("{:.2}%", v * 100.0)),
             opt(f.success_other, |v| format!("{:.2}%", v * 100.0)),
             f.p50_ms,
             f.p99_ms,
             f.p999_ms,
             opt(f.detection_s, |v| format!("{v:.2}s")),
-            f.flaps,
+            opt(f.flaps.map(|n| n as f64), |v| format!("{v}")),
             f.failed_before_detection,
             f.amplification,
             f.max_over_mean,
@@ -127,6 +129,9 @@ pub fn table(r: &ScenarioResults) -> String {
     }
     for n in &r.not_run {
         let _ = writeln!(out, "not run: {n}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
     }
     let _ = writeln!(out, "best: {}", r.verdict);
     out
@@ -277,7 +282,7 @@ pub fn write(dir: &Path, results: &Results) -> anyhow::Result<()> {
                 secs(f.detection_s),
                 f.failed_before_detection,
                 secs(f.recovery_s),
-                f.flaps,
+                opt(f.flaps.map(|n| n as f64), |v| format!("{v}")),
                 f.amplification,
                 f.max_over_mean,
                 pct(f.remapped),
@@ -299,6 +304,9 @@ pub fn write(dir: &Path, results: &Results) -> anyhow::Result<()> {
         }
         for n in &r.not_run {
             let _ = write!(html, "<p>Not run: {}</p>", esc(n));
+        }
+        for n in &r.notes {
+            let _ = write!(html, "<p>Note: {}</p>", esc(n));
         }
         let per_sec = 1.0 / BUCKET;
         let charts = [
