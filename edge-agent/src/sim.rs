@@ -155,6 +155,11 @@ impl SimBackend {
         Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
     }
 
+    /// True unless killed.
+    pub fn is_running(&self) -> bool {
+        self.tasks.is_some()
+    }
+
     /// Requests other than probes received so far.
     pub fn served(&self) -> u64 {
         self.behaviour.served.load(Ordering::Relaxed)

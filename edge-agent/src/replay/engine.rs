@@ -161,7 +161,10 @@ async fn apply(sims: &mut [SimBackend], scenario: &Scenario, targets: &[usize], 
                 b.slow_percent.store(100, Ordering::Relaxed);
                 Behaviour::set_share(&b.error_ppm, scenario.backends[i].errors);
                 Behaviour::set_share(&b.probe_loss_ppm, 0.0);
-                if let Err(e) = sims[i].restart().await {
+                // Only a crashed backend restarts; a slow or failing one keeps its connections.
+                if !sims[i].is_running()
+                    && let Err(e) = sims[i].restart().await
+                {
                     tracing::warn!(backend = %sims[i].name, error = %e, "could not restart a simulated backend");
                 }
             }

@@ -81,7 +81,10 @@ pub async fn run_scenario(s: &Scenario, live: bool, peers: bool) -> anyhow::Resu
         let label = format!("  {}/{strategy} ({plane})", s.name);
         let screen = std::sync::Mutex::new(crate::term::Screen::default());
         let progress = |sent: u64, failed: u64| {
-            let line = format!("{label}: {sent}/{total} requests, {failed} failed");
+            let done = if total == 0 { 1.0 } else { sent as f64 / total as f64 };
+            let filled = (done * 20.0).round() as usize;
+            let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled.min(20)));
+            let line = format!("{label} {bar} {sent}/{total} requests, {failed} failed");
             if live {
                 if let Ok(mut sc) = screen.lock() {
                     let _ = sc.status(&mut std::io::stdout().lock(), &line, crate::term::size().0);
