@@ -137,8 +137,25 @@ pub fn table(r: &ScenarioResults) -> String {
     out
 }
 
-const COLOURS: [RGBColor; 4] =
-    [RGBColor(0, 114, 178), RGBColor(230, 159, 0), RGBColor(0, 158, 115), RGBColor(204, 121, 167)];
+/// Okabe and Ito's palette (distinct for the common colour blindnesses), then grey: one colour per
+/// run of a scenario (three strategies on edge and on two peers).
+const COLOURS: [RGBColor; 9] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+    RGBColor(128, 128, 128),
+];
+
+/// A run's name in legends.
+fn run_label(f: &Figures) -> String {
+    let plane = if f.plane == "userspace" { "edge" } else { f.plane.as_str() };
+    format!("{} {}", plane, f.strategy)
+}
 
 type Chart = Result<String, Box<dyn std::error::Error>>;
 
@@ -170,7 +187,7 @@ fn timeline_chart(r: &ScenarioResults, title: &str, y_label: &str, value: &dyn F
             let c = COLOURS[i % COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(points, c.stroke_width(2)))?
-                .label(f.strategy.clone())
+                .label(run_label(f))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(2)));
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
@@ -223,7 +240,7 @@ fn bars_chart(
                     let x0 = i as f64 + 0.1 + g as f64 * width;
                     Rectangle::new([(x0, 0.0), (x0 + width * 0.9, *v)], c.filled())
                 }))?
-                .label(f.strategy.clone())
+                .label(run_label(f))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
