@@ -22,7 +22,8 @@ pub enum Needs {
     /// Building only.
     Build,
     /// Building and the test suite (network namespaces need iproute2 and ethtool; the failure
-    /// handling tests break a backend with nftables and run a real DNS server, dnsmasq).
+    /// handling tests break a backend with nftables and run a real DNS server, dnsmasq; the replay
+    /// runs HAProxy and NGINX beside edge).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -31,7 +32,7 @@ pub enum Needs {
 fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
-        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base"],
+        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base", "haproxy", "nginx-light"],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
 }

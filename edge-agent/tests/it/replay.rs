@@ -42,3 +42,23 @@ async fn replicas_agree_per_key_and_remap_only_the_lost_share() {
     assert!((lost - ideal).abs() < 0.15, "the lost backend held {lost:.3} of the keys, 1/N is {ideal:.3}");
     assert!(f.moved_back.is_some_and(|b| b > 0.9), "keys go home after the recovery: {:?}", f.moved_back);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_and_nginx_run_beside_edge_on_the_same_schedule() {
+    for peer in replay::Peer::ALL {
+        assert!(peer.binary().is_some(), "{} is not installed; run cargo xtask setup", peer.name());
+    }
+    let text = "name = \"peers\"\nduration = \"4s\"\nstrategies = [\"round-robin\"]\n[traffic]\nrate = 200\n\
+                [agent]\nhealth-path = \"/healthz\"\nhealth-interval = \"250ms\"\n\
+                [[backend]]\nname = \"a\"\n[[backend]]\nname = \"b\"\n[[backend]]\nname = \"c\"\n\
+                [[event]]\nat = \"1s\"\nbackend = \"b\"\naction = \"crash\"\n";
+    let s = replay::Scenario::parse("peers.toml", text).unwrap();
+    let r = replay::run_scenario(&s, false, true).await.expect("the scenario runs");
+    let planes: Vec<&str> = r.runs.iter().map(|f| f.plane.as_str()).collect();
+    assert_eq!(planes, ["userspace", "haproxy", "nginx"], "not run: {:?}", r.not_run);
+    for f in &r.runs {
+        // Every plane's retries hide a crash from GETs, and the crashed backend's share drops.
+        assert!(f.success_idempotent.is_some_and(|s| s > 0.99), "{}: {f:?}", f.plane);
+        assert!(f.shares[1] < 0.3, "{}: b's share {:?}", f.plane, f.shares);
+    }
+}
