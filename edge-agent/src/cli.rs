@@ -413,6 +413,9 @@ pub struct ReplayArgs {
     /// Do not run HAProxy and NGINX beside edge (they run when installed).
     #[arg(long)]
     pub no_peers: bool,
+    /// Do not run L4 scenarios on the eBPF data plane (they do when the host allows eBPF).
+    #[arg(long)]
+    pub no_ebpf: bool,
 }
 
 /// `edge-agent maps` arguments.

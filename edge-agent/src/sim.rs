@@ -87,8 +87,11 @@ pub fn nth_of_share(n: u64, ppm: u64) -> bool {
     ppm > 0 && (n + 1).saturating_mul(ppm) / 1_000_000 > n.saturating_mul(ppm) / 1_000_000
 }
 
+/// Opens a backend's listening socket on an address: where it lives (the host, or a network
+/// namespace of the replay's eBPF runs) is the binder's business.
+pub type Bind = Arc<dyn Fn(SocketAddr) -> std::io::Result<std::net::TcpListener> + Send + Sync>;
+
 /// One simulated backend.
-#[derive(Debug)]
 pub struct SimBackend {
     /// Display name.
     pub name: String,
@@ -96,15 +99,28 @@ pub struct SimBackend {
     pub addr: SocketAddr,
     /// Its behaviour, shared with the serving tasks.
     pub behaviour: Arc<Behaviour>,
+    bind: Bind,
     tasks: Option<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBackend").field("name", &self.name).field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl SimBackend {
     /// Starts a backend on a free loopback port.
     pub async fn start(name: &str, behaviour: Behaviour) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(name, behaviour, SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(std::net::TcpListener::bind))
+            .await
+    }
+
+    /// Starts a backend on `addr` (port 0: a free one), opening its socket with `bind`.
+    pub async fn start_on(name: &str, behaviour: Behaviour, addr: SocketAddr, bind: Bind) -> std::io::Result<Self> {
+        let listener = listen(&bind, addr)?;
         let addr = listener.local_addr()?;
-        let mut b = Self { name: name.to_string(), addr, behaviour: Arc::new(behaviour), tasks: None };
+        let mut b = Self { name: name.to_string(), addr, behaviour: Arc::new(behaviour), bind, tasks: None };
         b.serve(listener);
         Ok(b)
     }
@@ -143,7 +159,7 @@ impl SimBackend {
         // The aborted tasks release the listener asynchronously; retry the bind briefly.
         let mut last = None;
         for _ in 0..50 {
-            match TcpListener::bind(self.addr).await {
+            match listen(&self.bind, self.addr) {
                 Ok(l) => {
                     self.serve(l);
                     return Ok(());
@@ -164,6 +180,13 @@ impl SimBackend {
     pub fn served(&self) -> u64 {
         self.behaviour.served.load(Ordering::Relaxed)
     }
+}
+
+/// Opens a listener with `bind` and hands it to tokio.
+fn listen(bind: &Bind, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = bind(addr)?;
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
 }
 
 async fn serve_conn(stream: tokio::net::TcpStream, name: String, b: Arc<Behaviour>) {

@@ -22,6 +22,9 @@ mod tests {
             let s = Scenario::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(s.name, name);
             assert!(!s.lesson.is_empty(), "{name} says its lesson");
+            // The lessons that need HTTP (retries of 503s, header keys, two agents) stay off L4.
+            let l4 = ["crash", "slow", "flap", "outage"].contains(&name);
+            assert_eq!(s.l4, l4, "{name}: l4");
         }
     }
 }

@@ -44,7 +44,8 @@ pub struct Figures {
     pub p999_ms: f64,
     /// From the first failure to the first agent taking a broken backend out, seconds.
     pub detection_s: Option<f64>,
-    /// Requests that failed between the failure and its detection.
+    /// Requests that failed between the failure and its detection: those in flight when it struck
+    /// and those sent before it was detected.
     pub failed_before_detection: u64,
     /// From the recovery to the backend healthy again, seconds.
     pub recovery_s: Option<f64>,
@@ -105,12 +106,15 @@ pub fn figures(s: &Scenario, o: &Outcome) -> Figures {
         .filter(|e| e.action.is_failure() && e.action != Action::LoseProbes)
         .flat_map(|e| e.backends.iter().map(|b| *b as u8))
         .collect();
-    let observed = o.plane == "userspace";
+    // Only edge's own planes expose their state changes; a peer's are not observed.
+    let observed = matches!(o.plane, "userspace" | "ebpf");
     let first_out = |t: &Transition| broken.contains(&t.backend) && out_of_service(t.to);
     let detection = fail_at.and_then(|f| o.transitions.iter().find(|t| t.at >= f && first_out(t)).map(|t| t.at - f));
+    // A request due just before the failure but still in flight when it struck counts too.
+    let ended = |x: &Record| x.done;
     let failed_before_detection = match (fail_at, detection) {
-        (Some(f), Some(d)) => count(&|x| !x.ok && x.at >= f && x.at < f + d) as u64,
-        (Some(f), None) => count(&|x| !x.ok && x.at >= f) as u64,
+        (Some(f), Some(d)) => count(&|x| !x.ok && ended(x) >= f && x.at < f + d) as u64,
+        (Some(f), None) => count(&|x| !x.ok && ended(x) >= f) as u64,
         _ => 0,
     };
     let recovery = recover_at.and_then(|rec| {
@@ -161,7 +165,9 @@ pub fn figures(s: &Scenario, o: &Outcome) -> Figures {
         }
     }
     let (remapped, remapped_ideal, remapped_lost, moved_back) =
-        if o.strategy == "consistent-hash" && settled_failure.is_some() {
+        // On the eBPF data plane the hash is over the connection's addresses, not the key, so
+        // where a key went says nothing about the table.
+        if o.strategy == "consistent-hash" && o.plane != "ebpf" && settled_failure.is_some() {
             let both: Vec<(&(u8, u32), &u8, &u8)> =
                 place[0].iter().filter_map(|(k, b0)| place[1].get(k).map(|b1| (k, b0, b1))).collect();
             let moved: Vec<&(u8, u32)> = both.iter().filter(|(_, b0, b1)| b0 != b1).map(|(k, ..)| *k).collect();
@@ -232,6 +238,7 @@ mod tests {
         Record {
             at,
             latency_us: 1000,
+            done: at + 0.001,
             ok,
             status: if ok { 200 } else { 502 },
             idempotent: true,
@@ -264,6 +271,9 @@ mod tests {
             records.push(rec(8.0, true, key, home, 0));
         }
         records.push(rec(2.1, false, 1, 1, 0));
+        // In flight when the failure struck at 2 s: counted. Failed and over before it: not.
+        records.push(Record { latency_us: 50_000, done: 2.04, ..rec(1.99, false, 100, 1, 0) });
+        records.push(rec(1.5, false, 101, 1, 0));
         let o = Outcome {
             strategy: "consistent-hash".into(),
             plane: "userspace",
@@ -277,7 +287,7 @@ mod tests {
         };
         let f = figures(&s, &o);
         assert!((f.detection_s.unwrap() - 0.4).abs() < 1e-9);
-        assert_eq!(f.failed_before_detection, 1);
+        assert_eq!(f.failed_before_detection, 2);
         assert!((f.recovery_s.unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(f.flaps, Some(0));
         assert_eq!(f.remapped, Some(0.45), "b's keys moved, but key 3 on agent 1");
@@ -288,6 +298,6 @@ mod tests {
         assert_eq!(agree[0], Some(1.0));
         assert!(agree[1].unwrap() < 1.0);
         assert!((f.max_over_mean - 1.5).abs() < 1e-9);
-        assert!((f.amplification - 40.0 / 51.0).abs() < 1e-9);
+        assert!((f.amplification - 40.0 / 53.0).abs() < 1e-9);
     }
 }

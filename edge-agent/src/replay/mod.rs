@@ -10,6 +10,7 @@
 mod builtin;
 mod engine;
 mod measure;
+mod netns;
 mod peers;
 mod report;
 mod scenario;
@@ -49,14 +50,40 @@ pub fn load(name: &str) -> anyhow::Result<Scenario> {
     Ok(Scenario::parse(&path.display().to_string(), &text)?)
 }
 
-/// Runs one scenario with every strategy it names, on edge and (`peers`) on every installed peer;
-/// prints progress and the table.
-pub async fn run_scenario(s: &Scenario, live: bool, peers: bool) -> anyhow::Result<ScenarioResults> {
+/// What a replay runs besides edge's userspace data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planes {
+    /// HAProxy and NGINX, when installed.
+    pub peers: bool,
+    /// edge's eBPF data plane, for L4 scenarios when the host allows it (needs a multi-thread
+    /// runtime and the `edge-agent` binary as the running program).
+    pub ebpf: bool,
+}
+
+/// Runs one scenario with every strategy it names, on edge's data planes and on every installed
+/// peer that `planes` asks for; prints progress and the table.
+pub async fn run_scenario(s: &Scenario, live: bool, planes: Planes) -> anyhow::Result<ScenarioResults> {
     println!("\n{}: {}", s.name, s.lesson);
     let mut targets: Vec<Target<'_>> = s.strategies.iter().map(|st| Target::Edge(st)).collect();
-    let mut not_run =
-        vec!["the eBPF data plane: the replay drives the userspace data plane only in this release".to_string()];
+    let mut not_run = Vec::new();
     let mut notes = Vec::new();
+    if !planes.ebpf {
+        not_run.push("edge's eBPF data plane: not asked for (--no-ebpf)".to_string());
+    } else if !s.l4 {
+        not_run.push("edge's eBPF data plane: not an L4 scenario (l4 = false: its lesson needs HTTP)".to_string());
+    } else if let Err(why) = netns::available() {
+        not_run.push(format!("edge's eBPF data plane: {why}"));
+    } else {
+        targets.extend(s.strategies.iter().map(|st| Target::Ebpf(st)));
+        notes.push(
+            "edge's eBPF data plane balances connections, not requests: with keep-alive the client's few \
+             connections carry all its requests, so load shares are lumpy; it cannot retry, so a request on a \
+             connection to a backend that dies fails; consistent hashing hashes the connection's addresses, \
+             so the remapped-keys figures do not apply"
+                .to_string(),
+        );
+    }
+    let peers = planes.peers;
     if !peers {
         not_run.push("HAProxy and NGINX: not asked for (--no-peers)".into());
     } else if s.agents > 1 {
@@ -74,10 +101,7 @@ pub async fn run_scenario(s: &Scenario, live: bool, peers: bool) -> anyhow::Resu
     let mut runs = Vec::new();
     let total = (f64::from(s.traffic.rate) * s.duration.as_secs_f64()) as u64;
     for target in targets {
-        let (strategy, plane) = match target {
-            Target::Edge(st) => (st, "edge"),
-            Target::Peer(p, st) => (st, p.name()),
-        };
+        let (strategy, plane) = target.describe();
         let label = format!("  {}/{strategy} ({plane})", s.name);
         let screen = std::sync::Mutex::new(crate::term::Screen::default());
         let progress = |sent: u64, failed: u64| {
@@ -99,6 +123,11 @@ pub async fn run_scenario(s: &Scenario, live: bool, peers: bool) -> anyhow::Resu
             // A peer that does not start is reported, not fatal.
             (Err(e), Target::Peer(p, st)) => {
                 not_run.push(format!("{} {st}: {e:#}", p.name()));
+                continue;
+            }
+            // So is an eBPF run the host turned out not to allow.
+            (Err(e), Target::Ebpf(st)) => {
+                not_run.push(format!("edge's eBPF data plane, {st}: {e:#}"));
                 continue;
             }
             (Err(e), Target::Edge(_)) => return Err(e),
@@ -156,7 +185,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let mut out = Vec::new();
     for s in &scenarios {
-        out.push(rt.block_on(run_scenario(s, live, !args.no_peers))?);
+        out.push(rt.block_on(run_scenario(s, live, Planes { peers: !args.no_peers, ebpf: !args.no_ebpf }))?);
     }
     let results = Results {
         edge_version: env!("CARGO_PKG_VERSION"),

@@ -153,7 +153,11 @@ const COLOURS: [RGBColor; 9] = [
 
 /// A run's name in legends.
 fn run_label(f: &Figures) -> String {
-    let plane = if f.plane == "userspace" { "edge" } else { f.plane.as_str() };
+    let plane = match f.plane.as_str() {
+        "userspace" => "edge",
+        "ebpf" => "edge eBPF",
+        other => other,
+    };
     format!("{} {}", plane, f.strategy)
 }
 

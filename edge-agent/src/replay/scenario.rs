@@ -9,6 +9,7 @@
 //! duration = "12s"
 //! seed = 1
 //! agents = 1                        # 2: two agents in front of the same backends
+//! l4 = false                        # true: the lesson holds at L4; run it on the eBPF plane too
 //! strategies = ["round-robin", "least-connections", "consistent-hash"]
 //! [traffic]
 //! rate = 400                        # requests per second, open loop
@@ -84,6 +85,7 @@ struct File {
     duration: Option<Dur<1000>>,
     seed: Option<u64>,
     agents: Option<u8>,
+    l4: Option<bool>,
     strategies: Option<Vec<String>>,
     traffic: Option<TrafficFile>,
     #[serde(default)]
@@ -186,6 +188,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Agents in front of the same backends (1 or 2).
     pub agents: u8,
+    /// The lesson holds at L4 (no HTTP retries, keys or status codes needed), so the scenario
+    /// runs on the eBPF data plane too.
+    pub l4: bool,
     /// Strategies to run, as `--strategy` names.
     pub strategies: Vec<String>,
     /// Traffic.
@@ -230,6 +235,10 @@ impl Scenario {
         let agents = f.agents.unwrap_or(1);
         if !(1..=2).contains(&agents) {
             return Err(at("agents", "use 1, or 2 for two agents in front of the same backends"));
+        }
+        let l4 = f.l4.unwrap_or(false);
+        if l4 && agents > 1 {
+            return Err(at("l4", "the eBPF runs put one agent in front of the backends; set agents = 1 or l4 = false"));
         }
         let strategies = f.strategies.unwrap_or_else(|| STRATEGIES.map(String::from).to_vec());
         if strategies.is_empty() {
@@ -345,6 +354,7 @@ impl Scenario {
             duration,
             seed: f.seed.unwrap_or(1),
             agents,
+            l4,
             strategies,
             traffic,
             agent,
@@ -388,7 +398,7 @@ mod tests {
     #[test]
     fn a_scenario_parses_with_defaults() {
         let s = Scenario::parse("t.toml", &format!("{OK}[[event]]\nat = \"4s\"\nbackend = \"b\"\naction = \"crash\"\n[[event]]\nat = \"2s\"\naction = \"slow\"\nfactor = 10\n")).unwrap();
-        assert_eq!((s.traffic.rate, s.agents, s.strategies.len()), (200, 1, 3));
+        assert_eq!((s.traffic.rate, s.agents, s.strategies.len(), s.l4), (200, 1, 3, false));
         assert_eq!(s.events[0].action, Action::Slow, "in time order");
         assert_eq!(s.events[0].backends, [0, 1], "no backend: all");
         assert_eq!(s.events[1].backends, [1]);
@@ -403,6 +413,8 @@ mod tests {
             ("duration = \"10s\"\n[[backend]]\nname = \"a\"\n", "key 'name': missing"),
             (&with("colour = 1", "") as &str, "key 'colour': unknown field `colour`"),
             (&with("strategies = [\"random\"]", ""), "key 'strategies': unknown strategy 'random'"),
+            (&with("agents = 2\nl4 = true", ""), "key 'l4': the eBPF runs put one agent in front"),
+            (&with("l4 = \"yes\"", ""), "key 'l4': invalid type"),
             (&with("", "[traffic]\nrate = 0\n"), "key 'traffic.rate': give requests per second"),
             (&with("", "[traffic]\nkeys = \"pareto\"\n"), "key 'traffic.keys'"),
             (

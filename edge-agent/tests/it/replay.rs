@@ -7,7 +7,7 @@ use edge_agent::replay::{self, Figures};
 
 async fn run(name: &str, secs: u64) -> Vec<Figures> {
     let s = replay::load(name).unwrap().scaled(Duration::from_secs(secs));
-    replay::run_scenario(&s, false, false).await.expect("the scenario runs").runs
+    replay::run_scenario(&s, false, replay::Planes { peers: false, ebpf: false }).await.expect("the scenario runs").runs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +53,8 @@ async fn haproxy_and_nginx_run_beside_edge_on_the_same_schedule() {
                 [[backend]]\nname = \"a\"\n[[backend]]\nname = \"b\"\n[[backend]]\nname = \"c\"\n\
                 [[event]]\nat = \"1s\"\nbackend = \"b\"\naction = \"crash\"\n";
     let s = replay::Scenario::parse("peers.toml", text).unwrap();
-    let r = replay::run_scenario(&s, false, true).await.expect("the scenario runs");
+    let r =
+        replay::run_scenario(&s, false, replay::Planes { peers: true, ebpf: false }).await.expect("the scenario runs");
     let planes: Vec<&str> = r.runs.iter().map(|f| f.plane.as_str()).collect();
     assert_eq!(planes, ["userspace", "haproxy", "nginx"], "not run: {:?}", r.not_run);
     for f in &r.runs {

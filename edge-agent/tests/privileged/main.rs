@@ -1,6 +1,7 @@
 //! The privileged tests, in one binary with its own harness (libtest-mimic): the real eBPF object
 //! on crafted frames through `BPF_PROG_TEST_RUN` (`ebpf_prog`, support in `bpf`), and the agent
-//! binary between network namespaces on both data planes (`netns_behaviour`, support in `netns`).
+//! binary between network namespaces on both data planes (`netns_behaviour`, support in `netns`),
+//! and `edge-agent replay` on the eBPF data plane (`replay_ebpf`).
 //!
 //! They need root. The standard harness can only skip at compile time, so a test that is not root
 //! used to return early and pass without running; this harness decides at run time and reports
@@ -14,6 +15,7 @@ mod bpf;
 mod ebpf_prog;
 mod netns;
 mod netns_behaviour;
+mod replay_ebpf;
 
 use std::process::ExitCode;
 
@@ -25,7 +27,7 @@ const NEEDS_ROOT: &str = "needs root: BPF_PROG_TEST_RUN and network namespaces; 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let root = root::is_root();
-    let tests = ebpf_prog::TESTS.iter().chain(netns_behaviour::TESTS);
+    let tests = ebpf_prog::TESTS.iter().chain(netns_behaviour::TESTS).chain(replay_ebpf::TESTS);
     let mut trials: Vec<Trial> = tests
         .map(|&(name, test)| {
             Trial::ignorable_test(name, move || {

@@ -27,7 +27,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// One test at a time: eBPF pins are host-wide.
 static LOCK: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
+pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
