@@ -41,9 +41,13 @@ async fn failing_backend_leaves_rotation_and_returns_after_rise() {
 
     a.behaviour.unhealthy.store(false, Ordering::SeqCst);
     assert!(eventually(Duration::from_secs(5), || agent.monitor.snapshot().eligible().count() == 2).await);
+    // It returns through probation (one request) and slow start (a weight that ramps up), so
+    // its first requests are few: keep asking for up to 3 s.
     let mut seen_a = false;
-    for _ in 0..10 {
-        seen_a |= get(&c, &url).await.1 == "a";
+    let t1 = std::time::Instant::now();
+    while !seen_a && t1.elapsed() < Duration::from_secs(3) {
+        seen_a = get(&c, &url).await.1 == "a";
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(seen_a, "recovered backend is back in rotation");
     let m = agent.metrics.render();
