@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use edge_core::balance::{self, BalancerConfig, BalancerHandle, Plane};
+use edge_core::discovery::consul::{self, Endpoint};
+use edge_core::discovery::dns::{self, TokioResolver};
 use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
 use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck, UdpCheck};
 use edge_dataplane::{
@@ -51,6 +53,9 @@ pub enum StartError {
         /// The error.
         source: FileError,
     },
+    /// A Consul or DNS source could not be set up (TLS to Consul, the resolver configuration).
+    #[error("{0}")]
+    Discovery(String),
     /// The eBPF data plane could not start (`--mode ebpf`).
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
@@ -124,9 +129,54 @@ async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
 }
 
+/// What the Consul and DNS sources of every service share: one Consul endpoint, one resolver.
+#[derive(Debug, Default)]
+struct Shared {
+    consul: Option<Endpoint>,
+    resolver: Option<Arc<TokioResolver>>,
+}
+
+impl Shared {
+    /// Sets up what the services' sources need (TLS to Consul, the resolver), once.
+    fn new(cfg: &Config) -> Result<Self, StartError> {
+        let c = &cfg.discovery.consul;
+        let consul = if cfg.services.iter().any(|s| s.discovery.consul.is_some()) {
+            let tls = c
+                .https
+                .then(|| consul::client_config(c.ca_cert.as_deref()))
+                .transpose()
+                .map_err(|e| StartError::Discovery(e.to_string()))?;
+            Some(Endpoint { authority: c.authority.clone(), tls, token: c.token.clone() })
+        } else {
+            None
+        };
+        let resolver = if cfg.services.iter().any(|s| !s.discovery.dns.is_empty()) {
+            Some(dns::resolver(cfg.discovery.dns_server).map_err(|e| StartError::Discovery(e.to_string()))?)
+        } else {
+            None
+        };
+        Ok(Self { consul, resolver })
+    }
+}
+
 /// Opens a service's discovery sources (a backends file is read now, so a bad one stops the start).
-async fn sources(s: &ServiceConfig) -> Result<Vec<Box<dyn Discover>>, StartError> {
+async fn sources(s: &ServiceConfig, cfg: &Config, shared: &Shared) -> Result<Vec<Box<dyn Discover>>, StartError> {
     let mut out: Vec<Box<dyn Discover>> = Vec::new();
+    if let (Some(c), Some(endpoint)) = (&s.discovery.consul, &shared.consul) {
+        let query = consul::Query {
+            service: c.service.clone(),
+            tags: c.tags.clone(),
+            datacenter: c.datacenter.clone(),
+            stale: cfg.discovery.consul.stale,
+            wait: cfg.discovery.consul.wait,
+        };
+        out.push(Box::new(consul::ConsulSource::new(endpoint.clone(), query)));
+    }
+    if let Some(resolver) = &shared.resolver {
+        for q in &s.discovery.dns {
+            out.push(Box::new(dns::DnsSource::new(resolver.clone(), q.clone())));
+        }
+    }
     if !s.backends.is_empty() {
         out.push(Box::new(Fixed::new(s.backends.clone())));
     }
@@ -154,9 +204,10 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         return Err(StartError::NoService);
     }
     let tls = cfg.tls.as_ref().map(|t| tls_acceptor(&t.cert, &t.key)).transpose()?;
+    let shared = Shared::new(&cfg)?;
     let mut all_sources = Vec::with_capacity(cfg.services.len());
     for s in &cfg.services {
-        all_sources.push(sources(s).await?);
+        all_sources.push(sources(s, &cfg, &shared).await?);
     }
     let decide_cfg = cfg.clone();
     let (mut dataplane, loaded) = tokio::task::spawn_blocking(move || DataplaneStatus::decide(&decide_cfg))

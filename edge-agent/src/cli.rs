@@ -17,9 +17,12 @@ use edge_core::service::Vip;
 use edge_dataplane::XdpMode;
 use serde::Deserialize;
 
+use std::net::SocketAddr;
+
 use crate::values::{
-    AdminAddr, CheckChoice, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel, ModeChoice, PortRange, RetryOn,
-    Switch, TableSize, Token, UrlPath, deserialize_bool, deserialize_from_str as one, deserialize_list as many,
+    AdminAddr, CheckChoice, ConsulAddr, DiscoveryName, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel,
+    ModeChoice, NamePort, PortRange, RetryOn, Switch, TableSize, Token, UrlPath, deserialize_bool,
+    deserialize_from_str as one, deserialize_list as many,
 };
 
 /// edge: a load-balancer agent for AWS ECS.
@@ -133,6 +136,58 @@ settings! {
         #[arg(long, env = "EDGE_BACKENDS_FILE", value_name = "PATH")]
         #[serde(default, deserialize_with = "one")]
         pub backends_file: Option<FilePath>,
+        /// Consul service whose passing instances are backends (blocking queries on its health
+        /// API).
+        #[arg(long, env = "EDGE_CONSUL_SERVICE", value_name = "NAME")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_service: Option<DiscoveryName>,
+        /// Only Consul instances with this tag (repeatable: every tag).
+        #[arg(long = "consul-tag", env = "EDGE_CONSUL_TAG", value_name = "TAG", value_delimiter = ' ')]
+        #[serde(default, alias = "consul-tags", deserialize_with = "many")]
+        pub consul_tag: Vec<DiscoveryName>,
+        /// Consul datacenter to ask about [default: the Consul agent's].
+        #[arg(long, env = "EDGE_CONSUL_DC", value_name = "DC")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_dc: Option<DiscoveryName>,
+        /// Consul HTTP API, [http://|https://]HOST:PORT; HTTPS with https:// or
+        /// CONSUL_HTTP_SSL=true [default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500].
+        #[arg(long, env = "EDGE_CONSUL_ADDR", value_name = "ADDR")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_addr: Option<ConsulAddr>,
+        /// Consul ACL token, sent as X-Consul-Token [default: CONSUL_HTTP_TOKEN].
+        #[arg(long, env = "EDGE_CONSUL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_token: Option<Token>,
+        /// File holding the Consul ACL token [default: CONSUL_HTTP_TOKEN_FILE].
+        #[arg(long, env = "EDGE_CONSUL_TOKEN_FILE", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_token_file: Option<FilePath>,
+        /// PEM CA certificates that sign Consul's HTTPS certificate [default: CONSUL_CACERT, else
+        /// the system's roots].
+        #[arg(long, env = "EDGE_CONSUL_CA_CERT", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_ca_cert: Option<FilePath>,
+        /// Let any Consul server answer, not only the leader (?stale): on or off [default: off].
+        #[arg(long, env = "EDGE_CONSUL_STALE", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+        #[serde(default, deserialize_with = "deserialize_bool")]
+        pub consul_stale: Option<Switch>,
+        /// How long Consul may hold a blocking query [default: 60s].
+        #[arg(long, env = "EDGE_CONSUL_WAIT", value_name = "DURATION")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_wait: Option<Dur<1000>>,
+        /// DNS SRV name whose targets are backends, e.g. a Cloud Map service (repeatable).
+        #[arg(long = "dns-srv", env = "EDGE_DNS_SRV", value_name = "NAME", value_delimiter = ' ')]
+        #[serde(default, deserialize_with = "many")]
+        pub dns_srv: Vec<DiscoveryName>,
+        /// DNS name whose A and AAAA records are backends, on PORT (repeatable).
+        #[arg(long = "dns-a", env = "EDGE_DNS_A", value_name = "NAME:PORT", value_delimiter = ' ')]
+        #[serde(default, deserialize_with = "many")]
+        pub dns_a: Vec<NamePort>,
+        /// DNS server for --dns-srv and --dns-a, IP:PORT [default: the system's resolver
+        /// configuration].
+        #[arg(long, env = "EDGE_DNS_SERVER", value_name = "ADDR")]
+        #[serde(default, deserialize_with = "one")]
+        pub dns_server: Option<SocketAddr>,
 
         /// Data plane: auto, ebpf or userspace (auto: eBPF when a VIP is given and the host can
         /// load, attach and carry it out, otherwise userspace).

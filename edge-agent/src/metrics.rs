@@ -300,14 +300,27 @@ impl Collector for Exporter {
 
         let mut updates = Vec::new();
         let mut errors = Vec::new();
+        let mut fresh = Vec::new();
         for svc in &s.services {
             for src in svc.monitor.sources() {
                 updates.push(([("service", svc.name.as_str()), ("source", src.name)], src.updates()));
                 errors.push(([("service", svc.name.as_str()), ("source", src.name)], src.errors()));
+                if let Some(t) = src.last_success() {
+                    let secs = t
+                        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    fresh.push(([("service", svc.name.as_str()), ("source", src.name)], secs));
+                }
             }
         }
         counter(&mut e, "edge_discovery_updates", "Discovery updates by source", &updates)?;
-        counter(&mut e, "edge_discovery_errors", "Discovery errors by source", &errors)?;
+        counter(&mut e, "edge_discovery_errors", "Discovery errors by source (the last good list stayed)", &errors)?;
+        gauge(
+            &mut e,
+            "edge_discovery_last_success_timestamp_seconds",
+            "When each discovery source last heard from its origin (Unix time); now minus this is its staleness",
+            &fresh,
+        )?;
 
         // The process.
         let modes: Vec<([(&'static str, &str); 1], i64)> =

@@ -616,3 +616,92 @@ mod tests {
         assert!(format!("{:?}", "secret".parse::<Token>().unwrap()).contains("hidden"));
     }
 }
+
+/// A name for discovery: a Consul service, tag or datacenter, or a DNS name. No spaces or control
+/// characters, at most 253 bytes (a DNS name's limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryName(pub String);
+
+impl FromStr for DiscoveryName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 253 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("give a name of 1 to 253 characters without spaces, for example web.local".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl fmt::Display for DiscoveryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `NAME:PORT` for `--dns-a`: a DNS name whose A and AAAA records are the backends, on `PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePort {
+    /// The name.
+    pub name: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl FromStr for NamePort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let fix = "write NAME:PORT, for example web.service.local:8080";
+        let (name, port) = s.trim().rsplit_once(':').ok_or_else(|| format!("no port; {fix}"))?;
+        let name = DiscoveryName::from_str(name).map_err(|e| format!("{e}; {fix}"))?.0;
+        let port: u16 =
+            port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("port '{port}' is not 1 to 65535; {fix}"))?;
+        Ok(Self { name, port })
+    }
+}
+
+impl fmt::Display for NamePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.port)
+    }
+}
+
+/// Where Consul's HTTP API is: `[http://|https://]HOST:PORT` (`HOST` alone: port 8500).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulAddr {
+    /// `Some(true)` for `https://`, `Some(false)` for `http://`, `None` when no scheme was given
+    /// (then `CONSUL_HTTP_SSL` decides).
+    pub https: Option<bool>,
+    /// `HOST:PORT`.
+    pub authority: String,
+}
+
+impl FromStr for ConsulAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().trim_end_matches('/');
+        let (https, rest) = match s.split_once("://") {
+            Some(("http", r)) => (Some(false), r),
+            Some(("https", r)) => (Some(true), r),
+            Some((scheme, _)) => return Err(format!("scheme '{scheme}' is not http or https")),
+            None => (None, s),
+        };
+        if rest.is_empty() || rest.contains('/') || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("write [http://|https://]HOST:PORT, for example 127.0.0.1:8500".into());
+        }
+        let has_port = rest.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+            && !(rest.starts_with('[') && rest.ends_with(']'));
+        let authority = if has_port { rest.to_string() } else { format!("{rest}:8500") };
+        Ok(Self { https, authority })
+    }
+}
+
+impl fmt::Display for ConsulAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.https {
+            Some(true) => write!(f, "https://{}", self.authority),
+            Some(false) => write!(f, "http://{}", self.authority),
+            None => f.write_str(&self.authority),
+        }
+    }
+}

@@ -19,7 +19,8 @@ use anyhow::{Context as _, bail};
 use crate::util::{cargo, exec, output, root};
 
 /// Every target, in `fuzz/Cargo.toml` order.
-pub const TARGETS: [&str; 5] = ["response_head", "chunked", "backends_file", "config_file", "admin_request"];
+pub const TARGETS: [&str; 7] =
+    ["response_head", "chunked", "backends_file", "config_file", "admin_request", "consul_answer", "dns_answer"];
 
 const FLAGS: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
      -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

@@ -38,7 +38,7 @@ use edge_core::util::stopped;
 use crate::metrics::Metrics;
 use crate::plane::DataplaneStatus;
 use crate::service::{self, ServiceHandle};
-use views::{BackendJson, Counts, EventJson, ServiceJson, StateJson, StrategyJson};
+use views::{BackendJson, Counts, EventJson, ServiceJson, SourceJson, StateJson, StrategyJson};
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -314,6 +314,7 @@ fn service_json(s: &ServiceHandle) -> ServiceJson {
         ready: s.monitor.is_ready(),
         strategy: strategy_json(&s.balancer.strategy()),
         listeners: s.listeners.iter().map(ToString::to_string).collect(),
+        sources: s.monitor.sources().iter().map(|x| SourceJson::new(x)).collect(),
         backends: s.monitor.snapshot().backends.iter().map(BackendJson::from).collect(),
     }
 }

@@ -146,8 +146,39 @@ pub struct ServiceJson {
     pub strategy: StrategyJson,
     /// The userspace listeners serving it (none when only the eBPF data plane does).
     pub listeners: Vec<String>,
+    /// Its discovery sources, in start order, with how fresh each one's list is.
+    pub sources: Vec<SourceJson>,
     /// Its backends, as in `GET /admin/backends`.
     pub backends: Vec<BackendJson>,
+}
+
+/// One discovery source of a service in `GET /admin/services`.
+#[derive(Debug, Serialize)]
+pub struct SourceJson {
+    /// `static`, `file`, `consul` or `dns`.
+    pub source: &'static str,
+    /// Updates applied.
+    pub updates: u64,
+    /// Errors that left the last good list in force.
+    pub errors: u64,
+    /// When it last heard from its origin (seconds since the Unix epoch), or null if never.
+    pub last_success: Option<f64>,
+    /// Seconds since then (how stale its list may be), or null if never.
+    pub stale_seconds: Option<f64>,
+}
+
+impl SourceJson {
+    /// A source's counters.
+    pub fn new(s: &edge_core::discovery::SourceStats) -> Self {
+        let last = s.last_success();
+        Self {
+            source: s.name,
+            updates: s.updates(),
+            errors: s.errors(),
+            last_success: last.map(unix),
+            stale_seconds: last.map(|t| (t.elapsed().unwrap_or_default().as_secs_f64() * 1e3).round() / 1e3),
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, to the millisecond.

@@ -9,6 +9,7 @@
 //! file another.
 
 mod defaults;
+mod discovery;
 mod ebpf;
 mod file;
 mod health;
@@ -26,6 +27,7 @@ use edge_core::service::{Proto, Vip};
 use edge_proxy::ProxyConfig;
 
 pub use defaults::defaults;
+pub use discovery::{ConsulConfig, ConsulService, Discovery, DiscoveryConfig};
 pub use ebpf::EbpfConfig;
 #[cfg(fuzzing)]
 pub(crate) use file::parse as parse_file;
@@ -93,6 +95,8 @@ pub struct Config {
     /// if given) first when it has backends, then each `[[service]]`. `--listen` and
     /// `--listen-tcp` serve the first.
     pub services: Vec<ServiceConfig>,
+    /// Settings every Consul and DNS source shares.
+    pub discovery: DiscoveryConfig,
     /// Data plane choice.
     pub mode: ModeChoice,
     /// eBPF data plane settings.
@@ -170,10 +174,25 @@ impl Config {
             backends.push(b.clone());
         }
         let backends_file = args.backends_file.as_ref().map(|f| f.0.clone());
-        // With [[service]] tables the top-level backends are optional, unless --vip needs them.
-        if backends.is_empty() && backends_file.is_none() && (!file_services || ebpf.vip.is_some()) {
-            return Err(usage("no backends; give --backend HOST:PORT (repeatable) or --backends-file PATH"));
+        let found = Discovery::new(
+            args.consul_service.as_ref(),
+            &args.consul_tag,
+            args.consul_dc.as_ref(),
+            &args.dns_srv,
+            &args.dns_a,
+        );
+        if found.consul.is_none() && (!args.consul_tag.is_empty() || args.consul_dc.is_some()) {
+            return Err(usage("--consul-tag and --consul-dc filter --consul-service; give --consul-service NAME"));
         }
+        let has_backends = !backends.is_empty() || backends_file.is_some() || found.is_some();
+        // With [[service]] tables the top-level backends are optional, unless --vip needs them.
+        if !has_backends && (!file_services || ebpf.vip.is_some()) {
+            return Err(usage(
+                "no backends; give --backend HOST:PORT (repeatable), --backends-file PATH, --consul-service NAME, \
+                 --dns-srv NAME or --dns-a NAME:PORT",
+            ));
+        }
+        let discovery = discovery::build(&args, &|k| std::env::var(k).ok())?;
 
         let mode = args.mode.unwrap_or_default();
         if mode == ModeChoice::Ebpf {
@@ -217,11 +236,12 @@ impl Config {
             return Err(usage("--tls-cert applies to --listen listeners; add a --listen address"));
         }
 
-        let top = (!backends.is_empty() || backends_file.is_some()).then(|| ServiceConfig {
+        let top = has_backends.then(|| ServiceConfig {
             name: ebpf.vip.map_or_else(|| DEFAULT_SERVICE_NAME.to_string(), |v| v.to_string()),
             vip: ebpf.vip,
             backends,
             backends_file,
+            discovery: found,
             strategy: strategy.clone(),
             health: top_health.clone(),
             origin: Origin::TopLevel,
@@ -240,6 +260,7 @@ impl Config {
             listen: listeners.listen,
             listen_tcp: listeners.listen_tcp,
             services,
+            discovery,
             mode,
             ebpf,
             check: top_health.check.clone(),

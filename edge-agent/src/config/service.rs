@@ -8,6 +8,9 @@
 //! vip = "10.0.0.5:8080"              # IPV4:PORT[/udp], like --vip
 //! backend = ["10.0.1.2:8080", "10.0.1.3:8080,weight=2"]
 //! backends-file = "/etc/edge/api.json"
+//! consul-service = "api"             # its passing instances (and consul-tag, consul-dc)
+//! dns-srv = ["api.prod.local"]       # SRV targets, e.g. AWS Cloud Map
+//! dns-a = ["api.internal:8080"]      # A/AAAA records on a port
 //! strategy = "consistent-hash"       # default: the top-level --strategy
 //! hash-key = "source"                # default: the top-level --hash-key
 //! health-check = "http"              # and health-path, health-port, health-interval,
@@ -27,10 +30,12 @@ use edge_core::service::{Proto, Vip};
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::discovery::Discovery;
 use super::file::{normalise, typed};
 use super::health::{HealthKeys, ServiceHealth, resolve};
 use crate::values::{
-    CheckChoice, Dur, FilePath, Int, ModeChoice, UrlPath, deserialize_from_str as one, deserialize_list as many,
+    CheckChoice, DiscoveryName, Dur, FilePath, Int, ModeChoice, NamePort, UrlPath, deserialize_from_str as one,
+    deserialize_list as many,
 };
 
 /// The name of the top-level service when there is no `--vip` to name it after.
@@ -43,8 +48,9 @@ pub const MAX_SERVICES: usize = edge_common::MAX_SERVICES as usize;
 const MAX_NAME: usize = 64;
 
 /// The keys a `[[service]]` table may have, for error messages.
-const KEYS: &str = "name, vip, backend, backends-file, strategy, hash-key, health-check, health-path, health-port, \
-                    health-interval, health-fast-interval, health-timeout, rise, fall";
+const KEYS: &str = "name, vip, backend, backends-file, consul-service, consul-tag, consul-dc, dns-srv, dns-a, strategy, \
+                    hash-key, health-check, health-path, health-port, health-interval, health-fast-interval, \
+                    health-timeout, rise, fall";
 
 /// The typed keys of a `[[service]]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +64,16 @@ struct Keys {
     backend: Vec<BackendSpec>,
     #[serde(default, deserialize_with = "one")]
     backends_file: Option<FilePath>,
+    #[serde(default, deserialize_with = "one")]
+    consul_service: Option<DiscoveryName>,
+    #[serde(default, alias = "consul-tags", deserialize_with = "many")]
+    consul_tag: Vec<DiscoveryName>,
+    #[serde(default, deserialize_with = "one")]
+    consul_dc: Option<DiscoveryName>,
+    #[serde(default, deserialize_with = "many")]
+    dns_srv: Vec<DiscoveryName>,
+    #[serde(default, deserialize_with = "many")]
+    dns_a: Vec<NamePort>,
     #[serde(default, deserialize_with = "one")]
     strategy: Option<StrategyKind>,
     #[serde(default, deserialize_with = "one")]
@@ -120,7 +136,7 @@ impl ServiceTable {
             None => format!("[[service]] #{index}"),
         };
         let mut st = Self { file: file.into(), label, keys: Keys::default() };
-        let known = KEYS.split(", ").chain(["backends"]).collect::<Vec<_>>();
+        let known = KEYS.split(", ").chain(["backends", "consul-tags"]).collect::<Vec<_>>();
         if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(st.error(format!(
                 "unknown key '{key}'; a service takes {KEYS} (global settings such as timeouts and retries go at the top \
@@ -157,6 +173,8 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendSpec>,
     /// A backends file, re-read when it changes.
     pub backends_file: Option<PathBuf>,
+    /// Consul and DNS sources.
+    pub discovery: Discovery,
     /// Strategy at start.
     pub strategy: StrategySpec,
     /// Its probe.
@@ -261,10 +279,16 @@ fn one_service(st: &ServiceTable, cx: &Context<'_>) -> Result<ServiceConfig, Con
         backends.push(b.clone());
     }
     let backends_file = k.backends_file.as_ref().map(|f| f.0.clone());
-    if backends.is_empty() && backends_file.is_none() {
-        return Err(
-            st.error("no backends; add backend = [\"HOST:PORT\", ...] or backends-file = \"PATH\" to this service")
-        );
+    let discovery =
+        Discovery::new(k.consul_service.as_ref(), &k.consul_tag, k.consul_dc.as_ref(), &k.dns_srv, &k.dns_a);
+    if discovery.consul.is_none() && (!k.consul_tag.is_empty() || k.consul_dc.is_some()) {
+        return Err(st.error("consul-tag and consul-dc filter consul-service; add consul-service = \"NAME\""));
+    }
+    if backends.is_empty() && backends_file.is_none() && !discovery.is_some() {
+        return Err(st.error(
+            "no backends; add backend = [\"HOST:PORT\", ...], backends-file = \"PATH\", consul-service = \"NAME\", \
+             dns-srv = [\"NAME\"] or dns-a = [\"NAME:PORT\"] to this service",
+        ));
     }
     let strategy = StrategySpec {
         kind: k.strategy.unwrap_or(cx.strategy.kind),
@@ -282,6 +306,7 @@ fn one_service(st: &ServiceTable, cx: &Context<'_>) -> Result<ServiceConfig, Con
         vip: Some(vip),
         backends,
         backends_file,
+        discovery,
         strategy,
         health,
         origin: Origin::File(st.file.clone()),

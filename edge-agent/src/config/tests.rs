@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use edge_core::balance::{HashKey, StrategyKind};
+use edge_core::discovery::dns::DnsQuery;
 
 use super::*;
 use crate::cli::{self, Command};
@@ -245,8 +246,15 @@ fn bad_services_name_the_service_the_file_and_the_fix() {
         (
             svc(&format!("{ok}\nbakend = \"x\"")),
             ebpf,
-            "unknown key 'bakend'; a service takes name, vip, backend, backends-file, strategy, hash-key",
+            "unknown key 'bakend'; a service takes name, vip, backend, backends-file, consul-service, consul-tag, \
+             consul-dc, dns-srv, dns-a, strategy, hash-key",
         ),
+        (
+            svc("vip = \"10.0.0.5:80\"\nconsul-tag = [\"v1\"]"),
+            ebpf,
+            "consul-tag and consul-dc filter consul-service; add consul-service = \"NAME\"",
+        ),
+        (svc("vip = \"10.0.0.5:80\"\ndns-a = [\"web.local\"]"), ebpf, "no port; write NAME:PORT"),
         (
             svc(&format!("{ok}\nretries = 2")),
             ebpf,
@@ -359,4 +367,37 @@ fn each_service_has_its_own_probe_over_the_top_level_defaults() {
     assert_eq!(by("dns").check, CheckKind::Udp, "not the top level's http, which a UDP port cannot pass");
     let ntp = by("ntp");
     assert_eq!((ntp.check, ntp.config.port), (CheckKind::Http("/ntp/healthz".into()), Some(8080)));
+}
+
+#[test]
+fn discovery_sources_are_backends_at_the_top_level_and_in_services() {
+    let file = "[[service]]\nvip = \"10.0.0.5:80\"\nconsul-service = \"api\"\nconsul-tags = [\"v1\", \"blue\"]\n\
+                consul-dc = \"dc2\"\ndns-srv = \"_api._tcp.prod.local\"\ndns-a = [\"api.internal:8080\"]\n";
+    let w: Vec<&str> = EBPF.iter().chain(&["--vip", "10.0.0.6:80", "--dns-a", "web.local:80"]).copied().collect();
+    let c = load(file, &w).unwrap();
+    let (top, api) = (&c.services[0], &c.services[1]);
+    assert!(top.backends.is_empty() && top.discovery.consul.is_none());
+    assert_eq!(top.discovery.dns, [DnsQuery::Addr { name: "web.local".into(), port: 80 }]);
+    let consul = api.discovery.consul.as_ref().unwrap();
+    assert_eq!(
+        (consul.service.as_str(), consul.tags.clone(), consul.datacenter.as_deref()),
+        ("api", vec!["v1".to_string(), "blue".to_string()], Some("dc2"))
+    );
+    assert_eq!(
+        api.discovery.dns,
+        [DnsQuery::Srv("_api._tcp.prod.local".into()), DnsQuery::Addr { name: "api.internal".into(), port: 8080 }]
+    );
+    let w: Vec<&str> = USERSPACE.iter().chain(&["--listen", ":8080"]).copied().collect();
+    let e = load("", &w).unwrap_err().to_string();
+    assert!(
+        e.contains("no backends; give --backend HOST:PORT (repeatable), --backends-file PATH, --consul-service"),
+        "{e}"
+    );
+    let w: Vec<&str> = USERSPACE
+        .iter()
+        .chain(&["--listen", ":8080", "--backend", "10.0.0.1:80", "--consul-dc", "x"])
+        .copied()
+        .collect();
+    let e = load("", &w).unwrap_err().to_string();
+    assert!(e.contains("--consul-tag and --consul-dc filter --consul-service"), "{e}");
 }

@@ -2,6 +2,7 @@
 //! instead of one per file): agents started in-process on `127.0.0.1:0` against in-process test
 //! doubles, and the `edge-agent` binary itself for command-line behaviour.
 
+mod consul_double;
 #[path = "../common/root.rs"]
 mod root;
 mod support;
@@ -10,6 +11,7 @@ mod admin;
 mod backends_file;
 mod cli;
 mod dataplane_probe;
+mod discovery;
 mod failure;
 mod health;
 mod http_proxy;

@@ -4,6 +4,8 @@
 //! their backends, by address) and decides what each change means for traffic. Sources never touch
 //! backend state themselves, which is what lets Consul or DNS SRV plug in without the rest knowing.
 
+pub mod consul;
+pub mod dns;
 mod file;
 mod fixed;
 
@@ -11,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -22,6 +25,15 @@ use crate::util::BoxFuture;
 pub use file::parse as parse_backends_file;
 pub use file::{FileError, FileSource, load as load_backends_file};
 pub use fixed::Fixed;
+
+/// The wait before the n-th retry (from 1) of a source whose last attempt failed: doubling from
+/// 250 ms to 30 s, each wait between half and all of its ceiling, so that many agents that lost
+/// the same server do not come back to it together, and a wait is never zero.
+pub fn retry_delay(n: u32) -> Duration {
+    let ceiling =
+        Duration::from_millis(250).saturating_mul(1u32 << n.saturating_sub(1).min(7)).min(Duration::from_secs(30));
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
 
 /// A change reported by a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +62,15 @@ pub struct SourceStats {
     pub name: &'static str,
     updates: AtomicU64,
     errors: AtomicU64,
+    /// When the source last heard from its origin successfully, milliseconds since the Unix epoch
+    /// (0: never).
+    last_ok_ms: AtomicU64,
 }
 
 impl SourceStats {
     /// Zeroed counters for a source called `name`.
     pub fn new(name: &'static str) -> Self {
-        Self { name, updates: AtomicU64::new(0), errors: AtomicU64::new(0) }
+        Self { name, updates: AtomicU64::new(0), errors: AtomicU64::new(0), last_ok_ms: AtomicU64::new(0) }
     }
 
     /// Counts an applied update.
@@ -71,6 +86,19 @@ impl SourceStats {
     /// Errors so far.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// When the source last heard from its origin successfully (its list is as fresh as that).
+    pub fn last_success(&self) -> Option<SystemTime> {
+        match self.last_ok_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    fn mark_ok(&self) {
+        let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1));
+        self.last_ok_ms.store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -93,9 +121,15 @@ impl Sink {
         Self { source, tx, stats }
     }
 
-    /// Sends an update.
+    /// Sends an update (which also counts as hearing from the origin).
     pub async fn send(&self, update: Update) -> Result<(), Closed> {
+        self.stats.mark_ok();
         self.tx.send(SourcedUpdate { source: self.source, update }).await.map_err(|_| Closed)
+    }
+
+    /// Records a successful answer from the origin that changed nothing.
+    pub fn ok(&self) {
+        self.stats.mark_ok();
     }
 
     /// Records a failure that left the source's last good list in place.
