@@ -62,7 +62,14 @@ pub struct ConsulDouble {
 impl ConsulDouble {
     /// Starts a double on a free loopback port, index 1, no instances.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Starts a double on `listener` (which may live in another network namespace); call it
+    /// within a tokio runtime.
+    pub fn start_on(listener: std::net::TcpListener) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State { index: 1, ..State::default() }));
         let (changed, _) = watch::channel(1);

@@ -147,6 +147,11 @@ async fn consul_instances_become_backends_and_registrations_lose_no_request() {
     assert_eq!(failed, 0, "no request failed across the registration and the deregistration ({sent} sent)");
     assert!(a.served() <= a_before + 1, "a deregistered backend takes no new requests");
 
+    let (_, events) = admin(admin_addr, "GET", "/admin/events", None, None).await;
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let removal = events.as_array().unwrap().iter().find(|e| e["backend"] == a.spec() && e["to"] == "removed");
+    let reason = removal.map(|e| e["reason"].to_string()).unwrap_or_default();
+    assert!(reason.contains("no longer reported by consul"), "the reason says which source ruled: {events}");
     let seen = double.seen();
     assert!(seen.iter().all(|(_, t)| t.as_deref() == Some("tok-3f9a")), "every query carries the token in the header");
     assert!(seen.iter().all(|(p, _)| !p.contains("tok-3f9a")), "never in the URL");
@@ -395,4 +400,44 @@ async fn dns_a_records_on_a_port_and_a_missing_name_means_no_backends_at_start()
     let src = sources(missing.admin_addr.unwrap()).await;
     assert!(src[0]["errors"].as_u64().unwrap() >= 1, "NXDOMAIN is reported: {src:?}");
     missing.shutdown().await;
+}
+
+/// A benchmark figure, not a timed test (`cargo test -p edge-agent --test it registration_latency
+/// -- --ignored --nocapture`): from Consul answering a held query with a new instance to the
+/// instance in the balancer's snapshot, taking traffic. edge probes it first (HTTP, here on
+/// loopback), so this is Consul's answer plus one probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it with --ignored --nocapture"]
+async fn registration_latency() {
+    let mut pool = Vec::new();
+    for i in 0..21 {
+        pool.push(TestBackend::start(&format!("b{i}")).await);
+    }
+    let double = ConsulDouble::start().await;
+    double.set(&[("127.0.0.1", port(&pool[0]), 1, "passing")]);
+    let agent = consul_args(&double).ready().await;
+    let mut took = Vec::new();
+    for n in 1..pool.len() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let list: Vec<(&str, u16, u32, &'static str)> =
+            pool[..=n].iter().map(|b| ("127.0.0.1", port(b), 1, "passing")).collect();
+        let id = pool[n].spec();
+        let t0 = std::time::Instant::now();
+        double.set(&list);
+        let reached = crate::support::eventually(Duration::from_secs(2), || {
+            agent.monitor.snapshot().eligible().any(|b| b.id().as_ref() == id)
+        })
+        .await;
+        assert!(reached, "instance {n} never reached the balancer");
+        took.push(t0.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "registration to balancer, {} instances: min {:?}, p50 {:?}, max {:?}",
+        took.len(),
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    agent.shutdown().await;
 }

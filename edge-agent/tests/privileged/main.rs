@@ -1,7 +1,8 @@
 //! The privileged tests, in one binary with its own harness (libtest-mimic): the real eBPF object
 //! on crafted frames through `BPF_PROG_TEST_RUN` (`ebpf_prog`, support in `bpf`), and the agent
 //! binary between network namespaces on both data planes (`netns_behaviour`, support in `netns`),
-//! and `edge-agent replay` on the eBPF data plane (`replay_ebpf`).
+//! `edge-agent replay` on the eBPF data plane (`replay_ebpf`), and discovery from DNS and the Consul
+//! test double with traffic flowing (`discovery_netns`).
 //!
 //! They need root. The standard harness can only skip at compile time, so a test that is not root
 //! used to return early and pass without running; this harness decides at run time and reports
@@ -12,6 +13,9 @@
 mod root;
 
 mod bpf;
+#[path = "../it/consul_double.rs"]
+mod consul_double;
+mod discovery_netns;
 mod ebpf_prog;
 mod netns;
 mod netns_behaviour;
@@ -27,7 +31,8 @@ const NEEDS_ROOT: &str = "needs root: BPF_PROG_TEST_RUN and network namespaces; 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let root = root::is_root();
-    let tests = ebpf_prog::TESTS.iter().chain(netns_behaviour::TESTS).chain(replay_ebpf::TESTS);
+    let tests =
+        ebpf_prog::TESTS.iter().chain(netns_behaviour::TESTS).chain(replay_ebpf::TESTS).chain(discovery_netns::TESTS);
     let mut trials: Vec<Trial> = tests
         .map(|&(name, test)| {
             Trial::ignorable_test(name, move || {

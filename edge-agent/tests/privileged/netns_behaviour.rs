@@ -33,13 +33,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// The data plane under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Ebpf,
     Userspace,
 }
 
 /// The VIP's HTTP service.
-fn vip80() -> SocketAddrV4 {
+pub(crate) fn vip80() -> SocketAddrV4 {
     SocketAddrV4::new(VIP, 80)
 }
 
@@ -56,7 +56,7 @@ fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
 
 /// The data plane's own arguments: eBPF on `l0` for the VIP (with `--cleanup`), or the userspace
 /// TCP proxy listening on the VIP.
-fn plane_args(mode: Mode) -> Vec<String> {
+pub(crate) fn plane_args(mode: Mode) -> Vec<String> {
     match mode {
         Mode::Ebpf => {
             ["--mode", "ebpf", "--iface", "l0", "--vip", "10.91.1.1:80", "--cleanup"].map(String::from).to_vec()
@@ -66,7 +66,7 @@ fn plane_args(mode: Mode) -> Vec<String> {
 }
 
 /// Health checks and admin address of every HTTP scenario.
-const COMMON: [&str; 12] = [
+pub(crate) const COMMON: [&str; 12] = [
     "--health-check",
     "http",
     "--health-path",

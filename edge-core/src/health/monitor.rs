@@ -144,6 +144,8 @@ struct Entry {
     life: Lifecycle,
     drained: bool,
     removed_at: Option<Instant>,
+    /// Which source stopped reporting it, for its reason.
+    removed_by: &'static str,
     last_probe: Option<ProbeSummary>,
     since: SystemTime,
     probe: Option<Prober>,
@@ -170,7 +172,7 @@ impl Entry {
 
     fn reason(&self) -> String {
         match self.state() {
-            State::Removed => "removed by discovery".into(),
+            State::Removed => format!("no longer reported by {}", self.removed_by),
             State::Draining => "drained by admin".into(),
             _ => self.life.reason().to_string(),
         }
@@ -239,6 +241,7 @@ impl Monitor {
         let sources: Arc<[Arc<SourceStats>]> = stats.into();
         let actor = Actor {
             lists: vec![None; sources.len()],
+            last_change: "discovery",
             sources: sources.clone(),
             cfg,
             checker,
@@ -267,6 +270,8 @@ struct Actor {
     sources: Arc<[Arc<SourceStats>]>,
     /// Each source's current list; `None` until it reported once.
     lists: Vec<Option<HashMap<SocketAddr, BackendSpec>>>,
+    /// The source of the update being applied (`static`, `file`, `consul`, `dns`).
+    last_change: &'static str,
     entries: BTreeMap<BackendId, Entry>,
     probe_tx: mpsc::Sender<ProbeDone>,
     set_tx: watch::Sender<Arc<BackendSet>>,
@@ -315,6 +320,7 @@ impl Actor {
 
     fn on_update(&mut self, u: SourcedUpdate) {
         self.sources[u.source].updated();
+        self.last_change = self.sources[u.source].name;
         let list = self.lists[u.source].get_or_insert_with(HashMap::new);
         match u.update {
             Update::Reset(specs) => {
@@ -371,9 +377,14 @@ impl Actor {
             if !desired.contains_key(id) && e.removed_at.is_none() {
                 let from = e.state();
                 e.removed_at = Some(now);
+                e.removed_by = self.last_change;
                 e.since = SystemTime::now();
                 e.probe = None;
-                let reason = format!("removed by discovery; draining {} open", e.backend.stats.active());
+                // The update being applied is the one that dropped it: name its source, so
+                // that an operator sees whether Consul, DNS or a file ruled (edge's own verdicts
+                // are the other states).
+                let reason =
+                    format!("no longer reported by {}; draining {} open", self.last_change, e.backend.stats.active());
                 self.log.push(Some(id), Some(from), Some(State::Removed), reason);
                 e.backend.stats.transition(State::Removed);
                 self.pending_first.remove(id);
@@ -410,6 +421,7 @@ impl Actor {
                 life,
                 drained: false,
                 removed_at: None,
+                removed_by: "",
                 last_probe: None,
                 since: SystemTime::now(),
                 probe: Some(prober),
