@@ -215,6 +215,17 @@ mod tests {
     }
 
     #[test]
+    fn the_token_comes_from_a_file_trimmed() {
+        let path = std::env::temp_dir().join(format!("edge-consul-token-{}", std::process::id()));
+        std::fs::write(&path, "  from-file\n").unwrap();
+        let args =
+            RunArgs { consul_token_file: Some(path.display().to_string().parse().unwrap()), ..RunArgs::default() };
+        let c = build(&args, &env_of(&[("CONSUL_HTTP_TOKEN", "from-env")])).unwrap().consul;
+        assert_eq!(c.token.as_deref(), Some("from-file"), "edge's setting wins over CONSUL_HTTP_TOKEN");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn bad_consul_settings_say_what_to_do() {
         let args = RunArgs::default();
         let e = build(&args, &env_of(&[("CONSUL_HTTP_SSL", "maybe")])).unwrap_err().to_string();

@@ -68,6 +68,22 @@ impl ConsulDouble {
     /// Starts a double on `listener` (which may live in another network namespace); call it
     /// within a tokio runtime.
     pub fn start_on(listener: std::net::TcpListener) -> Self {
+        Self::serve(listener, None)
+    }
+
+    /// Starts a double on a free loopback port that speaks HTTPS with the test certificate
+    /// (`tests/fixtures/test-cert.pem`, for localhost and 127.0.0.1).
+    pub async fn start_tls() -> Self {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let acceptor = edge_proxy::tls_acceptor(
+            std::path::Path::new(&format!("{fixtures}/test-cert.pem")),
+            std::path::Path::new(&format!("{fixtures}/test-key.pem")),
+        )
+        .unwrap();
+        Self::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), Some(acceptor))
+    }
+
+    fn serve(listener: std::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -81,10 +97,20 @@ impl ConsulDouble {
                 tokio::select! {
                     r = listener.accept() => {
                         let Ok((s, _)) = r else { continue };
-                        let (st, rx) = (st.clone(), rx.clone());
+                        let (st, rx, tls) = (st.clone(), rx.clone(), tls.clone());
                         conns.spawn(async move {
                             let svc = service_fn(move |req| answer(req, st.clone(), rx.clone()));
-                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                            let http = hyper::server::conn::http1::Builder::new();
+                            match tls {
+                                None => {
+                                    let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                                }
+                                Some(acceptor) => {
+                                    if let Ok(t) = acceptor.accept(s).await {
+                                        let _ = http.serve_connection(TokioIo::new(t), svc).await;
+                                    }
+                                }
+                            }
                         });
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -441,3 +441,32 @@ async fn registration_latency() {
     );
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_over_https_verifies_its_certificate() {
+    let a = TestBackend::start("a").await;
+    let double = ConsulDouble::start_tls().await;
+    double.set(&[("127.0.0.1", port(&a), 1, "passing")]);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-cert.pem");
+    let url = format!("https://127.0.0.1:{}", double.addr.port());
+    let base = ["--consul-service", "web", "--consul-addr", url.as_str(), "--consul-wait", "2s"];
+    let agent = Args::http().with(&base).with(&["--consul-ca-cert", ca]).ready().await;
+    assert_eq!(until_serving(agent.admin_addr.unwrap(), &[&a], Duration::from_secs(5)).await.len(), 1);
+    agent.shutdown().await;
+
+    // Without the CA (the system's roots), the certificate is refused: errors, no backends.
+    let untrusting = Args::http().with(&base).start().await;
+    let admin_addr = untrusting.admin_addr.unwrap();
+    let mut src = sources(admin_addr).await;
+    for _ in 0..200 {
+        if src[0]["errors"].as_u64().unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        src = sources(admin_addr).await;
+    }
+    assert!(src[0]["errors"].as_u64().unwrap() > 0, "an untrusted certificate is an error: {src:?}");
+    assert!(src[0]["last_success"].is_null());
+    assert!(serving(admin_addr).await.is_empty());
+    untrusting.shutdown().await;
+}
