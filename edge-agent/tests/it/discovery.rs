@@ -46,6 +46,18 @@ async fn sources(admin_addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
     v[0]["sources"].as_array().unwrap().clone()
 }
 
+/// Waits up to `limit` for the first source's error count to pass `above`; returns the sources.
+async fn until_errors(admin_addr: std::net::SocketAddr, above: u64, limit: Duration) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let src = sources(admin_addr).await;
+        if src[0]["errors"].as_u64().unwrap() > above || tokio::time::Instant::now() >= deadline {
+            return src;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Requests in a loop until stopped; counts those that did not get a 200.
 struct Traffic {
     stop: Arc<AtomicBool>,
@@ -178,14 +190,7 @@ async fn consul_failures_keep_the_last_good_list() {
         double.mode(mode);
         // What Consul would say now, were it well: nothing. The agent must not hear it.
         double.set(&[]);
-        let mut counted = false;
-        for _ in 0..300 {
-            if errors(&sources(admin_addr).await) > before {
-                counted = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let counted = errors(&until_errors(admin_addr, before, Duration::from_secs(6)).await) > before;
         assert!(counted, "{mode:?} is counted as an error");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(serving(admin_addr).await.len(), 2, "{mode:?} leaves the last good list in force");
@@ -363,14 +368,7 @@ async fn dns_srv_records_become_backends_and_follow_changes_and_outages() {
     // The server goes away: the last good list stays.
     drop(dns.take());
     // A query to a dead server fails after its timeouts (2 s, twice): wait for the first error.
-    let mut src = sources(admin_addr).await;
-    for _ in 0..100 {
-        if src[0]["errors"].as_u64().unwrap() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        src = sources(admin_addr).await;
-    }
+    let src = until_errors(admin_addr, 0, Duration::from_secs(10)).await;
     assert_eq!(src[0]["source"], "dns");
     assert!(src[0]["errors"].as_u64().unwrap() > 0, "the failed resolutions are counted: {src:?}");
     assert_eq!(serving(admin_addr).await.len(), 2, "a DNS outage changes no backend");
@@ -457,14 +455,7 @@ async fn consul_over_https_verifies_its_certificate() {
     // Without the CA (the system's roots), the certificate is refused: errors, no backends.
     let untrusting = Args::http().with(&base).start().await;
     let admin_addr = untrusting.admin_addr.unwrap();
-    let mut src = sources(admin_addr).await;
-    for _ in 0..200 {
-        if src[0]["errors"].as_u64().unwrap() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        src = sources(admin_addr).await;
-    }
+    let src = until_errors(admin_addr, 0, Duration::from_secs(4)).await;
     assert!(src[0]["errors"].as_u64().unwrap() > 0, "an untrusted certificate is an error: {src:?}");
     assert!(src[0]["last_success"].is_null());
     assert!(serving(admin_addr).await.is_empty());
