@@ -377,7 +377,7 @@ fn ebpf_args(s: &Scenario, strategy: &str) -> Vec<String> {
 pub async fn run(s: &Scenario, target: Target<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<Outcome> {
     let (strategy, plane) = target.describe();
     let mut lab = match target {
-        Target::Ebpf(_) => Some(Lab::new(s.backends.len())?),
+        Target::Ebpf(_) => Some(tokio::task::block_in_place(|| Lab::new(s.backends.len()))?),
         _ => None,
     };
     let mut sims = Vec::new();

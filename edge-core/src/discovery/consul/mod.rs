@@ -28,6 +28,9 @@ use crate::util::BoxFuture;
 /// once when anything changed; a service that churns would otherwise be queried in a tight loop.
 pub const MIN_GAP: Duration = Duration::from_millis(100);
 
+/// Limit of a query that does not block (the first one, and the first after an index reset).
+pub const FIRST_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -62,10 +65,11 @@ impl Query {
         p
     }
 
-    /// The deadline of one exchange: Consul adds up to wait/16 of jitter to the wait, and the
-    /// answer must still travel.
-    pub fn deadline(&self) -> Duration {
-        self.wait + self.wait / 16 + Duration::from_secs(5)
+    /// The deadline of one exchange from `index`: a blocking one may last the wait plus the up to
+    /// wait/16 of jitter Consul adds, and the answer must still travel; the first query (index
+    /// 0) does not block, so a Consul that hangs is noticed within [`FIRST_QUERY_TIMEOUT`].
+    pub fn deadline(&self, index: u64) -> Duration {
+        if index == 0 { FIRST_QUERY_TIMEOUT } else { self.wait + self.wait / 16 + Duration::from_secs(5) }
     }
 }
 
@@ -105,7 +109,7 @@ impl ConsulSource {
             next_start = tokio::time::Instant::now() + MIN_GAP;
             let answer = self
                 .endpoint
-                .get(&self.query.path(index), self.query.deadline())
+                .get(&self.query.path(index), self.query.deadline(index))
                 .await
                 .map_err(WatchError::Exchange)
                 .and_then(|a| {
@@ -181,6 +185,7 @@ mod tests {
             q.path(7),
             "/v1/health/service/web%20api?passing=1&index=7&wait=30000ms&dc=dc2&tag=v1&tag=a%26b&stale"
         );
-        assert!(q.deadline() > Duration::from_secs(30) + Duration::from_millis(1875));
+        assert!(q.deadline(7) > Duration::from_secs(30) + Duration::from_millis(1875));
+        assert_eq!(q.deadline(0), FIRST_QUERY_TIMEOUT, "a query that does not block needs no wait");
     }
 }
