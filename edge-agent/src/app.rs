@@ -382,6 +382,17 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             spawn_worker(i, sockets, ctx.clone()).map_err(|source| StartError::Workers { count: workers, source })?;
         threads.push(t);
     }
+    // Outside ECS there is nothing to read; inside, a failed read must not stop the agent.
+    let ecs = match crate::ecs::read().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "running without the ECS task metadata");
+            None
+        }
+    };
+    if let Some(t) = &ecs {
+        tracing::info!(cluster = %t.cluster, task = %t.task_arn, zone = %t.availability_zone, "running in an ECS task");
+    }
     let metrics = Arc::new(Metrics::new(Sources {
         services: services.clone(),
         proxy: proxy_stats,
@@ -389,6 +400,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         plane: dataplane.mode,
         ebpf_capable: dataplane.ebpf_capable(),
         dataplane: dataplane_stats.clone(),
+        ecs: ecs.clone(),
     }));
     let mut admin_addr = None;
     if let Some(l) = admin_listener {
@@ -405,6 +417,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             started: Instant::now(),
             read_timeout: cfg.proxy.header_read_timeout,
             dataplane_stats: dataplane_stats.clone(),
+            ecs,
         });
         if let Some(addr) = addr {
             tracing::info!(%addr, token = cfg.admin_token.is_some(), "admin api ready");

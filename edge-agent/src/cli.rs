@@ -46,6 +46,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Read the pinned eBPF maps of a running (or stopped) agent.
     Maps(MapsArgs),
+    /// Ask a running agent whether it is ready: exit 0 if so, 1 if not (a container HEALTHCHECK
+    /// that needs no shell).
+    Health(HealthArgs),
     /// Detach the eBPF programs and remove every pinned map and link (drops established flows).
     Cleanup,
 }
@@ -471,6 +474,18 @@ pub struct ReplayArgs {
     /// Do not run L4 scenarios on the eBPF data plane (they do when the host allows eBPF).
     #[arg(long)]
     pub no_ebpf: bool,
+}
+
+/// `edge-agent health` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The agent's admin API address (0.0.0.0 and :: are asked on loopback) [default:
+    /// 127.0.0.1:9901].
+    #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]
+    pub admin: Option<AdminAddr>,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub timeout: Dur<1>,
 }
 
 /// `edge-agent maps` arguments.

@@ -16,6 +16,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod ecs;
+pub mod healthcheck;
 pub mod logging;
 pub mod maps;
 pub mod metrics;

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Health(args) => edge_agent::healthcheck::main(&args),
         Command::Cleanup => match edge_dataplane::pins::cleanup() {
             Ok(removed) => {
                 println!("removed {} pinned maps and links under {}", removed.len(), edge_common::PIN_DIR);

@@ -40,6 +40,8 @@ pub struct Sources {
     pub ebpf_capable: bool,
     /// The dataplane actor's counters (eBPF mode).
     pub dataplane: Option<Arc<DataplaneStats>>,
+    /// The ECS task, when the agent runs in one.
+    pub ecs: Option<crate::ecs::Task>,
 }
 
 /// The registry, with the exporter in it.
@@ -332,6 +334,17 @@ impl Collector for Exporter {
             "1 when this host can load and attach the eBPF program",
             &[(NO_LABELS, i64::from(s.ebpf_capable))],
         )?;
+        if let Some(t) = &s.ecs {
+            let labels = [
+                ("cluster", t.cluster.as_str()),
+                ("task_arn", t.task_arn.as_str()),
+                ("availability_zone", t.availability_zone.as_str()),
+                ("family", t.family.as_str()),
+                ("revision", t.revision.as_str()),
+                ("launch_type", t.launch_type.as_str()),
+            ];
+            gauge(&mut e, "edge_ecs_task_info", "The ECS task this agent runs in (always 1)", &[(labels, 1)])?;
+        }
         let ready = crate::service::all_ready(&s.services);
         gauge(
             &mut e,

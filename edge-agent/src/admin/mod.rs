@@ -71,6 +71,8 @@ pub struct Admin {
     pub read_timeout: std::time::Duration,
     /// The eBPF dataplane actor's findings (eBPF mode): backends it cannot reach.
     pub dataplane_stats: Option<Arc<edge_dataplane::DataplaneStats>>,
+    /// The ECS task this agent runs in, when it does.
+    pub ecs: Option<crate::ecs::Task>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -231,6 +233,7 @@ impl Admin {
                     backends: counts,
                     panic: set.panic.map(|p| p.to_string()),
                     generation: set.generation,
+                    ecs: self.ecs.as_ref(),
                 };
                 json(StatusCode::OK, &state)
             }

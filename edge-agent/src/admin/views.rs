@@ -269,4 +269,6 @@ pub struct StateJson<'a> {
     pub panic: Option<String>,
     /// Snapshot generation (increases with every backend change).
     pub generation: u64,
+    /// The ECS task (cluster, task ARN, availability zone, ...), or null outside ECS.
+    pub ecs: Option<&'a crate::ecs::Task>,
 }

@@ -26,7 +26,7 @@ use edge_core::health::{HealthConfig, OutlierConfig};
 use edge_core::service::{Proto, Vip};
 use edge_proxy::ProxyConfig;
 
-pub use defaults::defaults;
+pub use defaults::{ADMIN as DEFAULT_ADMIN, defaults};
 pub use discovery::{ConsulConfig, ConsulService, Discovery, DiscoveryConfig};
 pub use ebpf::EbpfConfig;
 #[cfg(fuzzing)]

@@ -12,6 +12,7 @@ mod backends_file;
 mod cli;
 mod dataplane_probe;
 mod discovery;
+mod ecs;
 mod failure;
 mod health;
 mod http_proxy;
