@@ -23,7 +23,8 @@ pub enum Needs {
     Build,
     /// Building and the test suite (network namespaces need iproute2 and ethtool; the failure
     /// handling tests break a backend with nftables and run a real DNS server, dnsmasq; the replay
-    /// runs HAProxy and NGINX beside edge).
+    /// runs HAProxy and NGINX beside edge; the monitoring tests run promtool and a real
+    /// Prometheus).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -32,7 +33,7 @@ pub enum Needs {
 fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
-        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base", "haproxy", "nginx-light"],
+        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base", "haproxy", "nginx-light", "prometheus"],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
 }

@@ -461,3 +461,22 @@ async fn consul_over_https_verifies_its_certificate() {
     assert!(serving(admin_addr).await.is_empty());
     untrusting.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_file_that_still_parses_stays_fresh() {
+    let a = TestBackend::start("a").await;
+    let file = crate::support::temp_dir("fresh").join("backends.json");
+    std::fs::write(&file, format!("[\"{}\"]", a.spec())).unwrap();
+    let agent = Args::http().with(&["--backends-file", &file.display().to_string()]).ready().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let src = sources(agent.admin_addr.unwrap()).await;
+    assert_eq!(src[0]["source"], "file");
+    assert!(src[0]["stale_seconds"].as_f64().unwrap() < 1.5, "checked every second, so fresh: {src:?}");
+    // A broken file is not fresh: the last good list stays, and it ages.
+    std::fs::write(&file, "[not json").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let src = sources(agent.admin_addr.unwrap()).await;
+    assert!(src[0]["stale_seconds"].as_f64().unwrap() >= 1.0 && src[0]["errors"] == 1, "{src:?}");
+    assert_eq!(serving(agent.admin_addr.unwrap()).await.len(), 1);
+    agent.shutdown().await;
+}

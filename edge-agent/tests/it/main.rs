@@ -11,6 +11,7 @@ mod admin;
 mod backends_file;
 mod cli;
 mod dataplane_probe;
+mod deploy_prometheus;
 mod discovery;
 mod ecs;
 mod failure;

@@ -241,6 +241,10 @@ impl Discover for FileSource {
                 tokio::time::sleep(POLL_INTERVAL).await;
                 let now = stamp(&path);
                 if now == last_stamp {
+                    // An unchanged file that last parsed is a fresh list; a broken one is not.
+                    if last_error.is_none() {
+                        sink.ok();
+                    }
                     continue;
                 }
                 let p = path.clone();
@@ -253,6 +257,8 @@ impl Discover for FileSource {
                             tracing::info!(path = %path.display(), backends = list.len(), "backends file changed");
                             current = list.clone();
                             sink.send(Update::Reset(list)).await?;
+                        } else {
+                            sink.ok();
                         }
                     }
                     Ok(Err(e)) => {
