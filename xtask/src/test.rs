@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the one command CI runs. Setup, formatting, the layering check, lints (host
-//! crates and the eBPF crate), then every test, then every fuzz target for a bounded time. Privileged tests run when root and report as
+//! crates and the eBPF crate), then every test, then the container image (`image`), then every
+//! fuzz target for a bounded time. Privileged tests run when root and report as
 //! ignored, with the reason, otherwise; with `CI` set, not being root is an error.
 
 use std::process::Command;
@@ -47,6 +48,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         step("fuzzing skipped: a test filter was given");
         return Ok(());
     }
+    step("the container image: hadolint, a static binary, buildah, and the image checked");
+    crate::image::run()?;
     step(&format!("fuzzing: every target for {FUZZ_SECONDS} s from its corpus"));
     let bins = crate::fuzz::build()?;
     for t in crate::fuzz::TARGETS {

@@ -1,0 +1,102 @@
+//! `cargo xtask image`: the container image, offline. The binary is built here, static (musl) and
+//! stripped, then buildah builds the Dockerfile's final stage from a context holding only it
+//! (`--target local`), so no base image is pulled. The result is checked: the
+//! user, the health check and the entry point in its configuration, and the binary inside it runs.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::setup::MUSL;
+use crate::util::{cargo, exec, output, root, tools_dir};
+
+/// The image's name.
+pub const NAME: &str = "localhost/edge-agent";
+
+fn buildah() -> Command {
+    // vfs: no overlay mounts needed; chroot isolation: no user namespaces needed.
+    let mut c = Command::new("buildah");
+    c.args(["--storage-driver", "vfs"]);
+    c
+}
+
+/// Lints the Dockerfile, builds the image and checks it; returns its tag.
+pub fn run() -> anyhow::Result<String> {
+    // The pinned hadolint that setup installed, not whatever is on PATH.
+    exec(Command::new(tools_dir().join("bin/hadolint")).args(["--no-color", "Dockerfile"]).current_dir(root()))?;
+    exec(
+        cargo()
+            .args(["build", "--release", "--locked", "--target", MUSL, "-p", "edge-agent"])
+            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols"),
+    )?;
+    let binary = root().join("target").join(MUSL).join("release/edge-agent");
+    let context = root().join("target/image-context");
+    std::fs::create_dir_all(&context)?;
+    std::fs::copy(&binary, context.join("edge-agent")).with_context(|| format!("copying {}", binary.display()))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let revision = output(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root()))
+        .map_or_else(|| "unknown".to_string(), |r| r.trim().to_string());
+    let tag = format!("{NAME}:{version}");
+    exec(
+        buildah()
+            .args([
+                "bud",
+                "--quiet",
+                "--isolation",
+                "chroot",
+                "--format",
+                "docker",
+                "--layers=false",
+                "--target",
+                "local",
+            ])
+            .args(["--build-arg", &format!("VERSION={version}"), "--build-arg", &format!("REVISION={revision}")])
+            .args(["-t", &tag, "-f"])
+            .arg(root().join("Dockerfile"))
+            .arg(&context),
+    )?;
+    check(&tag, version)?;
+    // The replaced image and the binary-only stage are left untagged by every build; drop them.
+    let _ = output(buildah().args(["rmi", "--prune"]));
+    Ok(tag)
+}
+
+/// Checks the image's configuration and runs the binary it holds.
+fn check(tag: &str, version: &str) -> anyhow::Result<()> {
+    let text = output(buildah().args(["inspect", "--type", "image", tag])).context("buildah inspect failed")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("buildah inspect printed no JSON")?;
+    let config = &v["Docker"]["config"];
+    let want = [
+        (config["User"] == "65534:65534", "runs as 65534:65534 (nobody)"),
+        (config["Entrypoint"] == serde_json::json!(["/edge-agent"]), "entry point /edge-agent"),
+        (config["Healthcheck"]["Test"] == serde_json::json!(["CMD", "/edge-agent", "health"]), "health check"),
+        (config["Labels"]["org.opencontainers.image.version"] == version, "the version label"),
+    ];
+    for (ok, what) in want {
+        if !ok {
+            bail!("the image lacks {what}: {config}");
+        }
+    }
+    // Mount it and run what it holds: a static binary runs on the host as it will in the task.
+    let container = output(buildah().args(["from", "--pull-never", tag])).context("buildah from failed")?;
+    let container = container.trim().to_string();
+    let result = (|| -> anyhow::Result<String> {
+        let dir = output(buildah().args(["mount", &container])).context("buildah mount failed")?;
+        let bin = std::path::Path::new(dir.trim()).join("edge-agent");
+        let said = output(Command::new(&bin).arg("--version")).context("the image's binary does not run")?;
+        let files: Vec<String> = std::fs::read_dir(dir.trim())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let size = std::fs::metadata(&bin)?.len();
+        Ok(format!("{} ({} MB); the image holds: {}", said.trim(), size / 1_000_000, files.join(" ")))
+    })();
+    let _ = output(buildah().args(["umount", &container]));
+    let _ = output(buildah().args(["rm", &container]));
+    let said = result?;
+    if !said.contains(version) {
+        bail!("the image's binary says {said}, not version {version}");
+    }
+    eprintln!("image {tag}: {said}");
+    Ok(())
+}
