@@ -210,12 +210,7 @@ impl DnsSource {
             let wait = match self.resolve().await {
                 Ok((backends, until)) => {
                     failures = 0;
-                    if last.as_ref() == Some(&backends) {
-                        sink.ok();
-                    } else {
-                        sink.send(Update::Reset(backends.clone())).await?;
-                        last = Some(backends);
-                    }
+                    sink.offer(&mut last, backends).await?;
                     until.saturating_duration_since(Instant::now()).clamp(TTL_FLOOR, TTL_CEILING)
                 }
                 Err(e) => {

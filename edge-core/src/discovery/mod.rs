@@ -132,6 +132,17 @@ impl Sink {
         self.stats.mark_ok();
     }
 
+    /// A good answer with the source's complete list: sent as a `Reset` when it differs from
+    /// `last` (which it then becomes), otherwise only counted as fresh.
+    pub async fn offer(&self, last: &mut Option<Vec<BackendSpec>>, list: Vec<BackendSpec>) -> Result<(), Closed> {
+        if last.as_ref() == Some(&list) {
+            self.ok();
+            return Ok(());
+        }
+        *last = Some(list.clone());
+        self.send(Update::Reset(list)).await
+    }
+
     /// Records a failure that left the source's last good list in place.
     pub fn error(&self, err: &dyn std::error::Error) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);

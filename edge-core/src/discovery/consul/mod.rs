@@ -20,7 +20,7 @@ pub use api::{AnswerError, Instances, next_index, parse};
 pub use client::{Endpoint, ExchangeError, MAX_ANSWER_BYTES};
 pub use tls::{TlsSetupError, client_config};
 
-use super::{Closed, Discover, Sink, Update, retry_delay};
+use super::{Closed, Discover, Sink, retry_delay};
 use crate::backend::BackendSpec;
 use crate::util::BoxFuture;
 
@@ -131,12 +131,7 @@ impl ConsulSource {
                             "consul instances left out (not passing, port 0, or not an IP address)"
                         );
                     }
-                    if last.as_ref() != Some(&instances.backends) {
-                        sink.send(Update::Reset(instances.backends.clone())).await?;
-                        last = Some(instances.backends);
-                    } else {
-                        sink.ok();
-                    }
+                    sink.offer(&mut last, instances.backends).await?;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
