@@ -327,14 +327,23 @@ fn refusing_backend_is_ejected_and_established_flows_keep_working(mode: Mode) {
     assert!(metrics.contains(&series), "{series} in\n{metrics}");
 }
 
-/// 60 new connections reach all three backends, each at least 10 times.
+/// New connections reach all three backends, each at least half its fair share.
 fn round_robin_spreads(mode: Mode) {
     let env = Env::start(mode, &agent_args(mode, &[]));
-    let answers: Vec<String> = (0..60).map(|i| env.get(&format!("connection {i}"))).collect();
+    assert_spread(&env);
+}
+
+/// Sends 150 new connections and asserts that each backend got at least 25 of them. The eBPF data
+/// plane spreads connections by a hash of their random source ports, so the count per backend is
+/// binomial (n 150, p 1/3: mean 50, standard deviation 5.8). A false failure (any backend under 25)
+/// happens about once in 240,000 runs; the former bound of 10 of 60 failed about once in 290 runs,
+/// and it did fail in CI.
+fn assert_spread(env: &Env) {
+    let answers: Vec<String> = (0..150).map(|i| env.get(&format!("connection {i}"))).collect();
     let counts = tally(answers.iter().map(String::as_str));
     for ip in BACKENDS {
         let n = counts.get(&ip.to_string()).copied().unwrap_or(0);
-        assert!(n >= 10, "{ip} got {n} of 60 connections ({counts:?})\n{}", env.log());
+        assert!(n >= 25, "{ip} got {n} of 150 connections ({counts:?})\n{}", env.log());
     }
 }
 
@@ -363,12 +372,7 @@ fn ebpf_native_xdp_round_robin_spreads() {
     let state = env.agent.admin_json("/admin/state").expect("admin state");
     let hooks = state.to_string();
     assert!(hooks.contains("xdp-native"), "XDP attached natively: {hooks}");
-    let answers: Vec<String> = (0..60).map(|i| env.get(&format!("connection {i}"))).collect();
-    let counts = tally(answers.iter().map(String::as_str));
-    for ip in BACKENDS {
-        let n = counts.get(&ip.to_string()).copied().unwrap_or(0);
-        assert!(n >= 10, "{ip} got {n} of 60 connections ({counts:?})\n{}", env.log());
-    }
+    assert_spread(&env);
 }
 
 /// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
@@ -644,7 +648,9 @@ fn removed_backend_finishes_established_flows(mode: Mode) {
 /// follow the new strategy (with the source as hash key, all land on one backend).
 fn strategy_switch_affects_new_flows_only(mode: Mode) {
     let env = Env::start(mode, &agent_args(mode, &["--strategy", "round-robin"]));
-    let mut conns: Vec<(KeepAlive, String)> = (0..6)
+    // The eBPF data plane hashes random source ports, so 6 connections all landed on one of three
+    // backends once in 243 runs; with 12 it is once in 177,000.
+    let mut conns: Vec<(KeepAlive, String)> = (0..12)
         .map(|n| {
             let mut ka = KeepAlive::connect(&env.topo, vip80(), T)
                 .unwrap_or_else(|e| panic!("keep-alive {n}: connect failed: {e}\n{}", env.log()));
@@ -653,7 +659,7 @@ fn strategy_switch_affects_new_flows_only(mode: Mode) {
         })
         .collect();
     let before = tally(conns.iter().map(|(_, b)| b.as_str()));
-    assert!(before.len() >= 2, "round robin put 6 connections on {before:?}\n{}", env.log());
+    assert!(before.len() >= 2, "round robin put 12 connections on {before:?}\n{}", env.log());
 
     env.admin_ok("PUT", "/admin/strategy", Some(r#"{"strategy":"consistent-hash"}"#));
     for (n, (ka, b)) in conns.iter_mut().enumerate() {
