@@ -13,7 +13,6 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use edge_core::backend::BackendSpec;
 use edge_core::balance::{HashKey, StrategyKind};
-use edge_core::service::Vip;
 use edge_dataplane::XdpMode;
 use serde::Deserialize;
 
@@ -21,7 +20,7 @@ use std::net::SocketAddr;
 
 use crate::values::{
     AdminAddr, CheckChoice, ConsulAddr, DiscoveryName, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel,
-    ModeChoice, NamePort, PortRange, RetryOn, Switch, TableSize, Token, UrlPath, deserialize_bool,
+    ModeChoice, NamePort, PortRange, RetryOn, Switch, TableSize, Token, UrlPath, VipArg, deserialize_bool,
     deserialize_from_str as one, deserialize_list as many,
 };
 
@@ -202,10 +201,12 @@ settings! {
         #[arg(long = "iface", env = "EDGE_IFACE", value_name = "NAME", value_delimiter = ' ')]
         #[serde(default, deserialize_with = "many")]
         pub iface: Vec<Iface>,
-        /// The eBPF service: VIP:PORT[/tcp|/udp], a local address, e.g. 10.0.0.5:80.
+        /// The eBPF service: ADDR:PORT[/udp], a local address such as 10.0.0.5:80, or IFACE:PORT
+        /// for the interface's first IPv4 address, such as eth0:80 (one setting for every host;
+        /// it also becomes the --iface when none is given).
         #[arg(long, env = "EDGE_VIP", value_name = "ADDR:PORT[/udp]")]
         #[serde(default, deserialize_with = "one")]
-        pub vip: Option<Vip>,
+        pub vip: Option<VipArg>,
         /// XDP attach mode: auto (native where the driver has it, not on veth; else TC only),
         /// native, generic or off.
         #[arg(long, env = "EDGE_XDP_MODE", value_name = "MODE")]

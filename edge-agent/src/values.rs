@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::Duration;
 
+use edge_core::service::{Proto, Vip};
 use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written with units (`200ms`, `2s`, `1m30s`), at least `MIN_MS` milliseconds.
@@ -194,6 +195,96 @@ impl FromStr for Iface {
 impl fmt::Display for Iface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A VIP as written: `IPV4:PORT[/udp]`, or `IFACE:PORT[/udp]` for the first IPv4 address of an
+/// interface. The interface form lets one ECS task definition serve every EC2 host: each agent
+/// takes its own host's address (the address an NLB's instance target sends to) when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VipArg {
+    /// A literal address.
+    Addr(Vip),
+    /// An interface's address, looked up at start.
+    Iface {
+        /// The interface name.
+        iface: String,
+        /// The port.
+        port: u16,
+        /// The protocol.
+        proto: Proto,
+    },
+}
+
+impl FromStr for VipArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (host, rest) = t.split_once(':').unwrap_or((t, ""));
+        // A name made only of digits and dots is a mistyped address, not an interface.
+        let is_name = !host.is_empty()
+            && !host.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && !rest.contains(':')
+            && host.parse::<Iface>().is_ok();
+        if !is_name {
+            return t.parse::<Vip>().map(Self::Addr).map_err(|e| format!("{e}, or IFACE:PORT such as eth0:80"));
+        }
+        let fix = "write IFACE:PORT or IFACE:PORT/udp, for example eth0:80, or an address such as 10.0.0.5:80";
+        let (port, proto) = match rest.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Proto::Tcp),
+            Some((p, "udp")) => (p, Proto::Udp),
+            Some(_) => return Err(format!("unknown protocol; {fix}")),
+            None => (rest, Proto::Tcp),
+        };
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Self::Iface { iface: host.to_string(), port, proto }),
+            _ => Err(format!("'{port}' is not a port from 1 to 65535; {fix}")),
+        }
+    }
+}
+
+impl fmt::Display for VipArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(v) => v.fmt(f),
+            Self::Iface { iface, port, proto } => {
+                let p = if *proto == Proto::Udp { "/udp" } else { "" };
+                write!(f, "{iface}:{port}{p}")
+            }
+        }
+    }
+}
+
+impl VipArg {
+    /// The protocol.
+    pub fn proto(&self) -> Proto {
+        match self {
+            Self::Addr(v) => v.proto,
+            Self::Iface { proto, .. } => *proto,
+        }
+    }
+
+    /// The interface it names, if any.
+    pub fn iface(&self) -> Option<&str> {
+        match self {
+            Self::Addr(_) => None,
+            Self::Iface { iface, .. } => Some(iface),
+        }
+    }
+
+    /// The VIP, taking an interface's first IPv4 address from `addrs` (every local address with
+    /// its interface, in the kernel's order, where an interface's primary address comes first).
+    pub fn resolve(&self, addrs: &[(String, Ipv4Addr)]) -> Result<Vip, String> {
+        match self {
+            Self::Addr(v) => Ok(*v),
+            Self::Iface { iface, port, proto } => match addrs.iter().find(|(name, _)| name == iface) {
+                Some((_, addr)) => Ok(Vip { addr: *addr, port: *port, proto: *proto }),
+                None => Err(format!(
+                    "interface {iface} has no IPv4 address on this host (or does not exist); `ip -4 addr` lists \
+                     them: give the interface clients reach this host on, or the address itself"
+                )),
+            },
+        }
     }
 }
 
@@ -568,6 +659,40 @@ pub fn deserialize_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Switch
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vip_arg_takes_an_address_or_an_interface() {
+        let addrs = vec![("lo".to_string(), Ipv4Addr::LOCALHOST), ("eth0".into(), Ipv4Addr::new(10, 0, 1, 23))];
+        let lit: VipArg = "10.0.0.5:80".parse().unwrap();
+        assert_eq!(lit.resolve(&addrs).unwrap().to_string(), "10.0.0.5:80");
+        assert_eq!(lit.iface(), None);
+        let dev: VipArg = "eth0:443".parse().unwrap();
+        assert_eq!(dev.iface(), Some("eth0"));
+        assert_eq!(dev.to_string(), "eth0:443");
+        assert_eq!(dev.resolve(&addrs).unwrap().to_string(), "10.0.1.23:443");
+        let udp: VipArg = "eth0:53/udp".parse().unwrap();
+        assert_eq!(udp.resolve(&addrs).unwrap().to_string(), "10.0.1.23:53/udp");
+        assert_eq!(udp.to_string(), "eth0:53/udp");
+        let missing: VipArg = "ens5:80".parse().unwrap();
+        let e = missing.resolve(&addrs).unwrap_err();
+        assert!(e.contains("interface ens5 has no IPv4 address") && e.contains("ip -4 addr"), "{e}");
+    }
+
+    #[test]
+    fn vip_arg_errors_say_how_to_write_one() {
+        for (bad, says) in [
+            ("10.0.0.300:80", "IPV4:PORT"),
+            ("eth0:0", "not a port"),
+            ("eth0:http", "not a port"),
+            ("eth0:80/sctp", "unknown protocol"),
+            ("eth0", "not a port"),
+            ("[::1]:80", "IPv6"),
+            ("averyveryverylongname:80", "IPV4:PORT"),
+        ] {
+            let e = bad.parse::<VipArg>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     use super::*;
 
     #[test]

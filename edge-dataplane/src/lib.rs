@@ -36,6 +36,7 @@ pub use clock::{Calibration, ClockError, calibrate, monotonic_ns};
 pub use kmaps::{KernelMaps, MapError};
 pub use links::Links;
 pub use loader::{Attachment, LoadError, Loaded, LoadedLinks, XdpMode, retry_interrupted};
+pub use netinfo::{NetError, local_addrs};
 pub use pinned::{BackendRow, FlowRow, OpenError, PinnedMaps, ServiceRow};
 pub use probe::{ProbeReport, probe};
 pub use start::{StartError, StartOptions, start};

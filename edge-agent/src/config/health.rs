@@ -130,7 +130,7 @@ pub fn resolve(own: &HealthKeys, top: &HealthKeys, udp: bool, dashes: &str) -> R
 
 pub(super) fn build(args: &RunArgs) -> Result<(ServiceHealth, OutlierConfig), ConfigError> {
     let top = HealthKeys::of_args(args);
-    let udp = args.vip.is_some_and(|v| v.proto == edge_core::service::Proto::Udp);
+    let udp = args.vip.as_ref().is_some_and(|v| v.proto() == edge_core::service::Proto::Udp);
     let health = resolve(&top, &HealthKeys::default(), udp, "--").map_err(usage)?;
     let o = OutlierConfig::default();
     let outlier = OutlierConfig {

@@ -237,7 +237,7 @@ impl Config {
         }
 
         let top = has_backends.then(|| ServiceConfig {
-            name: ebpf.vip.map_or_else(|| DEFAULT_SERVICE_NAME.to_string(), |v| v.to_string()),
+            name: ebpf.vip_written.clone().unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string()),
             vip: ebpf.vip,
             backends,
             backends_file,

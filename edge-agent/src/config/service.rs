@@ -5,7 +5,7 @@
 //! ```toml
 //! [[service]]
 //! name = "api"                       # optional; default: the VIP text
-//! vip = "10.0.0.5:8080"              # IPV4:PORT[/udp], like --vip
+//! vip = "10.0.0.5:8080"              # IPV4:PORT[/udp] or IFACE:PORT[/udp], like --vip
 //! backend = ["10.0.1.2:8080", "10.0.1.3:8080,weight=2"]
 //! backends-file = "/etc/edge/api.json"
 //! consul-service = "api"             # its passing instances (and consul-tag, consul-dc)
@@ -34,7 +34,7 @@ use super::discovery::Discovery;
 use super::file::{normalise, typed};
 use super::health::{HealthKeys, ServiceHealth, resolve};
 use crate::values::{
-    CheckChoice, DiscoveryName, Dur, FilePath, Int, ModeChoice, NamePort, UrlPath, deserialize_from_str as one,
+    CheckChoice, DiscoveryName, Dur, FilePath, Int, ModeChoice, NamePort, UrlPath, VipArg, deserialize_from_str as one,
     deserialize_list as many,
 };
 
@@ -59,7 +59,7 @@ struct Keys {
     #[serde(default)]
     name: Option<String>,
     #[serde(default, deserialize_with = "one")]
-    vip: Option<Vip>,
+    vip: Option<VipArg>,
     #[serde(default, alias = "backends", deserialize_with = "many")]
     backend: Vec<BackendSpec>,
     #[serde(default, deserialize_with = "one")]
@@ -248,13 +248,15 @@ fn describe(s: &ServiceConfig) -> String {
 /// Validates one `[[service]]` table on its own.
 fn one_service(st: &ServiceTable, cx: &Context<'_>) -> Result<ServiceConfig, ConfigError> {
     let k = &st.keys;
-    let Some(vip) = k.vip else {
+    let Some(written) = &k.vip else {
         return Err(
             st.error("missing vip; add vip = \"IPV4:PORT\" (or \"IPV4:PORT/udp\"), for example vip = \"10.0.0.5:80\"")
         );
     };
+    let vip = super::ebpf::resolve_vip(written).map_err(|e| st.error(format!("invalid vip '{written}': {e}")))?;
+    // The name is the VIP as written, so that `eth0:80` names the same service on every host.
     let name = match k.name.as_deref().map(str::trim) {
-        None => vip.to_string(),
+        None => written.to_string(),
         Some(n) => {
             check_name(n).map_err(|e| st.error(format!("invalid name '{n}': {e}")))?;
             n.to_string()

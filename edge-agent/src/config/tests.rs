@@ -401,3 +401,25 @@ fn discovery_sources_are_backends_at_the_top_level_and_in_services() {
     let e = load("", &w).unwrap_err().to_string();
     assert!(e.contains("--consul-tag and --consul-dc filter --consul-service"), "{e}");
 }
+
+/// `--vip IFACE:PORT` takes the interface's address on this host (lo: 127.0.0.1 everywhere), names
+/// the service as written, and is the client-facing interface when `--iface` is not given.
+#[test]
+fn vip_by_interface_takes_its_address_and_names_the_interface() {
+    let c = flags(&["--mode", "ebpf", "--vip", "lo:80", "--backend", "10.0.0.9:80"]).unwrap();
+    assert_eq!(c.ebpf.vip.unwrap().to_string(), "127.0.0.1:80");
+    assert_eq!(c.ebpf.ifaces, vec!["lo".to_string()]);
+    assert_eq!(c.services[0].name, "lo:80");
+    let c = flags(&["--mode", "ebpf", "--vip", "lo:80", "--iface", "eth0", "--backend", "10.0.0.9:80"]).unwrap();
+    assert_eq!(c.ebpf.ifaces, vec!["eth0".to_string()], "--iface wins");
+    let e = flags(&["--mode", "ebpf", "--vip", "nosuchif9:80", "--backend", "10.0.0.9:80"]).unwrap_err();
+    assert!(e.starts_with("invalid --vip 'nosuchif9:80': interface nosuchif9 has no IPv4 address"), "{e}");
+    let text = "[[service]]\nvip = \"lo:8081\"\nbackend = \"10.0.0.9:80\"\n";
+    let c = load(text, &["--mode", "ebpf", "--iface", "lo"]).unwrap();
+    let s = c.services.iter().find(|s| s.name == "lo:8081").expect("the table's service");
+    assert_eq!(s.vip.unwrap().to_string(), "127.0.0.1:8081");
+    let e =
+        load("[[service]]\nvip = \"nosuchif9:80\"\nbackend = \"10.0.0.9:80\"\n", &["--mode", "ebpf", "--iface", "lo"])
+            .unwrap_err();
+    assert!(e.contains("invalid vip 'nosuchif9:80': interface nosuchif9"), "{e}");
+}

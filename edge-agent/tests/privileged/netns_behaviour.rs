@@ -375,6 +375,20 @@ fn ebpf_native_xdp_round_robin_spreads() {
     assert_spread(&env);
 }
 
+/// `--vip l0:80` without `--iface`, as the EC2 task definition in deploy/ runs it: the agent takes
+/// l0's address as the VIP and attaches to l0, and traffic to that address reaches every backend.
+fn ebpf_vip_by_interface_serves_its_address() {
+    let mut args: Vec<String> = ["--mode", "ebpf", "--vip", "l0:80", "--cleanup"].map(String::from).to_vec();
+    for b in BACKENDS {
+        args.extend(["--backend".to_string(), format!("{b}:80")]);
+    }
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let env = Env::start(Mode::Ebpf, &args);
+    let services = env.agent.admin_json("/admin/services").expect("GET /admin/services").to_string();
+    assert!(services.contains("\"l0:80\""), "the service is named as written: {services}");
+    assert_spread(&env);
+}
+
 /// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
 /// interface ends up in the mode asked for, and traffic passes throughout.
 fn ebpf_xdp_mode_change_takes_effect_on_restart() {
@@ -974,6 +988,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_two_services_balance_to_their_own_backends", ebpf_two_services_balance_to_their_own_backends),
     ("userspace_two_services_balance_to_their_own_backends", userspace_two_services_balance_to_their_own_backends),
     ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
+    ("ebpf_vip_by_interface_serves_its_address", ebpf_vip_by_interface_serves_its_address),
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
