@@ -12,14 +12,16 @@
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 
 FROM ${RUST_IMAGE} AS build
-# The eBPF object needs the nightly's rust-src and bpf-linker; `cargo xtask setup` installs them.
+# The eBPF object needs a nightly with rust-src and bpf-linker; `cargo xtask setup build` adds
+# rust-src and builds bpf-linker against that nightly's LLVM, and needs the nightly itself.
 WORKDIR /src
 COPY . .
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends musl-tools=1.2.3-1 \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl \
- && cargo xtask setup \
+ && rustup toolchain install nightly --profile minimal --component rust-src \
+ && cargo xtask setup build \
  && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --target x86_64-unknown-linux-musl -p edge-agent \
  && cp target/x86_64-unknown-linux-musl/release/edge-agent /edge-agent
 
