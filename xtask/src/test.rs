@@ -1,7 +1,8 @@
-//! `cargo xtask test`: the one command CI runs. Setup, formatting, the layering check, lints (host
-//! crates and the eBPF crate), then every test, then the container image (`image`), then every
-//! fuzz target for a bounded time. Privileged tests run when root and report as
-//! ignored, with the reason, otherwise; with `CI` set, not being root is an error.
+//! `cargo xtask test`: the one command CI runs. Setup, formatting, the layering check, the deploy/
+//! validators (`deploy`), lints (host crates and the eBPF crate), then every test, then the
+//! container image (`image`), then every fuzz target for a bounded time. Privileged tests run when
+//! root and report as ignored, with the reason, otherwise; with `CI` set, not being root is an
+//! error.
 
 use std::process::Command;
 
@@ -22,6 +23,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     exec(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     step("layering: no cycle among any crate's top-level modules");
     crate::modcycles::check(&root())?;
+    step("deploy/ and the workflows, each through its validator");
+    crate::deploy::run()?;
     step("cargo clippy (host crates)");
     exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     step("cargo clippy (eBPF crate, bpfel-unknown-none)");
