@@ -153,3 +153,172 @@ async fn a_real_prometheus_fires_and_resolves_backend_down() {
     assert!(resolved, "the alert did not resolve after the backend returned");
     agent.shutdown().await;
 }
+
+fn dashboard() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/edge.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// What Grafana's types do not check: every panel has a unique id, a title, a description that
+/// says what to do, a unit and the data-source variable, and no two panels overlap on the 24-column
+/// grid.
+#[test]
+fn dashboard_panels_are_described_placed_and_use_the_datasource_variable() {
+    let d = dashboard();
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = std::collections::HashSet::new();
+    let mut cells = std::collections::HashMap::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or_default();
+        assert!(ids.insert(p["id"].as_u64().expect("numeric id")), "{title}: id {} is used twice", p["id"]);
+        let g = &p["gridPos"];
+        let (x, y, w, h) =
+            (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: gridPos {g} leaves the 24 columns");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                if let Some(other) = cells.insert((cx, cy), title.to_string()) {
+                    panic!("{title} overlaps {other} at column {cx}, row {cy}");
+                }
+            }
+        }
+        if p["type"] == "row" {
+            assert!(p["panels"].as_array().is_none_or(|a| a.is_empty()) || p["collapsed"] == true, "{title}");
+            continue;
+        }
+        assert!(!title.is_empty(), "a panel without a title: {p}");
+        assert!(
+            p["description"].as_str().is_some_and(|t| t.len() > 40),
+            "{title}: describe what it shows and what to do"
+        );
+        assert!(p["fieldConfig"]["defaults"]["unit"].as_str().is_some_and(|u| !u.is_empty()), "{title}: no unit");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}: use the datasource variable");
+        for t in p["targets"].as_array().expect("targets") {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}: a target without the datasource variable");
+        }
+    }
+    let vars: Vec<&str> =
+        d["templating"]["list"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(vars, ["datasource", "instance", "service", "backend"]);
+}
+
+/// Every PromQL expression of the Grafana dashboard (panel targets, nested in rows or not), with
+/// Grafana's variables given values a query can run with, and the template variables'
+/// `label_values(METRIC, LABEL)` as `METRIC`.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard = dashboard();
+    fn walk(v: &serde_json::Value, title: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let title = m.get("title").and_then(|t| t.as_str()).unwrap_or(title);
+                if let Some(expr) = m.get("expr").and_then(|e| e.as_str()) {
+                    out.push((title.to_string(), expr.to_string()));
+                }
+                for (_, child) in m {
+                    walk(child, title, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, title, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], "", &mut out);
+    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        let q = var["query"].as_str().or_else(|| var["query"]["query"].as_str()).unwrap_or_default();
+        if let Some(args) = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')) {
+            let metric = args.rsplit_once(',').map_or(args, |(m, _)| m);
+            out.push((format!("variable {}", var["name"]), metric.trim().to_string()));
+        }
+    }
+    let vars = [
+        ("$__rate_interval", "1m"),
+        ("${__rate_interval}", "1m"),
+        ("$__interval", "15s"),
+        ("$__range", "5m"),
+        ("$instance", ".*"),
+        ("$service", ".*"),
+        ("$backend", ".*"),
+    ];
+    out.into_iter().map(|(t, e)| (t, vars.iter().fold(e, |acc, (var, value)| acc.replace(var, value)))).collect()
+}
+
+/// Percent-encodes a query for a URL (every byte but the unreserved ones).
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every query of deploy/grafana/edge.json runs on a real Prometheus scraping a real agent that
+/// carried traffic, without an error, and names only metrics the agent exports (those this agent
+/// cannot export, `ONLY_ELSEWHERE`, as the metrics code declares them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_runs_on_a_real_prometheus() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 20, "the dashboard has {} queries", queries.len());
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let agent = Args::http()
+        .backends(&[a.spec(), b.spec()])
+        .with(&["--health-path", "/healthz", "--health-interval", "200ms"])
+        .ready()
+        .await;
+    let client = crate::support::client();
+    let url = format!("http://{}/", agent.http_addrs[0]);
+    for _ in 0..20 {
+        crate::support::get(&client, &url).await;
+    }
+    let prom = Prometheus::start(agent.admin_addr.unwrap());
+    let scraped = within(Duration::from_secs(30), async || {
+        let v = prom.get("/api/v1/query?query=edge_requests_total").await;
+        v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    assert!(scraped, "prometheus never scraped the agent's request counters");
+
+    let (_, exported) = crate::support::admin(agent.admin_addr.unwrap(), "GET", "/metrics", None, None).await;
+    let declared = include_str!("../../src/metrics.rs");
+    let mut failures = Vec::new();
+    for (title, expr) in &queries {
+        let (status, body) =
+            crate::support::admin(prom.addr, "GET", &format!("/api/v1/query?query={}", encode(expr)), None, None).await;
+        if status != 200 || !body.contains("\"status\":\"success\"") {
+            failures.push(format!("{title}: {expr}: {status} {body}"));
+        }
+        for name in metric_names(expr) {
+            let base = ["_total", "_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.trim_end_matches(s));
+            let known = exported.lines().any(|l| l.starts_with(&name))
+                || (ONLY_ELSEWHERE.iter().any(|p| name.starts_with(p)) && declared.contains(&format!("\"{base}\"")));
+            if !known {
+                failures.push(format!("{title}: {name} is not a metric edge exports"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} queries fail:\n{}", failures.len(), queries.len(), failures.join("\n"));
+    agent.shutdown().await;
+}
+
+/// Metrics an agent exports only in eBPF mode or on ECS, which this test's agent is not.
+const ONLY_ELSEWHERE: [&str; 2] = ["edge_ebpf_", "edge_ecs_"];
+
+/// The `edge_*` names in a PromQL expression, histogram suffixes and all.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("edge_") {
+        let start = i + at;
+        let word_start = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end =
+            expr[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(expr.len(), |e| start + e);
+        if word_start {
+            out.push(expr[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
