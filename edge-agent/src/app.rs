@@ -393,6 +393,12 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     if let Some(t) = &ecs {
         tracing::info!(cluster = %t.cluster, task = %t.task_arn, zone = %t.availability_zone, "running in an ECS task");
     }
+    // The kernel's counters exist only where the eBPF data plane runs.
+    let kernel = dataplane_stats.as_ref().map(|_| {
+        Arc::new(crate::kernel::Kernel::new(
+            services.iter().filter_map(|s| s.vip.map(|v| (s.name.clone(), v))).collect(),
+        ))
+    });
     let metrics = Arc::new(Metrics::new(Sources {
         services: services.clone(),
         proxy: proxy_stats,
@@ -401,6 +407,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         ebpf_capable: dataplane.ebpf_capable(),
         dataplane: dataplane_stats.clone(),
         ecs: ecs.clone(),
+        kernel: kernel.clone(),
     }));
     let mut admin_addr = None;
     if let Some(l) = admin_listener {
@@ -417,6 +424,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             started: Instant::now(),
             read_timeout: cfg.proxy.header_read_timeout,
             dataplane_stats: dataplane_stats.clone(),
+            kernel,
             ecs,
         });
         if let Some(addr) = addr {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod ecs;
 pub mod healthcheck;
+pub mod kernel;
 pub mod logging;
 pub mod maps;
 pub mod metrics;

@@ -8,12 +8,12 @@
 //! operator chose (service, backend address), never from a client. Per-backend and per-service
 //! series carry a `service` label.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use edge_core::backend::{BackendView, Direction, Failure, GatewayFailure, ProbeResult, State, StatusClass};
 use edge_core::balance::{Plane, StrategyKind};
 use edge_core::histogram::Snapshot;
-use edge_dataplane::{DataplaneStats, Expiry, PinnedMaps};
+use edge_dataplane::{DataplaneStats, Expiry};
 use edge_proxy::{Admission, ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::kernel::{BackendCounters, Kernel, ServiceCounters};
 use crate::service::ServiceHandle;
 
 /// What the exporter reads.
@@ -42,6 +43,8 @@ pub struct Sources {
     pub dataplane: Option<Arc<DataplaneStats>>,
     /// The ECS task, when the agent runs in one.
     pub ecs: Option<crate::ecs::Task>,
+    /// The kernel's counters (eBPF mode).
+    pub kernel: Option<Arc<Kernel>>,
 }
 
 /// The registry, with the exporter in it.
@@ -54,8 +57,7 @@ impl Metrics {
     /// An exporter over `sources`.
     pub fn new(sources: Sources) -> Self {
         let mut registry = Registry::default();
-        let kernel = Mutex::new(None);
-        registry.register_collector(Box::new(Exporter { sources, kernel }));
+        registry.register_collector(Box::new(Exporter { sources }));
         Self { registry }
     }
 
@@ -71,8 +73,6 @@ impl Metrics {
 #[derive(Debug)]
 struct Exporter {
     sources: Sources,
-    /// The pinned maps, opened at the first scrape in eBPF mode.
-    kernel: Mutex<Option<PinnedMaps>>,
 }
 
 type Result = std::result::Result<(), std::fmt::Error>;
@@ -400,61 +400,32 @@ impl Exporter {
         counter(e, "edge_ebpf_expired_flows", "eBPF conntrack entries removed by the sweep, by reason", &expired)?;
         counter(e, "edge_ebpf_table_swaps", "Maglev tables written and swapped in", &[(NO_LABELS, d.table_swaps())])?;
 
-        let mut guard = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            // The actor creates the pins at start; until then there is nothing to export.
-            *guard = PinnedMaps::open().ok();
-        }
-        let Some(maps) = guard.as_ref() else { return Ok(()) };
-        // The kernel files services by VIP; label them with the operator's service names.
-        let name_of = |vip: &str, proto: &str| -> String {
-            self.sources
-                .services
-                .iter()
-                .find(|s| {
-                    s.vip.is_some_and(|v| v.socket_addr().to_string() == vip && v.proto.number() == proto_number(proto))
-                })
-                .map_or_else(|| format!("{vip}/{proto}"), |s| s.name.clone())
-        };
-        let services = maps.service_rows();
-        let names: std::collections::HashMap<u32, String> =
-            services.iter().map(|s| (s.id, name_of(&s.vip, s.proto))).collect();
-        let svc = |f: fn(&edge_common::Counters) -> u64| -> Vec<([(&'static str, String); 1], u64)> {
-            services.iter().map(|s| ([("service", names[&s.id].clone())], f(&s.stats))).collect()
+        let Some(k) = self.sources.kernel.as_ref().and_then(|k| k.view()) else { return Ok(()) };
+        let svc = |f: fn(&ServiceCounters) -> u64| -> Vec<([(&'static str, &str); 1], u64)> {
+            k.services.iter().map(|s| ([("service", s.service.as_str())], f(s))).collect()
         };
         counter(e, "edge_ebpf_service_packets", "Packets steered by the kernel per service", &svc(|c| c.packets))?;
         counter(e, "edge_ebpf_service_bytes", "Bytes steered by the kernel per service", &svc(|c| c.bytes))?;
         counter(e, "edge_ebpf_service_new_flows", "New flows per service", &svc(|c| c.new_flows))?;
-        let backends = maps.backend_rows();
-        let be = |f: fn(&edge_common::Counters) -> u64| -> Vec<([(&'static str, String); 2], u64)> {
-            backends
+        let be = |f: fn(&BackendCounters) -> u64| -> Vec<([(&'static str, &str); 2], u64)> {
+            k.backends
                 .iter()
-                .map(|b| {
-                    let service = names.get(&b.service).cloned().unwrap_or_default();
-                    ([("service", service), ("backend", b.addr.clone())], f(&b.stats))
-                })
+                .map(|b| ([("service", b.service.as_str()), ("backend", b.backend.as_str())], f(b)))
                 .collect()
         };
         counter(e, "edge_ebpf_backend_packets", "Packets steered by the kernel per backend", &be(|c| c.packets))?;
         counter(e, "edge_ebpf_backend_bytes", "Bytes steered by the kernel per backend", &be(|c| c.bytes))?;
         counter(e, "edge_ebpf_backend_new_flows", "New flows per backend", &be(|c| c.new_flows))?;
-        let events = maps.event_counts();
         let all: Vec<([(&'static str, &str); 1], u64)> =
-            events.iter().map(|(ev, n)| ([("event", ev.name())], *n)).collect();
+            k.events.iter().map(|(ev, _, n)| ([("event", *ev)], *n)).collect();
         counter(e, "edge_ebpf_events", "Packets seen by the data path, by what happened to them", &all)?;
-        let drops: Vec<([(&'static str, &str); 1], u64)> = events
+        let drops: Vec<([(&'static str, &str); 1], u64)> = k
+            .events
             .iter()
-            .filter(|(ev, _)| ev.is_drop())
-            .map(|(ev, n)| ([("reason", ev.name().trim_start_matches("drop_"))], *n))
+            .filter(|(_, drop, _)| *drop)
+            .map(|(ev, _, n)| ([("reason", ev.trim_start_matches("drop_"))], *n))
             .collect();
         counter(e, "edge_ebpf_drops", "Packets the data path dropped, by reason", &drops)?;
         Ok(())
-    }
-}
-
-fn proto_number(name: &str) -> u8 {
-    match name {
-        "udp" => edge_common::PROTO_UDP,
-        _ => edge_common::PROTO_TCP,
     }
 }

@@ -38,7 +38,7 @@ use edge_core::util::stopped;
 use crate::metrics::Metrics;
 use crate::plane::DataplaneStatus;
 use crate::service::{self, ServiceHandle};
-use views::{BackendJson, Counts, EventJson, ServiceJson, SourceJson, StateJson, StrategyJson};
+use views::{BackendJson, Counts, DataplaneJson, EventJson, ServiceJson, SourceJson, StateJson, StrategyJson};
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -71,6 +71,8 @@ pub struct Admin {
     pub read_timeout: std::time::Duration,
     /// The eBPF dataplane actor's findings (eBPF mode): backends it cannot reach.
     pub dataplane_stats: Option<Arc<edge_dataplane::DataplaneStats>>,
+    /// The kernel's counters (eBPF mode).
+    pub kernel: Option<Arc<crate::kernel::Kernel>>,
     /// The ECS task this agent runs in, when it does.
     pub ecs: Option<crate::ecs::Task>,
 }
@@ -165,6 +167,11 @@ impl Admin {
                 );
                 r
             }
+            (Method::GET, ["admin", "dataplane"], _) => {
+                let kernel = self.kernel.as_ref().and_then(|k| k.view());
+                let view = DataplaneJson::new(self.dataplane.mode.as_str(), self.dataplane_stats.as_deref(), kernel);
+                json(StatusCode::OK, &view)
+            }
             (Method::GET, ["admin", "services"], _) => {
                 let list: Vec<ServiceJson> = self.services.iter().map(service_json).collect();
                 json(StatusCode::OK, &list)
@@ -238,7 +245,7 @@ impl Admin {
                 json(StatusCode::OK, &state)
             }
             (_, ["healthz" | "readyz" | "metrics"], _)
-            | (_, ["admin", "services" | "events"], _)
+            | (_, ["admin", "services" | "events" | "dataplane"], _)
             | (_, ["admin", "backends"], _)
             | (_, ["admin", "backends", _], _)
             | (_, ["admin", "state"], _) => method_not_allowed("GET"),

@@ -2,10 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use edge_core::backend::{BackendSet, BackendView, Health, ProbeSummary, State, WEIGHT_STEPS};
+use std::collections::BTreeMap;
+
+use edge_core::backend::{BackendSet, BackendView, Health, ProbeSummary, State, StatusClass, WEIGHT_STEPS};
 use edge_core::health::Event;
+use edge_core::histogram::Snapshot;
+use edge_dataplane::{DataplaneStats, Expiry};
 use serde::Serialize;
 
+use crate::kernel::{BackendCounters, KernelView, ServiceCounters};
 use crate::plane::DataplaneStatus;
 
 /// The last probe of a backend.
@@ -64,6 +69,10 @@ pub struct BackendJson {
     pub active: i64,
     /// Requests answered, all classes.
     pub requests: u64,
+    /// Requests answered, by status class (`1xx` to `5xx`), since start.
+    pub responses: BTreeMap<&'static str, u64>,
+    /// Time from request head to response head since start, as a histogram.
+    pub latency: LatencyJson,
     /// Consecutive verdicts toward the next flip.
     pub streak: u32,
     /// The last probe.
@@ -83,6 +92,92 @@ pub struct BackendJson {
     /// In eBPF mode, why the data plane cannot reach it (absent when it can).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+}
+
+/// A latency histogram in the admin API: a client takes the difference of two readings to get
+/// the rate and the quantiles of an interval, as Prometheus does.
+#[derive(Debug, Serialize)]
+pub struct LatencyJson {
+    /// Each bucket's upper bound in seconds; the last is null, for +Inf.
+    pub le: Vec<Option<f64>>,
+    /// The observations in each bucket alone (not cumulative).
+    pub counts: Vec<u64>,
+    /// The sum of every observation, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl From<Snapshot> for LatencyJson {
+    fn from(s: Snapshot) -> Self {
+        Self {
+            le: s.per_bucket.iter().map(|(le, _)| le.is_finite().then_some(*le)).collect(),
+            counts: s.per_bucket.iter().map(|(_, n)| *n).collect(),
+            sum_seconds: s.sum_seconds,
+        }
+    }
+}
+
+/// `GET /admin/dataplane`: what the kernel counted (eBPF mode; empty in userspace mode).
+#[derive(Debug, Serialize)]
+pub struct DataplaneJson {
+    /// `ebpf` or `userspace`.
+    pub mode: &'static str,
+    /// Per service: packets, bytes and new flows steered.
+    pub services: Vec<ServiceCounters>,
+    /// Per backend: packets, bytes and new flows steered, and live flows.
+    pub backends: Vec<KernelBackendJson>,
+    /// Packets dropped, by reason.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Packets seen, by what happened to them.
+    pub events: BTreeMap<&'static str, u64>,
+    /// Conntrack entries the sweep removed, by reason.
+    pub expired: BTreeMap<&'static str, u64>,
+    /// Maglev tables written and swapped in.
+    pub table_swaps: u64,
+}
+
+/// One backend in `GET /admin/dataplane`.
+#[derive(Debug, Serialize)]
+pub struct KernelBackendJson {
+    /// The kernel's counters.
+    #[serde(flatten)]
+    pub counters: BackendCounters,
+    /// Live flows (not closing), as of the last conntrack sweep.
+    pub flows: u64,
+}
+
+impl DataplaneJson {
+    /// From the dataplane actor's counters and the kernel's, when the eBPF data plane runs.
+    pub fn new(mode: &'static str, stats: Option<&DataplaneStats>, kernel: Option<KernelView>) -> Self {
+        let k = kernel.unwrap_or_default();
+        let flows = stats.map(|s| s.flows()).unwrap_or_default();
+        let backends = k
+            .backends
+            .into_iter()
+            .map(|counters| {
+                let live = flows
+                    .iter()
+                    .find(|f| f.service == counters.service && f.backend == counters.backend)
+                    .map_or(0, |f| f.flows);
+                KernelBackendJson { counters, flows: live }
+            })
+            .collect();
+        Self {
+            mode,
+            services: k.services,
+            backends,
+            drops: k
+                .events
+                .iter()
+                .filter(|(_, d, _)| *d)
+                .map(|(e, _, n)| (e.trim_start_matches("drop_"), *n))
+                .collect(),
+            events: k.events.iter().map(|(e, _, n)| (*e, *n)).collect(),
+            expired: stats
+                .map(|s| Expiry::ALL.iter().map(|r| (r.as_str(), s.expirations(*r))).collect())
+                .unwrap_or_default(),
+            table_swaps: stats.map_or(0, DataplaneStats::table_swaps),
+        }
+    }
 }
 
 impl BackendJson {
@@ -109,6 +204,8 @@ impl From<&BackendView> for BackendJson {
             eligible: b.eligible(),
             active: b.backend.stats.active(),
             requests: b.backend.stats.total_requests(),
+            responses: StatusClass::ALL.iter().map(|c| (c.as_str(), b.backend.stats.requests(*c))).collect(),
+            latency: LatencyJson::from(b.backend.stats.duration.snapshot()),
             streak: b.streak,
             last_probe: b.last_probe.as_ref().map(ProbeJson::from),
             since: unix(b.since),

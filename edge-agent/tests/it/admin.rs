@@ -96,6 +96,35 @@ async fn endpoints_shapes_and_errors() {
     agent.shutdown().await;
 }
 
+/// What the console computes rates and p99 from: responses by class and the latency histogram per
+/// backend; and `/admin/dataplane`, empty in userspace mode.
+#[tokio::test]
+async fn backends_carry_responses_and_latency_and_the_dataplane_view_answers() {
+    let b = TestBackend::start("a").await;
+    let agent = Args::http().backends(&[b.spec()]).ready().await;
+    let a = agent.admin_addr.unwrap();
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &format!("http://{}/", agent.http_addrs[0])).await.0, 200);
+    }
+    let list = backends(a).await;
+    let first = &list[0];
+    assert_eq!(first["responses"]["2xx"], 5, "{first}");
+    assert_eq!(first["responses"]["5xx"], 0, "{first}");
+    let le = first["latency"]["le"].as_array().unwrap();
+    let counts = first["latency"]["counts"].as_array().unwrap();
+    assert_eq!(le.len(), counts.len());
+    assert!(le.last().unwrap().is_null() && le[0].as_f64().is_some(), "the last bucket is +Inf: {le:?}");
+    assert_eq!(counts.iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 5);
+    let (status, body) = admin(a, "GET", "/admin/dataplane", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["mode"], "userspace");
+    assert_eq!((d["services"].as_array().unwrap().len(), d["backends"].as_array().unwrap().len()), (0, 0));
+    assert_eq!(admin(a, "POST", "/admin/dataplane", None, None).await.0, 405);
+    agent.shutdown().await;
+}
+
 #[tokio::test]
 async fn metrics_cover_the_required_families() {
     let b = TestBackend::start("a").await;

@@ -387,6 +387,19 @@ fn ebpf_vip_by_interface_serves_its_address() {
     let services = env.agent.admin_json("/admin/services").expect("GET /admin/services").to_string();
     assert!(services.contains("\"l0:80\""), "the service is named as written: {services}");
     assert_spread(&env);
+    // The kernel's counters in the admin API, under the service's name.
+    let d = env.agent.admin_json("/admin/dataplane").expect("GET /admin/dataplane");
+    assert_eq!(d["mode"], "ebpf", "{d}");
+    assert_eq!(d["services"][0]["service"], "l0:80", "{d}");
+    assert!(d["services"][0]["packets"].as_u64().unwrap_or(0) > 0, "{d}");
+    let new_flows: u64 = d["backends"].as_array().unwrap().iter().map(|b| b["new_flows"].as_u64().unwrap()).sum();
+    assert!(new_flows >= 150, "150 connections were steered: {d}");
+    let metrics = env.agent.admin("GET", "/metrics", None).expect("GET /metrics").1;
+    for series in
+        ["edge_ebpf_service_packets_total{service=\"l0:80\"}", "edge_ebpf_backend_new_flows_total{service=\"l0:80\""]
+    {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 }
 
 /// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
