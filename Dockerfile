@@ -22,7 +22,7 @@ RUN apt-get update -q \
  && rustup target add x86_64-unknown-linux-musl \
  && rustup toolchain install nightly --profile minimal --component rust-src \
  && cargo xtask setup build \
- && CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --target x86_64-unknown-linux-musl -p edge-agent \
+ && CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --locked --target x86_64-unknown-linux-musl -p edge-agent \
  && cp target/x86_64-unknown-linux-musl/release/edge-agent /edge-agent
 
 FROM scratch AS runtime

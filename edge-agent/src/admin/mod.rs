@@ -12,6 +12,7 @@
 //! the query names another (`?service=NAME`, see `query`), so a single-service agent's API is
 //! unchanged; `/readyz` waits for every service.
 
+mod profile;
 pub(crate) mod query;
 mod views;
 
@@ -135,7 +136,10 @@ impl Admin {
         let query = req.uri().query().map(str::to_string);
         let method = req.method().clone();
         let mutating = matches!(method, Method::POST | Method::PUT);
-        if mutating && !self.authorized(&req) {
+        // A profile reads no secret but costs CPU and shows the code's insides: the token guards it
+        // too.
+        let guarded = mutating || path.starts_with("/debug/");
+        if guarded && !self.authorized(&req) {
             let mut r =
                 error(StatusCode::UNAUTHORIZED, "this call needs the admin token; send Authorization: Bearer TOKEN");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -167,6 +171,28 @@ impl Admin {
                 );
                 r
             }
+            (Method::GET, ["debug", "pprof", "profile"], _) => match profile::Request::parse(query.as_deref()) {
+                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                Ok(p) => match profile::take(p).await {
+                    Ok(body) => {
+                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        let (kind, disposition) = match p.format {
+                            profile::Format::Pprof => {
+                                ("application/octet-stream", "attachment; filename=\"edge-agent.cpu.pb\"")
+                            }
+                            profile::Format::Flamegraph => ("image/svg+xml", "inline"),
+                        };
+                        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+                        r.headers_mut().insert(header::CONTENT_DISPOSITION, HeaderValue::from_static(disposition));
+                        r
+                    }
+                    Err(e @ profile::ProfileError::Busy) => error(StatusCode::CONFLICT, e.to_string()),
+                    Err(e @ profile::ProfileError::NoSamples(_)) => {
+                        error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                    }
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                },
+            },
             (Method::GET, ["admin", "dataplane"], _) => {
                 let kernel = self.kernel.as_ref().and_then(|k| k.view());
                 let view = DataplaneJson::new(self.dataplane.mode.as_str(), self.dataplane_stats.as_deref(), kernel);
@@ -246,6 +272,7 @@ impl Admin {
             }
             (_, ["healthz" | "readyz" | "metrics"], _)
             | (_, ["admin", "services" | "events" | "dataplane"], _)
+            | (_, ["debug", "pprof", "profile"], _)
             | (_, ["admin", "backends"], _)
             | (_, ["admin", "backends", _], _)
             | (_, ["admin", "state"], _) => method_not_allowed("GET"),

@@ -18,6 +18,7 @@ mod failure;
 mod health;
 mod http_proxy;
 mod limits;
+mod profile;
 mod replay;
 mod semantics;
 mod services;

@@ -399,6 +399,22 @@ pub async fn admin(
     (status, text)
 }
 
+/// GET `path` on the admin API with a bearer token; the status and the body's bytes.
+pub async fn admin_bytes(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default())
+}
+
 /// The JSON list of `GET /admin/backends`.
 pub async fn backends(addr: SocketAddr) -> serde_json::Value {
     let (_, body) = admin(addr, "GET", "/admin/backends", None, None).await;
