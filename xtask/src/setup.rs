@@ -26,7 +26,8 @@ pub enum Needs {
     /// Building and the test suite (network namespaces need iproute2 and ethtool; the failure
     /// handling tests break a backend with nftables and run a real DNS server, dnsmasq; the replay
     /// runs HAProxy and NGINX beside edge; the monitoring tests run promtool and a real
-    /// Prometheus; shellcheck checks the workflows' `run:` steps).
+    /// Prometheus; shellcheck checks the workflows' `run:` steps; the console is tested in headless
+    /// Chromium).
     Test,
     /// Building and the peer benchmarks.
     Bench,
@@ -46,6 +47,8 @@ fn packages(needs: Needs) -> &'static [&'static str] {
             "buildah",
             "musl-tools",
             "shellcheck",
+            "chromium",
+            "chromium-driver",
         ],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }

@@ -12,6 +12,7 @@
 //! the query names another (`?service=NAME`, see `query`), so a single-service agent's API is
 //! unchanged; `/readyz` waits for every service.
 
+mod console;
 mod profile;
 pub(crate) mod query;
 mod views;
@@ -157,6 +158,11 @@ impl Admin {
             _ => None,
         };
         match (method.clone(), segments.as_slice(), svc) {
+            (Method::GET, [] | ["index.html" | "console.js" | "console.css"], _) => {
+                console::asset(segments.first().copied().unwrap_or(""))
+                    .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "no such file"))
+            }
+            (_, [] | ["index.html" | "console.js" | "console.css"], _) => method_not_allowed("GET"),
             (Method::GET, ["healthz"], _) => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
             (Method::GET, ["readyz"], _) => {
                 let ready = self.ready();

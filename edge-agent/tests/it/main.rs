@@ -10,6 +10,7 @@ mod support;
 mod admin;
 mod backends_file;
 mod cli;
+mod console;
 mod dataplane_probe;
 mod deploy_prometheus;
 mod discovery;
