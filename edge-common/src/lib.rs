@@ -37,6 +37,10 @@ pub mod map_names {
     pub const SETTINGS: &str = "EDGE_SETTINGS_V2";
     /// Per-CPU [`crate::NextHop`] cache by backend id (not pinned: it is rebuilt in a second).
     pub const NEXTHOP: &str = "EDGE_NEXTHOP_V2";
+    /// Single-entry array holding the [`crate::MonitorSettings`].
+    pub const MONITOR: &str = "EDGE_MONITOR_V1";
+    /// Ring buffer of [`crate::MonitorEvent`]s.
+    pub const MONITOR_RING: &str = "EDGE_MONITOR_RING_V1";
 }
 
 /// Program names inside the object.
@@ -490,6 +494,67 @@ pub const fn fmix64(mut h: u64) -> u64 {
     h
 }
 
+/// What the data path reports to the monitor ring buffer (`MonitorSettings::flags`): drops.
+pub const MONITOR_DROPS: u32 = 1;
+/// ... and new flows.
+pub const MONITOR_FLOWS: u32 = 2;
+/// The highest `MonitorSettings::rate` the data path honours (events a second per CPU).
+pub const MONITOR_MAX_RATE: u32 = 100_000;
+/// Size of the monitor ring buffer in bytes (a power of two; 8,192 events).
+pub const MONITOR_RING_BYTES: u32 = 256 * 1024;
+
+/// The monitor's switches (one entry, written by the agent): all zero, the default, is off, and
+/// then the data path reads this one value on a drop or a new flow and reports nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorSettings {
+    /// `MONITOR_DROPS` and `MONITOR_FLOWS`.
+    pub flags: u32,
+    /// Most events a second per CPU (a token bucket in the kernel; the rest are counted, not
+    /// reported).
+    pub rate: u32,
+}
+
+/// One event in the monitor ring buffer. Addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorEvent {
+    /// What happened: an [`Event`] index (a drop's reason, or `NewFlow`).
+    pub event: u32,
+    /// The interface the packet came in on (0 where the hook does not know it).
+    pub ifindex: u32,
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port (0 when the header could not be read).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 3],
+    /// Events this CPU could not report since its last reported one (rate limit or full buffer).
+    pub lost: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
+}
+
+/// A CPU's token bucket for the monitor's rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorBudget {
+    /// Tokens, in nanosecond-events (one event costs a billion).
+    pub tokens: u64,
+    /// When the bucket was last filled (the data path's clock, ns).
+    pub last_ns: u64,
+    /// Events not reported since the last reported one.
+    pub lost: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C) plain data with explicit padding and no pointers; any bit
@@ -504,4 +569,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::MonitorSettings {}
+    unsafe impl aya::Pod for super::MonitorEvent {}
+    unsafe impl aya::Pod for super::MonitorBudget {}
 }

@@ -14,6 +14,7 @@ mod clock;
 mod csum;
 mod fib;
 mod maps;
+mod monitor;
 mod parse;
 mod steer;
 mod tc;

@@ -12,7 +12,8 @@ use edge_common::{
 
 use crate::clock::now;
 use crate::maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REVNAT, SERVICE_STATS, SERVICES, SETTINGS, add, count};
-use crate::parse::{Packet, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse};
+use crate::monitor::report;
+use crate::parse::{Packet, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tuple, parse};
 
 /// How many SNAT ports a new flow tries before it is dropped as "ports exhausted".
 const NAT_PORT_TRIES: u32 = 8;
@@ -59,8 +60,8 @@ pub enum Verdict {
 pub enum Settled {
     /// Not ours: pass untouched, counted under the event.
     Pass(Event),
-    /// Drop, counted under the event (the reason).
-    Drop(Event),
+    /// Drop, counted under the event (the reason), and reported to the monitor with the tuple.
+    Drop(Event, Tuple),
 }
 
 impl Verdict {
@@ -70,21 +71,27 @@ impl Verdict {
     }
 
     #[inline(always)]
-    const fn drop(e: Event) -> Self {
-        Self::Settled(Settled::Drop(e))
+    fn drop(e: Event, p: &Packet) -> Self {
+        Self::Settled(Settled::Drop(e, Tuple::of(p)))
     }
 }
 
 impl Settled {
-    /// Counts the event and returns the hook's code for it: `pass` or `drop`.
+    /// Counts the event (and reports a drop to the monitor, with the interface it came in on) and
+    /// returns the hook's code for it: `pass` or `drop`.
     #[inline(always)]
-    pub fn action<A>(self, pass: A, drop: A) -> A {
-        let (event, action) = match self {
-            Settled::Pass(e) => (e, pass),
-            Settled::Drop(e) => (e, drop),
-        };
-        count(event);
-        action
+    pub fn action<A>(self, pass: A, drop: A, ifindex: u32) -> A {
+        match self {
+            Settled::Pass(e) => {
+                count(e);
+                pass
+            }
+            Settled::Drop(e, t) => {
+                count(e);
+                report(e, &t, ifindex);
+                drop
+            }
+        }
     }
 }
 
@@ -97,7 +104,7 @@ pub fn parse_packet(data: usize, data_end: usize) -> Result<Packet, Settled> {
         Parsed::Ok(p) => Ok(p),
         Parsed::Other => Err(Settled::Pass(Event::Passed)),
         Parsed::Fragment => Err(Settled::Pass(Event::FragmentPassed)),
-        Parsed::Malformed(dst) if is_vip_addr(dst) => Err(Settled::Drop(Event::DropMalformed)),
+        Parsed::Malformed(t) if is_vip_addr(t.dst) => Err(Settled::Drop(Event::DropMalformed, t)),
         Parsed::Malformed(_) => Err(Settled::Pass(Event::Passed)),
     }
 }
@@ -224,7 +231,7 @@ fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Ver
             forget(&fkey, &flow, &be, p.proto);
         }
     } else if tcp && !syn {
-        return Verdict::drop(Event::DropNoFlow);
+        return Verdict::drop(Event::DropNoFlow, p);
     }
     new_flow(p, svc, settings, &fkey, now, len)
 }
@@ -232,9 +239,9 @@ fn forward(p: &Packet, svc: &ServiceValue, settings: &Settings, len: u64) -> Ver
 /// A packet of a live flow: it follows the flow's backend, whatever the table says now.
 #[inline(always)]
 fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue, now: u64, len: u64) -> Verdict {
-    let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::drop(Event::DropStaleBackend) };
+    let Some(be) = BACKENDS.get(flow.backend) else { return Verdict::drop(Event::DropStaleBackend, p) };
     if be.flags & BE_ACTIVE == 0 {
-        return Verdict::drop(Event::DropStaleBackend);
+        return Verdict::drop(Event::DropStaleBackend, p);
     }
     let be = *be;
     if p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0 {
@@ -250,16 +257,16 @@ fn established(p: &Packet, fkey: &FlowKey, ct: *mut FlowValue, flow: &FlowValue,
 #[inline(always)]
 fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey, now: u64, len: u64) -> Verdict {
     if svc.backends == 0 || svc.table_size == 0 || svc.id == 0 || svc.generation > 1 {
-        return Verdict::drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend, p);
     }
     let hash = flow_hash(p.src, p.dst, p.sport, p.dport, p.proto, svc.flags & SVC_HASH_SOURCE != 0);
     let slot = hash % svc.table_size;
     let Some(&id) = MAGLEV.get(table_index(svc.id, svc.generation, svc.table_size, slot)) else {
-        return Verdict::drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend, p);
     };
-    let Some(be) = BACKENDS.get(id) else { return Verdict::drop(Event::DropNoBackend) };
+    let Some(be) = BACKENDS.get(id) else { return Verdict::drop(Event::DropNoBackend, p) };
     if id == 0 || be.flags & BE_ACTIVE == 0 {
-        return Verdict::drop(Event::DropNoBackend);
+        return Verdict::drop(Event::DropNoBackend, p);
     }
     let be = *be;
     let nat = NatValue { client_addr: p.src, vip: p.dst, client_port: p.sport, vip_port: p.dport, backend: id };
@@ -290,17 +297,18 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
         i += 1;
     }
     if !got {
-        return Verdict::drop(Event::DropNatPorts);
+        return Verdict::drop(Event::DropNatPorts, p);
     }
     let flow =
         FlowValue { backend: id, nat_port: nkey.nat_port, state: CT_NEW, _pad: 0, last_seen_ns: now, created_ns: now };
     if CONNTRACK.insert(fkey, flow, 0).is_err() {
         let _ = REVNAT.remove(nkey);
-        return Verdict::drop(Event::DropConntrack);
+        return Verdict::drop(Event::DropConntrack, p);
     }
     add(&SERVICE_STATS, svc.id, len, true);
     add(&BACKEND_STATS, id, len, true);
     crate::maps::count(Event::NewFlow);
+    report(Event::NewFlow, &Tuple::of(p), 0);
     Verdict::Forward(Rewrite::to_backend(&be, id, nkey.nat_port, now))
 }
 

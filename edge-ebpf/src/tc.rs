@@ -10,7 +10,8 @@ use edge_common::{Event, PROTO_UDP};
 
 use crate::fib::{FIB_NO_NEIGH, FIB_SUCCESS, route};
 use crate::maps::count;
-use crate::parse::{ETH_LEN, OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, ptr_at};
+use crate::monitor::report;
+use crate::parse::{ETH_LEN, OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, Tuple, ptr_at};
 use crate::steer::{Rewrite, Verdict, decide, parse_packet};
 
 /// Headers the parser may need in the linear part of the skb: Ethernet, IPv4 with the largest
@@ -26,20 +27,21 @@ pub fn try_steer(ctx: &TcContext) -> Result<i32, ()> {
     }
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let len = u64::from(ctx.len());
+    // SAFETY: the context pointer is the program's own __sk_buff.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let p = match parse_packet(data, data_end) {
         Ok(p) => p,
-        Err(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT)),
+        Err(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT, ifindex)),
     };
     let rw = match decide(&p, len) {
         Verdict::Forward(rw) => rw,
-        Verdict::Settled(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT)),
+        Verdict::Settled(settled) => return Ok(settled.action(TC_ACT_OK, TC_ACT_SHOT, ifindex)),
     };
-    // SAFETY: the context pointer is the program's own __sk_buff.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let fib = route(ctx.skb.skb as *mut _, ifindex, p.proto, &rw);
     let rc = fib.rc;
     if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
         count(Event::DropNoRoute);
+        report(Event::DropNoRoute, &Tuple::of(&p), ifindex);
         return Ok(TC_ACT_SHOT);
     }
     rewrite(ctx, &p, &rw, (rc == FIB_SUCCESS).then_some((&fib.dmac, &fib.smac)))?;

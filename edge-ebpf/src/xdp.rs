@@ -13,7 +13,8 @@ use edge_common::Event;
 use crate::csum::{is_partial, replace2, replace4};
 use crate::fib::{FIB_NO_NEIGH, FIB_SUCCESS, route};
 use crate::maps::count;
-use crate::parse::{OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, ptr_at};
+use crate::monitor::report;
+use crate::parse::{OFF_IP_CSUM, OFF_IP_DST, OFF_IP_SRC, Packet, Tuple, ptr_at};
 use crate::steer::{Rewrite, Verdict, decide, ours, parse_packet};
 
 /// Steers one frame.
@@ -21,9 +22,11 @@ use crate::steer::{Rewrite, Verdict, decide, ours, parse_packet};
 pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let len = (data_end - data) as u64;
+    // SAFETY: the context pointer is the program's own xdp_md.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let p = match parse_packet(data, data_end) {
         Ok(p) => p,
-        Err(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP)),
+        Err(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP, ifindex)),
     };
     if !p.udp_no_csum && is_partial(p.l4_csum, p.src, p.dst, p.proto, p.l4_len) {
         // Only TC knows how to finish such a checksum (and XDP cannot tell it apart otherwise).
@@ -31,10 +34,8 @@ pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
     let rw = match decide(&p, len) {
         Verdict::Forward(rw) => rw,
-        Verdict::Settled(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP)),
+        Verdict::Settled(settled) => return Ok(settled.action(XDP_PASS, XDP_DROP, ifindex)),
     };
-    // SAFETY: the context pointer is the program's own xdp_md.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let fib = route(ctx.ctx as *mut _, ifindex, p.proto, &rw);
     let rc = fib.rc;
     if rc == FIB_NO_NEIGH {
@@ -42,6 +43,7 @@ pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
     if rc != FIB_SUCCESS {
         count(Event::DropNoRoute);
+        report(Event::DropNoRoute, &Tuple::of(&p), ifindex);
         return Ok(XDP_DROP);
     }
     rewrite(data, data_end, &p, &rw, &fib.dmac, &fib.smac)?;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use edge_common::{
@@ -251,6 +251,25 @@ impl Harness {
     pub fn event(&self, e: Event) -> u64 {
         let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map(map_names::EVENTS).unwrap()).unwrap();
         m.get(&(e as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Switches the monitor: `flags` (`MONITOR_DROPS`, `MONITOR_FLOWS`), `rate` events a second.
+    pub fn monitor(&mut self, flags: u32, rate: u32) {
+        let mut m: Array<&mut MapData, edge_common::MonitorSettings> =
+            Array::try_from(self.ebpf.map_mut(map_names::MONITOR).unwrap()).unwrap();
+        m.set(0, edge_common::MonitorSettings { flags, rate }, 0).unwrap();
+    }
+
+    /// The monitor events waiting in the ring buffer, oldest first (reading consumes them).
+    pub fn monitor_events(&mut self) -> Vec<edge_common::MonitorEvent> {
+        let mut ring = RingBuf::try_from(self.ebpf.map_mut(map_names::MONITOR_RING).unwrap()).unwrap();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), std::mem::size_of::<edge_common::MonitorEvent>());
+            // SAFETY: the length matches and the type is plain data.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<edge_common::MonitorEvent>()) });
+        }
+        out
     }
 
     /// A backend's counters, summed over CPUs.

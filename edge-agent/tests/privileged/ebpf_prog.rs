@@ -278,6 +278,76 @@ fn no_backend_drops_and_counts() {
     });
 }
 
+/// The monitor: off by default (no event), then drops reported with their reason and tuple
+/// (a malformed header's without ports), new flows only when asked.
+fn monitor_reports_drops_and_new_flows_only_when_on() {
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let mut bad_ihl = frame(client(40020), (VIP, 80), PROTO_TCP, SYN, &[]);
+        bad_ihl[14] = 0x43;
+        assert_eq!(h.xdp(&bad_ihl).0, XDP_DROP);
+        assert_eq!(h.xdp(&frame(client(40021), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_REDIRECT);
+        assert!(h.monitor_events().is_empty(), "monitoring is off by default");
+
+        h.monitor(edge_common::MONITOR_DROPS, 1000);
+        assert_eq!(h.xdp(&bad_ihl).0, XDP_DROP);
+        let e = h.monitor_events();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].event, Event::DropMalformed as u32);
+        assert_eq!((e[0].src, e[0].dst), (u32::from(client(40020).0).to_be(), u32::from(VIP).to_be()));
+        assert_eq!((e[0].proto, e[0].sport, e[0].dport), (PROTO_TCP, 0, 0), "no ports from a malformed header");
+        assert_eq!(h.xdp(&frame(client(40022), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_REDIRECT);
+        assert!(h.monitor_events().is_empty(), "new flows only when asked");
+
+        h.set_service(80, PROTO_TCP, 0, 0, 0);
+        assert_eq!(h.xdp(&frame(client(40023), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_DROP);
+        let e = h.monitor_events();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].event, Event::DropNoBackend as u32);
+        assert_eq!((e[0].sport, e[0].dport), (40023u16.to_be(), 80u16.to_be()));
+
+        h.set_service(80, PROTO_TCP, 0, 3, 0);
+        h.monitor(edge_common::MONITOR_DROPS | edge_common::MONITOR_FLOWS, 1000);
+        assert_eq!(h.xdp(&frame(client(40024), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_REDIRECT);
+        let e = h.monitor_events();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].event, e[0].sport), (Event::NewFlow as u32, 40024u16.to_be()));
+        h.monitor(0, 0);
+        assert_eq!(h.xdp(&bad_ihl).0, XDP_DROP);
+        assert!(h.monitor_events().is_empty(), "off again");
+    });
+}
+
+/// The kernel's token bucket: a flood of drops yields about `rate` events, and the next event that
+/// gets through says how many were not reported.
+fn monitor_is_rate_limited_in_the_kernel() {
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        h.seed_service(80, PROTO_TCP, 3, 0);
+        let mut bad = frame(client(40030), (VIP, 80), PROTO_TCP, SYN, &[]);
+        bad[14] = 0x43;
+        // The buckets are per CPU, and a test run runs on the caller's: stay on one.
+        // SAFETY: a CPU set on the stack, for this thread only.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        }
+        h.monitor(edge_common::MONITOR_DROPS, 5);
+        for _ in 0..200 {
+            assert_eq!(h.xdp(&bad).0, XDP_DROP);
+        }
+        let first = h.monitor_events();
+        assert!((5..=7).contains(&first.len()), "a burst of about 5 events, not {}", first.len());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(h.xdp(&bad).0, XDP_DROP);
+        let next = h.monitor_events();
+        assert_eq!(next.len(), 1);
+        assert!(next[0].lost >= 190, "the next event carries the count not reported: {}", next[0].lost);
+    });
+}
+
 fn partial_checksums_go_to_tc() {
     in_test_netns(|| {
         let mut h = Harness::load();
@@ -429,8 +499,19 @@ fn bench_ns_per_packet() {
         udp.seed_mirror(53, PROTO_UDP, c);
         udp.set_udp_timeout_ns(0);
 
-        let mut runs: [Vec<f64>; 5] = Default::default();
+        // Malformed frames toward the VIP: the drop path, which reads the monitor's switches.
+        let mut bad = frame(c, (MIRROR, 80), PROTO_TCP, SYN, &[]);
+        bad[14] = 0x43;
+
+        let mut runs: [Vec<f64>; 8] = Default::default();
         for _ in 0..ROUNDS {
+            tcp.monitor(0, 0);
+            runs[5].push(tcp.xdp_ns(&bad, REPEAT));
+            tcp.monitor(edge_common::MONITOR_DROPS | edge_common::MONITOR_FLOWS, edge_common::MONITOR_MAX_RATE);
+            runs[6].push(tcp.xdp_ns(&bad, REPEAT));
+            runs[7].push(tcp.xdp_ns(&ack, REPEAT));
+            tcp.monitor(0, 0);
+            let _ = tcp.monitor_events();
             runs[0].push(bpf::xdp_pass_floor_ns(&ack, REPEAT));
             runs[1].push(bpf::lru_lookup_reference_ns(&ack, REPEAT));
             let before = tcp.event(Event::Forwarded);
@@ -441,7 +522,7 @@ fn bench_ns_per_packet() {
             assert_eq!(udp.event(Event::NewFlow) - before, u64::from(REPEAT), "every run took the new-flow path");
             runs[4].push(tcp.xdp_ns(&other, REPEAT));
         }
-        let [floor, lookup, established, new_flow, non_vip] = runs.map(|mut r| {
+        let [floor, lookup, established, new_flow, non_vip, drop_off, drop_on, established_on] = runs.map(|mut r| {
             r.sort_by(f64::total_cmp);
             r[r.len() / 2]
         });
@@ -451,6 +532,12 @@ fn bench_ns_per_packet() {
         println!("established_ns {established:.1} ({:.2}x floor)", established / floor);
         println!("new_flow_ns {new_flow:.1} ({:.2}x floor)", new_flow / floor);
         println!("non_vip_ns {non_vip:.1} ({:.2}x floor)", non_vip / floor);
+        println!("drop_monitor_off_ns {drop_off:.1} ({:.2}x floor)", drop_off / floor);
+        println!("drop_monitor_on_ns {drop_on:.1} ({:.2}x floor)", drop_on / floor);
+        println!(
+            "established_monitor_on_ns {established_on:.1} ({:.2}x established, off)",
+            established_on / established
+        );
     });
 }
 
@@ -484,6 +571,8 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
         source_hash_sends_every_flow_of_a_client_to_one_backend,
     ),
     ("no_backend_drops_and_counts", no_backend_drops_and_counts),
+    ("monitor_reports_drops_and_new_flows_only_when_on", monitor_reports_drops_and_new_flows_only_when_on),
+    ("monitor_is_rate_limited_in_the_kernel", monitor_is_rate_limited_in_the_kernel),
     ("partial_checksums_go_to_tc", partial_checksums_go_to_tc),
     ("everything_else_passes_untouched", everything_else_passes_untouched),
     ("truncated_and_malformed_frames", truncated_and_malformed_frames),
