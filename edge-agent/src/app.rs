@@ -399,6 +399,11 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             services.iter().filter_map(|s| s.vip.map(|v| (s.name.clone(), v))).collect(),
         ))
     });
+    // The kernel monitor, like the counters, exists only where the eBPF data plane runs.
+    let monitor = dataplane_stats.as_ref().map(|_| Arc::new(crate::kernel_events::KernelEvents::default()));
+    if let Some(m) = &monitor {
+        tasks.spawn(m.clone().run(shutdown_rx.clone()));
+    }
     let metrics = Arc::new(Metrics::new(Sources {
         services: services.clone(),
         proxy: proxy_stats,
@@ -425,6 +430,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             read_timeout: cfg.proxy.header_read_timeout,
             dataplane_stats: dataplane_stats.clone(),
             kernel,
+            monitor: monitor.clone(),
             ecs,
         });
         if let Some(addr) = addr {

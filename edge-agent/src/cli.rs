@@ -48,6 +48,9 @@ pub enum Command {
     /// Ask a running agent whether it is ready: exit 0 if so, 1 if not (a container HEALTHCHECK
     /// that needs no shell).
     Health(HealthArgs),
+    /// Stream the kernel's events from a running eBPF agent: drops with their reason and tuple,
+    /// new flows when asked (switches the kernel monitor on while it runs).
+    Monitor(MonitorArgs),
     /// Detach the eBPF programs and remove every pinned map and link (drops established flows).
     Cleanup,
 }
@@ -487,6 +490,33 @@ pub struct HealthArgs {
     /// Give up after this long.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub timeout: Dur<1>,
+}
+
+/// `edge-agent monitor` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// The agent's admin API address (0.0.0.0 and :: are asked on loopback) [default:
+    /// 127.0.0.1:9901].
+    #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]
+    pub admin: Option<AdminAddr>,
+    /// The admin token, when the agent has one.
+    #[arg(long, env = "EDGE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<Token>,
+    /// What to report: drop, flow (new flows) or all.
+    #[arg(long = "type", default_value = "drop", value_name = "TYPE")]
+    pub r#type: String,
+    /// Most events a second per CPU, enforced in the kernel (1 to 100000).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this long.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<Dur<1>>,
+    /// Print each event as a JSON line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `edge-agent maps` arguments.

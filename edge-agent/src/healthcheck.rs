@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::cli::HealthArgs;
 use crate::config::DEFAULT_ADMIN as ADMIN;
 
-/// Largest answer read.
-const MAX_ANSWER: u64 = 64 * 1024;
+/// Largest answer read (a page of monitor events fits).
+const MAX_ANSWER: u64 = 1024 * 1024;
 
 /// Where to ask: the admin address, with an unspecified IP (`0.0.0.0`, `::`) replaced by the
 /// loopback address of its family, since that is where a listener on all addresses is reached
@@ -25,25 +25,42 @@ pub fn target(admin: Option<SocketAddr>) -> SocketAddr {
     }
 }
 
-/// Asks `addr` for `/readyz` within `timeout`: `Ok` with the body when ready, `Err` with why not.
-pub fn check(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+/// One blocking request to the admin API at `addr` within `timeout`: the status and the body.
+/// `edge-agent health` and `edge-agent monitor` use it; the token goes in the bearer header.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("cannot reach the admin API at {addr}: {e}; is the agent running with --admin {addr}?"))?;
     let io = |e: std::io::Error| format!("the admin API at {addr} did not answer: {e}");
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
-    s.write_all(format!("GET /readyz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).map_err(io)?;
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|()| s.write_all(body.as_bytes())).map_err(io)?;
     let mut raw = Vec::new();
     s.take(MAX_ANSWER).read_to_end(&mut raw).map_err(io)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status == "200" {
-        Ok(body.trim().to_string())
-    } else if status.is_empty() {
-        Err(format!("the admin API at {addr} sent no HTTP answer"))
-    } else {
-        Err(format!("not ready ({status}): {}", body.trim()))
+    match head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) {
+        Some(status) => Ok((status, body.trim().to_string())),
+        None => Err(format!("the admin API at {addr} sent no HTTP answer")),
+    }
+}
+
+/// Asks `addr` for `/readyz` within `timeout`: `Ok` with the body when ready, `Err` with why not.
+pub fn check(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+    match request(addr, "GET", "/readyz", None, "", timeout)? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("not ready ({status}): {body}")),
     }
 }
 

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Health(args) => edge_agent::healthcheck::main(&args),
+        Command::Monitor(args) => edge_agent::monitor::main(&args),
         Command::Cleanup => match edge_dataplane::pins::cleanup() {
             Ok(removed) => {
                 println!("removed {} pinned maps and links under {}", removed.len(), edge_common::PIN_DIR);

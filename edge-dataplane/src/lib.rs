@@ -10,8 +10,9 @@
 //! `edge-agent maps` and the kernel counters.
 //!
 //! Module dependencies point one way: `pins`, `object`, `netinfo`, `clock`, `weights`, `stats`
-//! and `kmaps` are leaves; `pinned` and `sweep` use `kmaps`; `loader` uses the leaves; `probe` and
-//! `start` use `loader`; `actor` uses `kmaps`, `sweep`, `weights` and `stats`.
+//! and `kmaps` are leaves; `pinned` and `sweep` use `kmaps`; `monitor` (the kernel monitor's
+//! maps) uses `pinned`; `loader` uses the leaves; `probe` and `start` use `loader`; `actor` uses
+//! `kmaps`, `sweep`, `weights` and `stats`.
 
 mod actor;
 mod clock;
@@ -20,6 +21,7 @@ mod links;
 mod loader;
 #[cfg(test)]
 mod mem;
+mod monitor;
 mod netinfo;
 pub mod object;
 mod pinned;
@@ -36,6 +38,7 @@ pub use clock::{Calibration, ClockError, calibrate, monotonic_ns};
 pub use kmaps::{KernelMaps, MapError};
 pub use links::Links;
 pub use loader::{Attachment, LoadError, Loaded, LoadedLinks, XdpMode, retry_interrupted};
+pub use monitor::{KernelMonitor, SwitchError};
 pub use netinfo::{NetError, local_addrs};
 pub use pinned::{BackendRow, FlowRow, OpenError, PinnedMaps, ServiceRow};
 pub use probe::{ProbeReport, probe};

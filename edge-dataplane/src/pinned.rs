@@ -45,7 +45,7 @@ impl std::fmt::Debug for PinnedMaps {
     }
 }
 
-fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(name: &'static str) -> Result<T, OpenError> {
+pub(crate) fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(name: &'static str) -> Result<T, OpenError> {
     let e = |reason: String| OpenError { name, reason };
     let data = MapData::from_pin(pins::map_dir().join(name)).map_err(|x| e(error_chain(&x)))?;
     let map = Map::from_map_data(data).map_err(|x| e(error_chain(&x)))?;

@@ -37,6 +37,7 @@ use edge_core::balance::{BalancerHandle, StrategySpec, SwitchError};
 use edge_core::health::CommandError;
 use edge_core::util::stopped;
 
+use crate::kernel_events::{KernelEvents, MonitorError, Switch};
 use crate::metrics::Metrics;
 use crate::plane::DataplaneStatus;
 use crate::service::{self, ServiceHandle};
@@ -75,6 +76,8 @@ pub struct Admin {
     pub dataplane_stats: Option<Arc<edge_dataplane::DataplaneStats>>,
     /// The kernel's counters (eBPF mode).
     pub kernel: Option<Arc<crate::kernel::Kernel>>,
+    /// The kernel monitor (eBPF mode).
+    pub monitor: Option<Arc<KernelEvents>>,
     /// The ECS task this agent runs in, when it does.
     pub ecs: Option<crate::ecs::Task>,
 }
@@ -199,6 +202,21 @@ impl Admin {
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 },
             },
+            (_, ["admin", "monitor"], _) if self.monitor.is_none() => error(
+                StatusCode::CONFLICT,
+                "the kernel monitor needs the eBPF data plane, and this agent runs the userspace proxy (see GET /admin/state)",
+            ),
+            (Method::GET, ["admin", "monitor"], _) => {
+                let since = query.as_deref().and_then(|q| {
+                    q.split('&').find_map(|p| p.strip_prefix("since=")).and_then(|v| v.parse::<u64>().ok())
+                });
+                json(StatusCode::OK, &self.monitor.as_ref().map(|m| m.status(since.unwrap_or(0))))
+            }
+            (Method::POST, ["admin", "monitor"], _) => match &self.monitor {
+                Some(m) => post_monitor(m, req, self.read_timeout).await,
+                None => error(StatusCode::CONFLICT, "no kernel monitor"),
+            },
+            (_, ["admin", "monitor"], _) => method_not_allowed("GET, POST"),
             (Method::GET, ["admin", "dataplane"], _) => {
                 let kernel = self.kernel.as_ref().and_then(|k| k.view());
                 let view = DataplaneJson::new(self.dataplane.mode.as_str(), self.dataplane_stats.as_deref(), kernel);
@@ -308,17 +326,50 @@ fn not_found(svc: &ServiceHandle, id: &str, all: &[ServiceHandle]) -> String {
     }
 }
 
-async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>, limit: std::time::Duration) -> Resp {
-    let body = match tokio::time::timeout(limit, Limited::new(req.into_body(), MAX_BODY).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
+/// A request's body, at most `MAX_BODY` bytes, arriving within `limit`; else the answer to send.
+async fn read_body(req: Request<Incoming>, limit: std::time::Duration) -> Result<Bytes, Resp> {
+    match tokio::time::timeout(limit, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(_)) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes"));
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("body too large; send at most {MAX_BODY} bytes")))
         }
         Err(_) => {
             let mut r = error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time; send it at once");
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
+            Err(r)
         }
+    }
+}
+
+/// `POST /admin/monitor`: switches the kernel monitor for a lease.
+async fn post_monitor(events: &KernelEvents, req: Request<Incoming>, limit: std::time::Duration) -> Resp {
+    let body = match read_body(req, limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
+    let switch: Switch = match serde_json::from_slice(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}; send {{\"drops\": true, \"flows\": false, \"rate\": 100, \"seconds\": 60}} (all optional)"
+                ),
+            );
+        }
+    };
+    match events.switch(switch) {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(e @ MonitorError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn put_strategy(balancer: &BalancerHandle, req: Request<Incoming>, limit: std::time::Duration) -> Resp {
+    let body = match read_body(req, limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let spec = match parse_strategy_body(&body) {
         Ok(s) => s,

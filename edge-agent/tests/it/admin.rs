@@ -122,6 +122,8 @@ async fn backends_carry_responses_and_latency_and_the_dataplane_view_answers() {
     assert_eq!(d["mode"], "userspace");
     assert_eq!((d["services"].as_array().unwrap().len(), d["backends"].as_array().unwrap().len()), (0, 0));
     assert_eq!(admin(a, "POST", "/admin/dataplane", None, None).await.0, 405);
+    let (status, body) = admin(a, "GET", "/admin/monitor", None, None).await;
+    assert!(status == 409 && body.contains("needs the eBPF data plane"), "{status} {body}");
     agent.shutdown().await;
 }
 

@@ -402,6 +402,57 @@ fn ebpf_vip_by_interface_serves_its_address() {
     }
 }
 
+/// `edge-agent monitor` against a running eBPF agent: new flows stream with their tuple, the
+/// kernel monitor is off again when the command ends, and a drop (every backend drained: no
+/// backend) reaches `GET /admin/monitor` with its reason.
+fn ebpf_monitor_streams_new_flows_and_drops() {
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &[]));
+    let mut watcher = std::process::Command::new("ip")
+        .args(["netns", "exec", env.topo.lb_ns(), BIN, "monitor", "--type", "flow", "--count", "3"])
+        .args(["--duration", "30s", "--admin", "127.0.0.1:9901"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("edge-agent monitor starts");
+    let on = eventually(SETTLE, || env.agent.admin_json("/admin/monitor").is_ok_and(|m| m["on"] == true));
+    assert!(on, "the monitor never switched on\n{}", env.log());
+    for n in 0..3 {
+        env.get(&format!("connection {n} while monitoring"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while watcher.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "edge-agent monitor did not stop after 3 events");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in &lines {
+        assert!(l.contains("new_flow") && l.contains("-> 10.91.1.1:80"), "{l}");
+    }
+    let m = env.agent.admin_json("/admin/monitor").unwrap();
+    assert_eq!(m["on"], false, "the command switched the monitor off when it ended: {m}");
+
+    // A drop, read through the admin API as the console does.
+    let (status, body) = env.agent.admin("POST", "/admin/monitor", Some(r#"{"drops": true, "seconds": 60}"#)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let since = serde_json::from_str::<serde_json::Value>(&body).unwrap()["last_seq"].as_u64().unwrap();
+    for b in BACKENDS {
+        env.admin_ok("POST", &format!("/admin/backends/{b}:80/drain"), None);
+    }
+    let dropped = eventually(SETTLE, || {
+        let _ = env.topo.http_get(vip80(), Duration::from_millis(300));
+        env.agent.admin_json(&format!("/admin/monitor?since={since}")).is_ok_and(|m| {
+            m["events"].as_array().is_some_and(|l| {
+                l.iter().any(|e| e["event"] == "drop_no_backend" && e["dst"] == "10.91.1.1:80" && e["kind"] == "drop")
+            })
+        })
+    });
+    assert!(dropped, "no drop_no_backend event\n{}", env.log());
+}
+
 /// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
 /// interface ends up in the mode asked for, and traffic passes throughout.
 fn ebpf_xdp_mode_change_takes_effect_on_restart() {
@@ -1002,6 +1053,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("userspace_two_services_balance_to_their_own_backends", userspace_two_services_balance_to_their_own_backends),
     ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
     ("ebpf_vip_by_interface_serves_its_address", ebpf_vip_by_interface_serves_its_address),
+    ("ebpf_monitor_streams_new_flows_and_drops", ebpf_monitor_streams_new_flows_and_drops),
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),

@@ -336,6 +336,29 @@ function renderKernel(data, prev, t) {
   fill($("drops"), data.drops, prev && prev.data.drops);
   fill($("kernel-events"), data.events, prev && prev.data.events);
   fill($("expired"), data.expired, prev && prev.data.expired);
+  pollMonitor().catch((e) => setText($("monitor-state"), `GET /admin/monitor: ${e.message}`));
+}
+
+// The kernel monitor's events (eBPF mode): the newest 50, kept across polls by their number.
+let monitorSince = 0;
+const monitorEvents = [];
+async function pollMonitor() {
+  const r = await request("GET", `/admin/monitor?since=${monitorSince}`);
+  if (!r.ok || !r.data) return;
+  const m = r.data;
+  for (const e of m.events || []) {
+    monitorSince = Math.max(monitorSince, num(e.seq));
+    monitorEvents.unshift(e);
+  }
+  monitorEvents.length = Math.min(monitorEvents.length, 50);
+  setText($("monitor-state"), m.on
+    ? `monitor on: ${[m.drops && "drops", m.flows && "new flows"].filter(Boolean).join(" and ")}, ${m.rate}/s per CPU, ${m.seconds_left} s left`
+    : "monitor off (edge-agent monitor, or the button, switches it on)");
+  const rows = monitorEvents.map((e) => el("tr", { "data-kind": e.kind },
+    el("td", { text: clock(num(e.at) * 1000) }), el("td", { text: e.kind }),
+    el("td", { text: String(e.event || "").replace(/^drop_/, "") }), el("td", { text: e.proto }),
+    el("td", { text: e.src }), el("td", { text: e.dst }), el("td", { class: "num", text: fmtNum(num(e.lost)) })));
+  $("monitor-events").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "none" }))]));
 }
 
 const kernelText = (k) => (k ? `${fmtNum(k.pps, "pkt/s")} · ${fmtNum(k.bps, "B/s")} · ${fmtNum(k.fps, "flows/s")}` : "—");
@@ -706,6 +729,11 @@ document.addEventListener("click", (ev) => {
     command({
       method: "POST", path: `/admin/backends/${pathId(id)}/${verb}${q}`, button: btn,
       label: `${verb === "drain" ? "Drain" : "Undrain"} ${id} (${service})`,
+    });
+  } else if (btn.dataset.action === "monitor") {
+    command({
+      method: "POST", path: "/admin/monitor", body: { drops: true, flows: false, rate: 100, seconds: 300 }, button: btn,
+      label: "Watch drops for 5 minutes",
     });
   } else if (btn.dataset.action === "apply-strategy") {
     const sec = sections.get(service);
