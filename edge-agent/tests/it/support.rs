@@ -372,7 +372,7 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> St
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An admin API call; returns status and body.
+/// One admin API call; the status and the body as text.
 pub async fn admin(
     addr: SocketAddr,
     method: &str,
@@ -380,6 +380,16 @@ pub async fn admin(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, bytes) = exchange(addr, method, path, token, body.unwrap_or("")).await;
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// GET `path` on the admin API with a bearer token; the status and the body's bytes.
+pub async fn admin_bytes(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    exchange(addr, "GET", path, Some(token), "").await
+}
+
+async fn exchange(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -387,29 +397,7 @@ pub async fn admin(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_string()))).unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
-    (status, text)
-}
-
-/// GET `path` on the admin API with a bearer token; the status and the body's bytes.
-pub async fn admin_bytes(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri(path)
-        .header("host", "admin")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default())
