@@ -290,8 +290,11 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut dataplane_stats = None;
-    if let Some(loaded) = loaded {
+    if let Some(mut loaded) = loaded {
         let e = &cfg.ebpf;
+        if let Some(log) = loaded.kernel_log.take() {
+            tasks.spawn(log.run(shutdown_rx.clone()));
+        }
         let maps = PinnedMaps::open().map_err(|e| StartError::Maps(e.to_string()))?;
         let actor_cfg = ActorConfig {
             table_size: cfg.table_size,

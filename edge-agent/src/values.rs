@@ -382,7 +382,7 @@ impl fmt::Display for Token {
 }
 
 /// `tracing` filter directives (`info`, `info,edge_proxy=debug`); the targets are the crates:
-/// `edge_agent`, `edge_core`, `edge_proxy`, `edge_dataplane`.
+/// `edge_agent`, `edge_core`, `edge_proxy`, `edge_dataplane`, and `edge_ebpf` for the data path's own records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLevel(pub String);
 

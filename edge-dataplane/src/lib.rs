@@ -11,11 +11,12 @@
 //!
 //! Module dependencies point one way: `pins`, `object`, `netinfo`, `clock`, `weights`, `stats`
 //! and `kmaps` are leaves; `pinned` and `sweep` use `kmaps`; `monitor` (the kernel monitor's
-//! maps) uses `pinned`; `loader` uses the leaves; `probe` and `start` use `loader`; `actor` uses
+//! maps) uses `pinned`; `kernel_log` (the program's aya-log records) is a leaf too; `loader` uses the leaves; `probe` and `start` use `loader`; `actor` uses
 //! `kmaps`, `sweep`, `weights` and `stats`.
 
 mod actor;
 mod clock;
+mod kernel_log;
 mod kmaps;
 mod links;
 mod loader;
@@ -35,6 +36,7 @@ mod weights;
 
 pub use actor::{Actor, ActorConfig, SWEEP_INTERVAL, ServiceInput};
 pub use clock::{Calibration, ClockError, calibrate, monotonic_ns};
+pub use kernel_log::{KernelLog, KernelLogError};
 pub use kmaps::{KernelMaps, MapError};
 pub use links::Links;
 pub use loader::{Attachment, LoadError, Loaded, LoadedLinks, XdpMode, retry_interrupted};

@@ -18,6 +18,7 @@ use serde::Serialize;
 use edge_core::util::error_chain;
 
 use crate::clock::{Calibration, ClockError};
+use crate::kernel_log::{KernelLog, KernelLogError};
 use crate::netinfo;
 use crate::object::EBPF_OBJECT;
 use crate::pins::{self, PinError};
@@ -70,6 +71,9 @@ pub enum LoadError {
     /// The data path's clock could not be calibrated.
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// The program's log records cannot be read.
+    #[error(transparent)]
+    KernelLog(#[from] KernelLogError),
     /// Adopted maps have another size than this configuration needs.
     #[error(
         "the pinned map {name} has {found} entries but this configuration needs {want} (another --table-size or --conntrack-size?); keep the old setting, or run `edge-agent cleanup` first (established flows are lost)"
@@ -141,6 +145,8 @@ pub struct Loaded {
     pub adopted_maps: bool,
     /// The data path's clock, for the settings.
     pub clock: Calibration,
+    /// The program's log records, for the agent to read (taken out by whoever runs the reader).
+    pub kernel_log: Option<KernelLog>,
 }
 
 /// The loaded object as the actor's [`Links`](crate::Links): it keeps the object (programs and
@@ -197,6 +203,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         }
     }
 
+    let kernel_log = KernelLog::take(&mut ebpf)?;
     let clock = crate::clock::calibrate(program(&mut ebpf, program_names::CLOCK)?)?;
     tracing::info!(hz = clock.hz, ns_per_tick = clock.ns_per_tick, "calibrated the data path's clock");
 
@@ -218,7 +225,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         wanted.push(pins::link_path("tc", iface));
     }
     remove_stale_links(&wanted);
-    Ok(Loaded { ebpf, attachments, adopted_maps, clock })
+    Ok(Loaded { ebpf, attachments, adopted_maps, clock, kernel_log: Some(kernel_log) })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

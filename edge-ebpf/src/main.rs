@@ -16,6 +16,7 @@ mod fib;
 mod maps;
 mod monitor;
 mod parse;
+mod rare;
 mod steer;
 mod tc;
 mod xdp;

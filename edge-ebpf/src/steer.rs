@@ -297,11 +297,13 @@ fn new_flow(p: &Packet, svc: &ServiceValue, settings: &Settings, fkey: &FlowKey,
         i += 1;
     }
     if !got {
+        crate::rare::nat_ports(&Tuple::of(p), be.addr, be.port, count);
         return Verdict::drop(Event::DropNatPorts, p);
     }
     let flow =
         FlowValue { backend: id, nat_port: nkey.nat_port, state: CT_NEW, _pad: 0, last_seen_ns: now, created_ns: now };
-    if CONNTRACK.insert(fkey, flow, 0).is_err() {
+    if let Err(rc) = CONNTRACK.insert(fkey, flow, 0) {
+        crate::rare::conntrack(&Tuple::of(p), rc);
         let _ = REVNAT.remove(nkey);
         return Verdict::drop(Event::DropConntrack, p);
     }

@@ -42,6 +42,7 @@ pub fn try_steer(ctx: &TcContext) -> Result<i32, ()> {
     if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
         count(Event::DropNoRoute);
         report(Event::DropNoRoute, &Tuple::of(&p), ifindex);
+        crate::rare::no_route(rw.dst, rc, ifindex, rw.reply);
         return Ok(TC_ACT_SHOT);
     }
     rewrite(ctx, &p, &rw, (rc == FIB_SUCCESS).then_some((&fib.dmac, &fib.smac)))?;

@@ -44,6 +44,7 @@ pub fn try_steer(ctx: &XdpContext) -> Result<u32, ()> {
     if rc != FIB_SUCCESS {
         count(Event::DropNoRoute);
         report(Event::DropNoRoute, &Tuple::of(&p), ifindex);
+        crate::rare::no_route(rw.dst, rc, ifindex, rw.reply);
         return Ok(XDP_DROP);
     }
     rewrite(data, data_end, &p, &rw, &fib.dmac, &fib.smac)?;

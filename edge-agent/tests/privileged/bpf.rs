@@ -36,7 +36,8 @@ pub const TABLE: u32 = 251;
 /// SNAT ports.
 pub const NAT_PORTS: (u16, u16) = (20000, 20999);
 
-fn sh(args: &[&str]) {
+/// Runs `ip ARGS` (in the calling thread's namespace); panics with its error output on failure.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("iproute2 (`ip`) is needed; run `cargo xtask setup`");
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
@@ -46,21 +47,21 @@ pub fn in_test_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     std::thread::spawn(move || {
         // SAFETY: unshare affects only this thread, which ends with the test.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET) failed");
-        sh(&["link", "set", "lo", "up"]);
+        ip(&["link", "set", "lo", "up"]);
         // veth pairs stand in for NICs (this kernel has no dummy driver); their peers stay idle.
-        sh(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]);
-        sh(&["link", "add", "d1", "type", "veth", "peer", "name", "d1p"]);
-        sh(&["link", "set", "d0p", "up"]);
-        sh(&["link", "set", "d1p", "up"]);
-        sh(&["addr", "add", "10.0.0.1/24", "dev", "d0"]);
-        sh(&["addr", "add", "10.0.1.1/24", "dev", "d1"]);
-        sh(&["link", "set", "d0", "up"]);
-        sh(&["link", "set", "d1", "up"]);
+        ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]);
+        ip(&["link", "add", "d1", "type", "veth", "peer", "name", "d1p"]);
+        ip(&["link", "set", "d0p", "up"]);
+        ip(&["link", "set", "d1p", "up"]);
+        ip(&["addr", "add", "10.0.0.1/24", "dev", "d0"]);
+        ip(&["addr", "add", "10.0.1.1/24", "dev", "d1"]);
+        ip(&["link", "set", "d0", "up"]);
+        ip(&["link", "set", "d1", "up"]);
         for b in BACKENDS {
-            sh(&["neigh", "add", &b.to_string(), "lladdr", "02:00:00:00:00:02", "dev", "d0", "nud", "permanent"]);
+            ip(&["neigh", "add", &b.to_string(), "lladdr", "02:00:00:00:00:02", "dev", "d0", "nud", "permanent"]);
         }
-        sh(&["neigh", "add", &MIRROR.to_string(), "lladdr", "02:00:00:00:00:02", "dev", "d0", "nud", "permanent"]);
-        sh(&["neigh", "add", &CLIENT.to_string(), "lladdr", "02:00:00:00:00:09", "dev", "d1", "nud", "permanent"]);
+        ip(&["neigh", "add", &MIRROR.to_string(), "lladdr", "02:00:00:00:00:02", "dev", "d0", "nud", "permanent"]);
+        ip(&["neigh", "add", &CLIENT.to_string(), "lladdr", "02:00:00:00:00:09", "dev", "d1", "nud", "permanent"]);
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
         f()
     })
@@ -166,6 +167,25 @@ impl Harness {
         let mut s = settings.get(&0, 0).unwrap();
         s.udp_timeout_ns = ns;
         settings.set(0, s, 0).unwrap();
+    }
+
+    /// Changes the SNAT port range in the settings: `count` ports from `min`.
+    pub fn set_nat_ports(&mut self, min: u16, count: u32) {
+        let mut settings: Array<&mut MapData, Settings> =
+            Array::try_from(self.ebpf.map_mut(map_names::SETTINGS).unwrap()).unwrap();
+        let mut s = settings.get(&0, 0).unwrap();
+        s.nat_port_min = u32::from(min);
+        s.nat_port_count = count;
+        settings.set(0, s, 0).unwrap();
+    }
+
+    /// Moves backend `id` (seeded by [`Harness::seed_service`]) to `addr`.
+    pub fn set_backend_addr(&mut self, id: u32, addr: Ipv4Addr) {
+        let mut backends: Array<&mut MapData, BackendValue> =
+            Array::try_from(self.ebpf.map_mut(map_names::BACKENDS).unwrap()).unwrap();
+        let mut v = backends.get(&id, 0).unwrap();
+        v.addr = u32::from(addr).to_be();
+        backends.set(id, v, 0).unwrap();
     }
 
     /// Seeds service 1 at VIP:`port`/`proto` with backends 1..=n (BACKENDS[..n], port 8080), the
@@ -537,4 +557,30 @@ fn raw_xdp_ns(insns: &[u64], frame: &[u8], repeat: u32) -> f64 {
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd as i32) };
     f64::from(duration)
+}
+
+/// What `log` wrote to the agent's logs (its `tracing` events, formatted without time or colour).
+pub fn kernel_log_lines(log: &mut edge_dataplane::KernelLog) -> Vec<String> {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .without_time()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || out.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || log.read());
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(str::to_string).collect()
 }

@@ -319,6 +319,75 @@ fn monitor_reports_drops_and_new_flows_only_when_on() {
     });
 }
 
+/// Rare conditions write aya-log records that reach the agent's logs (target `edge_ebpf`) with
+/// what the counters lack, at most one a second per condition and CPU; the next record says how
+/// many were held back.
+fn rare_conditions_write_rate_limited_log_records() {
+    in_test_netns(|| {
+        let mut h = Harness::load();
+        let mut log = edge_dataplane::KernelLog::take(&mut h.ebpf).expect("the object has aya-log's ring buffer");
+        pin_to_cpu0();
+        h.seed_service(80, PROTO_TCP, 1, 0);
+        // One SNAT port toward the one backend: the first flow takes it, the next finds none.
+        h.set_nat_ports(NAT_PORTS.0, 1);
+        assert_eq!(h.xdp(&frame(client(40040), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_REDIRECT);
+        assert!(bpf::kernel_log_lines(&mut log).is_empty(), "no record while nothing is wrong");
+        for port in 40041..40045 {
+            assert_eq!(h.xdp(&frame(client(port), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_DROP);
+        }
+        assert_eq!(h.event(Event::DropNatPorts), 4);
+        let lines = bpf::kernel_log_lines(&mut log);
+        assert_eq!(lines.len(), 1, "one record a second, not one per drop: {lines:#?}");
+        let want = format!(
+            "WARN edge_ebpf: no free SNAT port toward backend {}:8080 for client {}:40041 (the 1 ports of the range are taken by flows to this backend); widen --snat-ports or add backends; 0 more held back on this CPU",
+            BACKENDS[0], CLIENT
+        );
+        assert_eq!(lines[0].trim(), want);
+
+        // A second later (when the next-hop cache has expired too), a backend without a route:
+        // the lookup's own code is in the record.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        h.set_nat_ports(NAT_PORTS.0, u32::from(NAT_PORTS.1 - NAT_PORTS.0) + 1);
+        let nowhere = std::net::Ipv4Addr::new(192, 0, 2, 7);
+        bpf::ip(&["route", "add", "blackhole", "192.0.2.0/24"]);
+        h.set_backend_addr(1, nowhere);
+        assert_eq!(h.xdp(&frame(client(40050), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_DROP);
+        assert_eq!(h.event(Event::DropNoRoute), 1);
+        let lines = bpf::kernel_log_lines(&mut log);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains(&format!("no route toward backend {nowhere} for a packet that came in on interface "))
+                && lines[0].contains("(bpf_fib_lookup code 1: 1 blackhole,")
+                && lines[0].ends_with("0 more held back on this CPU"),
+            "{}",
+            lines[0]
+        );
+
+        // The SNAT condition may write again, and says what it held back.
+        h.set_backend_addr(1, BACKENDS[0]);
+        h.set_nat_ports(NAT_PORTS.0, 1);
+        assert_eq!(h.xdp(&frame(client(40060), (VIP, 80), PROTO_TCP, SYN, &[])).0, XDP_DROP);
+        let lines = bpf::kernel_log_lines(&mut log);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("client 10.0.1.9:40060") && lines[0].ends_with("3 more held back on this CPU"),
+            "{}",
+            lines[0]
+        );
+    });
+}
+
+/// Keeps this thread on CPU 0: the kernel's limits are per CPU, and a test run runs on the
+/// caller's.
+fn pin_to_cpu0() {
+    // SAFETY: a CPU set on the stack, for this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
 /// The kernel's token bucket: a flood of drops yields about `rate` events, and the next event that
 /// gets through says how many were not reported.
 fn monitor_is_rate_limited_in_the_kernel() {
@@ -327,13 +396,7 @@ fn monitor_is_rate_limited_in_the_kernel() {
         h.seed_service(80, PROTO_TCP, 3, 0);
         let mut bad = frame(client(40030), (VIP, 80), PROTO_TCP, SYN, &[]);
         bad[14] = 0x43;
-        // The buckets are per CPU, and a test run runs on the caller's: stay on one.
-        // SAFETY: a CPU set on the stack, for this thread only.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
-        }
+        pin_to_cpu0();
         h.monitor(edge_common::MONITOR_DROPS, 5);
         for _ in 0..200 {
             assert_eq!(h.xdp(&bad).0, XDP_DROP);
@@ -573,6 +636,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("no_backend_drops_and_counts", no_backend_drops_and_counts),
     ("monitor_reports_drops_and_new_flows_only_when_on", monitor_reports_drops_and_new_flows_only_when_on),
     ("monitor_is_rate_limited_in_the_kernel", monitor_is_rate_limited_in_the_kernel),
+    ("rare_conditions_write_rate_limited_log_records", rare_conditions_write_rate_limited_log_records),
     ("partial_checksums_go_to_tc", partial_checksums_go_to_tc),
     ("everything_else_passes_untouched", everything_else_passes_untouched),
     ("truncated_and_malformed_frames", truncated_and_malformed_frames),

@@ -453,6 +453,25 @@ fn ebpf_monitor_streams_new_flows_and_drops() {
     assert!(dropped, "no drop_no_backend event\n{}", env.log());
 }
 
+/// SNAT port exhaustion, a rare condition, reaches the agent's own log as a record from the data
+/// path (aya-log, target `edge_ebpf`) that names the backend and what to change.
+fn ebpf_snat_exhaustion_is_logged_by_the_data_path() {
+    // Two SNAT ports per backend: seven open connections over three backends cannot all get one.
+    let env = Env::start(Mode::Ebpf, &agent_args(Mode::Ebpf, &["--snat-ports", "20000-20001"]));
+    let open: Vec<_> =
+        (0..7).filter_map(|_| KeepAlive::connect(&env.topo, vip80(), Duration::from_millis(500)).ok()).collect();
+    assert!(open.len() < 7, "seven connections got SNAT ports from a range of two per backend\n{}", env.log());
+    let logged = eventually(SETTLE, || {
+        let log = env.agent.log_tail();
+        log.lines().any(|l| {
+            l.contains("edge_ebpf")
+                && l.contains("no free SNAT port toward backend 10.91.2.")
+                && l.contains("widen --snat-ports or add backends")
+        })
+    });
+    assert!(logged, "no data path record of SNAT port exhaustion\n{}", env.log());
+}
+
 /// A restart with another `--xdp-mode` replaces the pinned XDP link instead of adopting it: the
 /// interface ends up in the mode asked for, and traffic passes throughout.
 fn ebpf_xdp_mode_change_takes_effect_on_restart() {
@@ -1054,6 +1073,7 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("ebpf_native_xdp_round_robin_spreads", ebpf_native_xdp_round_robin_spreads),
     ("ebpf_vip_by_interface_serves_its_address", ebpf_vip_by_interface_serves_its_address),
     ("ebpf_monitor_streams_new_flows_and_drops", ebpf_monitor_streams_new_flows_and_drops),
+    ("ebpf_snat_exhaustion_is_logged_by_the_data_path", ebpf_snat_exhaustion_is_logged_by_the_data_path),
     ("ebpf_flows_survive_agent_restart", ebpf_flows_survive_agent_restart),
     ("ebpf_xdp_mode_change_takes_effect_on_restart", ebpf_xdp_mode_change_takes_effect_on_restart),
     ("leftover_steering_is_refused_not_hidden", leftover_steering_is_refused_not_hidden),
