@@ -2,6 +2,8 @@
 //! instead of one per file): agents started in-process on `127.0.0.1:0` against in-process test
 //! doubles, and the `edge-agent` binary itself for command-line behaviour.
 
+#[path = "../common/browser.rs"]
+mod browser;
 mod consul_double;
 #[path = "../common/root.rs"]
 mod root;

@@ -2,7 +2,8 @@
 //! on crafted frames through `BPF_PROG_TEST_RUN` (`ebpf_prog`, support in `bpf`), and the agent
 //! binary between network namespaces on both data planes (`netns_behaviour`, support in `netns`),
 //! `edge-agent replay` on the eBPF data plane (`replay_ebpf`), and discovery from DNS and the Consul
-//! test double with traffic flowing (`discovery_netns`).
+//! test double with traffic flowing (`discovery_netns`), and the console in a real browser on the
+//! eBPF data plane (`console_ebpf`, with the WebDriver client shared with the unprivileged tests).
 //!
 //! They need root. The standard harness can only skip at compile time, so a test that is not root
 //! used to return early and pass without running; this harness decides at run time and reports
@@ -13,6 +14,9 @@
 mod root;
 
 mod bpf;
+#[path = "../common/browser.rs"]
+mod browser;
+mod console_ebpf;
 #[path = "../it/consul_double.rs"]
 mod consul_double;
 mod discovery_netns;
@@ -31,8 +35,12 @@ const NEEDS_ROOT: &str = "needs root: BPF_PROG_TEST_RUN and network namespaces; 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let root = root::is_root();
-    let tests =
-        ebpf_prog::TESTS.iter().chain(netns_behaviour::TESTS).chain(replay_ebpf::TESTS).chain(discovery_netns::TESTS);
+    let tests = ebpf_prog::TESTS
+        .iter()
+        .chain(netns_behaviour::TESTS)
+        .chain(replay_ebpf::TESTS)
+        .chain(discovery_netns::TESTS)
+        .chain(console_ebpf::TESTS);
     let mut trials: Vec<Trial> = tests
         .map(|&(name, test)| {
             Trial::ignorable_test(name, move || {

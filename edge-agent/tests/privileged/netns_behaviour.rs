@@ -45,7 +45,7 @@ pub(crate) fn vip80() -> SocketAddrV4 {
 
 /// `run` arguments for the HTTP service on VIP:80 over the three backends, HTTP health checks
 /// every 200 ms with rise 2 and fall 2, plus `extra`. eBPF agents get `--cleanup`.
-fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
+pub(crate) fn agent_args(mode: Mode, extra: &[&str]) -> Vec<String> {
     let mut args = plane_args(mode);
     for b in BACKENDS {
         args.extend(["--backend".to_string(), format!("{b}:80")]);
@@ -86,12 +86,12 @@ fn words(args: &[String]) -> Vec<&str> {
 }
 
 /// A running scenario. Fields drop in order: the agent first, the namespaces, then the pins.
-struct Env {
-    agent: Agent,
+pub(crate) struct Env {
+    pub(crate) agent: Agent,
     backends: Backends,
     /// Backends answering health probes on another port (`--health-port`), if any.
     _health: Option<Backends>,
-    topo: Topology,
+    pub(crate) topo: Topology,
     _pins: Option<BpfCleanup>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -99,7 +99,7 @@ struct Env {
 impl Env {
     /// Namespaces, HTTP backends on port 80, and an agent started with `args` that is ready and
     /// passes traffic through the VIP.
-    fn start(mode: Mode, args: &[String]) -> Self {
+    pub(crate) fn start(mode: Mode, args: &[String]) -> Self {
         Self::start_with(mode, args, None)
     }
 
@@ -127,7 +127,7 @@ impl Env {
     }
 
     /// The agent's log tail, for assertion messages.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         format!("--- agent log (tail) ---\n{}\n--- end of agent log ---", self.agent.log_tail())
     }
 
@@ -176,7 +176,7 @@ impl Env {
     }
 
     /// An admin call that must answer 200.
-    fn admin_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
+    pub(crate) fn admin_ok(&self, method: &str, path: &str, body: Option<&str>) -> String {
         match self.agent.admin(method, path, body) {
             Ok((200, body)) => body,
             Ok((status, body)) => panic!("{method} {path}: HTTP {status}: {body}\n{}", self.log()),
