@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the common non-standard ones).
@@ -88,6 +89,35 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
+/// Whether the client takes response trailers: an HTTP/2 client always, an HTTP/1.1 client when it
+/// says `TE: trailers` (RFC 9110 section 10.1.4).
+pub fn accepts_trailers(h: &HeaderMap, version: Version) -> bool {
+    version >= Version::HTTP_2
+        || h.get_all(header::TE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| {
+            let name = t.split(';').next().unwrap_or_default().trim();
+            name.eq_ignore_ascii_case("trailers")
+        })
+}
+
+/// The backend's `Trailer` declaration, less the fields a trailer may not carry, for a client
+/// that takes trailers: hyper's HTTP/1.1 server sends only the trailer fields the response head
+/// declares, so stripping `Trailer` as hop-by-hop would silently drop every trailer.
+pub fn declared_trailers(h: &HeaderMap) -> Option<HeaderValue> {
+    let names: Vec<HeaderName> = h
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !NOT_IN_TRAILERS.contains(n) && !HOP_BY_HOP.contains(n) && !PROTECTED.contains(n))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let list = names.iter().map(HeaderName::as_str).collect::<Vec<_>>().join(", ");
+    HeaderValue::from_str(&list).ok()
+}
+
 /// Drops the trailer fields RFC 9110 section 6.5.1 forbids, and hop-by-hop ones.
 pub fn sanitize_trailers(t: &mut HeaderMap) {
     for n in NOT_IN_TRAILERS.iter().chain(&HOP_BY_HOP) {
@@ -163,6 +193,28 @@ mod tests {
         let mut left: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["grpc-status", "x-checksum"]);
+    }
+
+    #[test]
+    fn trailers_are_taken_by_h2_clients_and_by_h1_clients_that_say_so() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_trailers(&h, Version::HTTP_11));
+        assert!(accepts_trailers(&h, Version::HTTP_2));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5, Trailers"));
+        assert!(accepts_trailers(&h, Version::HTTP_11));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailersx"));
+        assert!(!accepts_trailers(&h, Version::HTTP_11));
+    }
+
+    #[test]
+    fn the_trailer_declaration_keeps_only_fields_a_trailer_may_carry() {
+        let mut h = HeaderMap::new();
+        assert_eq!(declared_trailers(&h), None);
+        h.insert(header::TRAILER, HeaderValue::from_static("X-Checksum, content-length, Set-Cookie"));
+        h.append(header::TRAILER, HeaderValue::from_static("grpc-status, x-forwarded-for, host, bad name"));
+        assert_eq!(declared_trailers(&h).unwrap(), "x-checksum, grpc-status");
+        h.insert(header::TRAILER, HeaderValue::from_static("content-length"));
+        assert_eq!(declared_trailers(&h), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::accept::{Acceptor, accept_until_shutdown, drain};
 use crate::authority::settle_host;
 use crate::body::{Active, ProxyBody};
 use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
-use crate::headers::{add_forwarded, strip_hop_by_hop};
+use crate::headers::{accepts_trailers, add_forwarded, declared_trailers, strip_hop_by_hop};
 use crate::io::ClientIo;
 use crate::served::Served;
 use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
@@ -135,7 +135,13 @@ impl HttpProxy {
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return r;
         }
+        let trailers_ok = accepts_trailers(&parts.headers, parts.version);
         strip_hop_by_hop(&mut parts.headers);
+        if trailers_ok {
+            // This hop takes trailers too (the upstream codec reads them), so say so: some
+            // backends send trailers only to a request that asks for them.
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let traffic = &self.0.traffic;
         traffic.budget.request();
         let selector = self.0.selector.load();
@@ -309,7 +315,13 @@ impl HttpProxy {
         match result {
             Ok((upstream, head)) => {
                 let ResponseHead { status, mut headers, framing, keep_alive, .. } = head;
+                let declared = if trailers_ok { declared_trailers(&headers) } else { None };
                 strip_hop_by_hop(&mut headers);
+                if let Some(names) = declared
+                    && matches!(framing, BodyFraming::Chunked)
+                {
+                    headers.insert(header::TRAILER, names);
+                }
                 if !matches!(framing, BodyFraming::Length(_)) {
                     headers.remove(header::CONTENT_LENGTH);
                 }

@@ -143,6 +143,36 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
     agent.shutdown().await;
 }
 
+/// An HTTP/1.1 client that sends `TE: trailers` gets the trailers the backend declared (the
+/// backend is asked with `TE: trailers` too); one that does not gets the body alone, and an
+/// undeclared or forbidden field never passes.
+#[tokio::test]
+async fn response_trailers_reach_http11_clients_that_ask() {
+    let raw = RawBackend::start(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum, set-cookie\r\n\r\n\
+5\r\nhello\r\n0\r\nx-checksum: 42\r\nset-cookie: a=1\r\nx-undeclared: 1\r\n\r\n",
+        100,
+    )
+    .await;
+    let agent = start(&raw.addr.to_string(), &[]).await;
+    let addr = agent.http_addrs[0];
+    let limit = Duration::from_secs(5);
+    let asked =
+        raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n", limit).await;
+    let lower = asked.to_ascii_lowercase();
+    assert!(lower.contains("\r\ntrailer: x-checksum\r\n"), "the head declares what may follow: {asked:?}");
+    assert!(asked.ends_with("\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\n\r\n"), "{asked:?}");
+    let head = raw.requests.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains("\r\nte: trailers\r\n"), "the backend is asked for trailers too: {head}");
+
+    let plain = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", limit).await;
+    assert!(!plain.to_ascii_lowercase().contains("trailer:"), "{plain:?}");
+    assert!(plain.ends_with("\r\n5\r\nhello\r\n0\r\n\r\n"), "{plain:?}");
+    let head = raw.requests.lock().unwrap()[1].to_ascii_lowercase();
+    assert!(!head.contains("\r\nte:"), "{head}");
+    agent.shutdown().await;
+}
+
 #[tokio::test]
 async fn response_trailers_reach_http2_clients() {
     let raw = RawBackend::start(
