@@ -379,6 +379,18 @@ impl Collector for Exporter {
             "Times accepting paused because --max-connections client connections were open",
             &[(NO_LABELS, s.proxy.limited())],
         )?;
+        counter(
+            &mut e,
+            "edge_tunnels",
+            "HTTP connections upgraded into tunnels after a backend's 101 (WebSocket and other Upgrades)",
+            &[(NO_LABELS, s.proxy.tunnels())],
+        )?;
+        gauge(
+            &mut e,
+            "edge_open_tunnels",
+            "Upgraded connections (tunnels) open now",
+            &[(NO_LABELS, s.proxy.open_tunnels())],
+        )?;
 
         if let Some(d) = &s.dataplane {
             self.encode_dataplane(&mut e, d)?;

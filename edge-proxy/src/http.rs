@@ -43,6 +43,7 @@ use crate::headers::{accepts_trailers, add_forwarded, declared_trailers, strip_h
 use crate::io::ClientIo;
 use crate::served::Served;
 use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
+use crate::tunnel::Tunnels;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
 use crate::upstream::{SendError, UpstreamConn, pool};
@@ -60,7 +61,7 @@ pub struct ConnInfo {
 
 /// The HTTP proxy of one listener on one worker, shared by the listener's connections.
 #[derive(Debug)]
-pub struct HttpProxy(Served);
+pub struct HttpProxy(Served, Arc<Tunnels>);
 
 fn local_response(status: StatusCode, text: &'static str, in_flight: Option<InFlight>) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::local(text, in_flight));
@@ -80,8 +81,8 @@ struct Outgoing {
 
 impl HttpProxy {
     /// Builds the proxy for one listener on one worker.
-    pub(crate) fn new(served: Served) -> Self {
-        Self(served)
+    pub(crate) fn new(served: Served, tunnels: Tunnels) -> Self {
+        Self(served, Arc::new(tunnels))
     }
 
     /// One attempt on `target`: a pooled connection when there is a usable one, else a new one.
@@ -123,6 +124,7 @@ impl HttpProxy {
             return r;
         };
         let (mut parts, body) = req.into_parts();
+        let upgrade = if body.is_end_stream() { crate::tunnel::wanted(parts.version, &parts.headers) } else { None };
         if let Err(e) = settle_host(&mut parts.headers, &parts.uri, parts.version) {
             self.0.stats.client_error(ClientError::BadRequest);
             tracing::debug!(client = %conn.client, error = %e, "refused a request");
@@ -159,6 +161,11 @@ impl HttpProxy {
             traffic.no_backend(NoBackend::Panic);
         }
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
+        if let Some(protocol) = upgrade {
+            crate::tunnel::keep_upgrade(&mut parts.headers, protocol);
+            let req = crate::tunnel::Request { parts, target: target.clone(), hash, in_flight, permit };
+            return crate::tunnel::open(&self.0, &self.1, req).await;
+        }
         let policy = &self.0.cfg.retry;
         let idempotent = matches!(
             parts.method,
@@ -427,7 +434,7 @@ pub async fn serve(
                     Box::pin(async move { Ok(proxy.handle(req, info, &activity).await) });
                 fut
             });
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 // hyper answered 400 or 431 itself before closing; count it.
                 if let Some(h) = e.downcast_ref::<hyper::Error>() {
@@ -445,6 +452,10 @@ pub async fn serve(
     drop(listener);
     // Keep-alive connections close after their current request; give them `limit` to do so.
     drain(&mut conns, limit, kind, graceful.shutdown()).await;
+    // Tunnels close by themselves `limit` after shutdown began; this only waits for them.
+    if tokio::time::timeout(limit + std::time::Duration::from_secs(1), proxy.1.drained()).await.is_err() {
+        tracing::warn!("tunnels still open after the drain timeout");
+    }
 }
 
 async fn handshake(

@@ -8,8 +8,9 @@
 //!
 //! Module dependencies point one way: `config`, `stats`, `admission`, `authority`, `headers`, `io`, `tls` and
 //! `conn_guard` are leaves; `upstream` uses `headers`; `served` (what a listener's proxy works
-//! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `http` and `tcp` use
-//! those; `workers` starts both; `trim` uses `accept`.
+//! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `relay` (bytes both ways,
+//! counted, with an idle limit) is a leaf; `tunnel` (upgraded connections) uses `body`, `relay`,
+//! `served` and `upstream`; `http` uses `tunnel`, and `http` and `tcp` use the rest; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
 mod admission;
@@ -20,11 +21,13 @@ mod conn_guard;
 mod headers;
 mod http;
 mod io;
+mod relay;
 mod served;
 mod stats;
 mod tcp;
 mod tls;
 mod trim;
+mod tunnel;
 mod upstream;
 mod workers;
 

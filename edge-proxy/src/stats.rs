@@ -5,7 +5,7 @@
 //! Label values are the enums here.
 
 use edge_core::balance::{RetryBudget, RetryBudgetConfig};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use edge_core::util::Gauge;
 
@@ -86,6 +86,8 @@ pub struct ProxyStats {
     open: [Gauge; ListenerKind::ALL.len()],
     client_errors: [AtomicU64; ClientError::ALL.len()],
     limited: AtomicU64,
+    tunnels: AtomicU64,
+    open_tunnels: AtomicI64,
 }
 
 impl ProxyStats {
@@ -123,6 +125,27 @@ impl ProxyStats {
     /// Client errors of `kind` so far.
     pub fn client_errors(&self, kind: ClientError) -> u64 {
         self.client_errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts an upgraded connection (a tunnel) opening.
+    pub(crate) fn tunnel_opened(&self) {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.open_tunnels.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a tunnel closing.
+    pub(crate) fn tunnel_closed(&self) {
+        self.open_tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Upgraded connections (WebSocket and other `Upgrade`s) so far.
+    pub fn tunnels(&self) -> u64 {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// Upgraded connections open now.
+    pub fn open_tunnels(&self) -> i64 {
+        self.open_tunnels.load(Ordering::Relaxed)
     }
 }
 

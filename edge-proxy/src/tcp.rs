@@ -4,59 +4,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use edge_core::backend::{Backend, Direction, Failure, GatewayFailure};
+use edge_core::backend::{Failure, GatewayFailure};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::GaugeGuard;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
+use crate::relay::{Ended, relay};
 use crate::served::Served;
 use crate::stats::{ListenerKind, NoBackend, RetryOutcome, RetryReason};
-
-/// Counts bytes read through it into its backend's counters and stamps the time of the last byte.
-#[derive(Debug)]
-struct Counted<S> {
-    inner: S,
-    backend: Arc<Backend>,
-    dir: Direction,
-    last: Arc<AtomicU64>,
-    epoch: Instant,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.backend.stats.add_bytes(self.dir, n as u64);
-            let ms = self.epoch.elapsed().as_millis() as u64;
-            self.last.store(ms, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// The TCP proxy of one listener on one worker: it balances over the selector of the service the
 /// listener serves.
@@ -124,38 +84,17 @@ impl TcpProxy {
         let _ = upstream.set_nodelay(true);
         let m = &target.backend.stats;
         m.tcp_connection();
-        let epoch = Instant::now();
-        let last = Arc::new(AtomicU64::new(0));
-        let backend = target.backend.clone();
-        let mut c = Counted { inner: client, backend: backend.clone(), dir: Direction::Tx, last: last.clone(), epoch };
-        let mut u = Counted { inner: upstream, backend, dir: Direction::Rx, last: last.clone(), epoch };
-        let idle = self.0.cfg.idle_timeout;
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
-                if let Err(e) = r {
-                    if e.kind() != io::ErrorKind::ConnectionReset {
-                        m.failure(Failure::Reset);
-                    }
-                    tracing::debug!(backend = %target.id(), error = %e, "tcp copy ended with an error");
+        match relay(client, upstream, &target.backend, self.0.cfg.idle_timeout, std::future::pending()).await {
+            Ended::Closed | Ended::Stopped => {}
+            Ended::Idle => tracing::debug!(backend = %target.id(), "tcp connection idle; closing"),
+            Ended::Error(e) => {
+                if e.kind() != io::ErrorKind::ConnectionReset {
+                    m.failure(Failure::Reset);
                 }
-            }
-            _ = idle_expired(last, epoch, idle) => {
-                tracing::debug!(backend = %target.id(), "tcp connection idle; closing");
+                tracing::debug!(backend = %target.id(), error = %e, "tcp copy ended with an error");
             }
         }
         drop(active);
-    }
-}
-
-/// Resolves once no byte moved for `idle`.
-async fn idle_expired(last: Arc<AtomicU64>, epoch: Instant, idle: Duration) {
-    loop {
-        let last_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed));
-        let deadline = last_at + idle;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
     }
 }
 

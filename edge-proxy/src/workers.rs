@@ -138,7 +138,8 @@ pub fn spawn(index: usize, sockets: WorkerSockets, ctx: WorkerContext) -> io::Re
             let sweeper = tokio::spawn(crate::upstream::pool::sweep_every(crate::upstream::pool::SWEEP_EVERY));
             let mut loops = tokio::task::JoinSet::new();
             for (l, tls) in sockets.http {
-                let http = Arc::new(crate::http::HttpProxy::new(ctx.served(l.selector, l.traffic)));
+                let tunnels = crate::tunnel::Tunnels::new(ctx.shutdown.clone(), ctx.drain_timeout);
+                let http = Arc::new(crate::http::HttpProxy::new(ctx.served(l.selector, l.traffic), tunnels));
                 match l.acceptor.register() {
                     Ok(a) => {
                         loops.spawn(crate::http::serve(a, http, tls, ctx.shutdown.clone(), ctx.drain_timeout));

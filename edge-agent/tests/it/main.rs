@@ -29,3 +29,4 @@ mod stalls;
 mod strategies;
 mod tcp_proxy;
 mod upstream;
+mod websocket;

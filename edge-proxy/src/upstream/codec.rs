@@ -148,6 +148,17 @@ pub struct ResponseHead {
 /// needed; on success the head's bytes are removed from `buf`. Interim 1xx responses (other than
 /// 101) are skipped, as a proxy that has already answered `Expect` itself must.
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, CodecError> {
+    parse_head(buf, method, false)
+}
+
+/// As [`parse_response_head`], for a request that asked to upgrade (`Connection: upgrade`): a
+/// `101 Switching Protocols` is then a final answer, with no body (the bytes after it, left in
+/// `buf`, belong to the new protocol) and no keep-alive.
+pub fn parse_upgrade_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, CodecError> {
+    parse_head(buf, method, true)
+}
+
+fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Option<ResponseHead>, CodecError> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut slots);
@@ -178,6 +189,9 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
             continue;
         }
         if status == StatusCode::SWITCHING_PROTOCOLS {
+            if upgrade {
+                return Ok(Some(ResponseHead { status, headers, framing: BodyFraming::Length(0), keep_alive: false }));
+            }
             return Err(CodecError::Head("unexpected 101 switching protocols".into()));
         }
         let framing = body_framing(status, method, &headers)?;
@@ -427,6 +441,21 @@ mod tests {
         assert_eq!(r.status, StatusCode::CREATED);
         assert!(b.is_empty());
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_101_is_final_only_for_an_upgrade_and_leaves_the_new_protocol_in_the_buffer() {
+        let wire = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\x01\x02hi";
+        assert!(matches!(head(wire, Method::GET), Err(CodecError::Head(_))), "not asked for");
+        let mut buf = BytesMut::from(wire);
+        let h = parse_upgrade_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!((h.status, h.keep_alive), (StatusCode::SWITCHING_PROTOCOLS, false));
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert_eq!(&buf[..], b"\x01\x02hi");
+        // A declined upgrade is an ordinary answer with its body framing.
+        let mut buf = BytesMut::from("HTTP/1.1 426 Upgrade Required\r\ncontent-length: 2\r\n\r\nno");
+        let h = parse_upgrade_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!((h.status.as_u16(), h.framing), (426, BodyFraming::Length(2)));
     }
 
     #[test]

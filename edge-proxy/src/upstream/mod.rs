@@ -177,10 +177,42 @@ impl UpstreamConn {
         }
     }
 
+    /// Sends a request that asks to upgrade (no body) and reads the answer's head, which may be a
+    /// `101`; then [`UpstreamConn::into_parts`] gives the connection to the tunnel.
+    pub async fn upgrade(
+        &mut self,
+        method: &Method,
+        head: Bytes,
+        cfg: &ProxyConfig,
+    ) -> Result<ResponseHead, SendError> {
+        self.buf.clear();
+        self.write_timed(&head, cfg.idle_timeout).await?;
+        self.read_head_with(method, cfg.upstream_timeout, true).await
+    }
+
+    /// The socket and what was read past the response head (the new protocol's first bytes).
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     async fn read_head(&mut self, method: &Method, timeout: Duration) -> Result<ResponseHead, SendError> {
+        self.read_head_with(method, timeout, false).await
+    }
+
+    async fn read_head_with(
+        &mut self,
+        method: &Method,
+        timeout: Duration,
+        upgrade: bool,
+    ) -> Result<ResponseHead, SendError> {
         let read = async {
             loop {
-                if let Some(head) = codec::parse_response_head(&mut self.buf, method)? {
+                let parsed = if upgrade {
+                    codec::parse_upgrade_response_head(&mut self.buf, method)?
+                } else {
+                    codec::parse_response_head(&mut self.buf, method)?
+                };
+                if let Some(head) = parsed {
                     return Ok(head);
                 }
                 match self.read_more().await {

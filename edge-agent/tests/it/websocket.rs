@@ -1,0 +1,151 @@
+//! WebSocket through the userspace proxy, with a real client and a real server library
+//! (tokio-tungstenite): the upgrade and messages both ways, the tunnel counted while it lives, a
+//! backend that declines the upgrade, the idle timeout, and the drain at shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
+
+use crate::support::*;
+
+/// Test double: a WebSocket echo server that records each handshake's headers.
+struct EchoServer {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+/// Keeps the handshake's request headers.
+struct Recorder(Arc<Mutex<Vec<HeaderMap>>>);
+
+impl Callback for Recorder {
+    fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+        self.0.lock().unwrap().push(req.headers().clone());
+        Ok(resp)
+    }
+}
+
+impl EchoServer {
+    async fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, Recorder(seen)).await else { return };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, heads }
+    }
+}
+
+async fn agent_for(backend: SocketAddr, extra: &[&str]) -> edge_agent::app::AgentHandle {
+    Args::http().with(&["--health-check", "tcp"]).with(extra).backends(&[backend.to_string()]).ready().await
+}
+
+fn metric(agent: &edge_agent::app::AgentHandle, name: &str) -> Option<f64> {
+    let text = agent.metrics.render();
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        rest.strip_prefix("{}").unwrap_or(rest).strip_prefix(' ')?.parse().ok()
+    })
+}
+
+#[tokio::test]
+async fn websocket_messages_cross_edge_both_ways() {
+    let server = EchoServer::start().await;
+    let agent = agent_for(server.addr, &[]).await;
+    let url = format!("ws://{}/chat?room=1", agent.http_addrs[0]);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&url).await.expect("the upgrade through edge");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    // Many messages, some larger than a socket buffer, in both directions at once.
+    let big = vec![7u8; 300_000];
+    for i in 0..50u8 {
+        ws.send(Message::binary(vec![i; 1 + usize::from(i) * 10])).await.unwrap();
+    }
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    for i in 0..50u8 {
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![i; 1 + usize::from(i) * 10]));
+    }
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    assert_eq!(metric(&agent, "edge_open_tunnels"), Some(1.0));
+    assert_eq!(metric(&agent, "edge_tunnels_total"), Some(1.0));
+
+    let head = server.heads.lock().unwrap()[0].clone();
+    let get = |k: &str| head.get(k).map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    assert_eq!(get("upgrade").as_deref(), Some("websocket"), "{head:?}");
+    assert_eq!(get("connection").as_deref(), Some("upgrade"), "{head:?}");
+    assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"), "{head:?}");
+
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    assert!(eventually(Duration::from_secs(5), || metric(&agent, "edge_open_tunnels") == Some(0.0)).await);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_declined_upgrade_is_an_ordinary_answer() {
+    let raw = RawBackend::start(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nno\r\n", usize::MAX).await;
+    let agent = agent_for(raw.addr, &[]).await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/", agent.http_addrs[0])).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 426),
+        e => panic!("expected the backend's 426, got {e}"),
+    }
+    assert_eq!(metric(&agent, "edge_tunnels_total"), Some(0.0));
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_closes_after_the_idle_timeout() {
+    let server = EchoServer::start().await;
+    let agent = agent_for(server.addr, &["--idle-timeout", "500ms"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", agent.http_addrs[0])).await.unwrap();
+    // Traffic keeps it open past the timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ws.send(Message::text("tick")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tick"));
+    }
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("the tunnel closes");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(2), "closed after {took:?}");
+    assert!(eventually(Duration::from_secs(2), || metric(&agent, "edge_open_tunnels") == Some(0.0)).await);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_tunnel_works_through_the_drain_then_closes() {
+    let server = EchoServer::start().await;
+    let agent = agent_for(server.addr, &["--drain-timeout", "1s"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", agent.http_addrs[0])).await.unwrap();
+    let start = Instant::now();
+    let stopping = tokio::spawn(agent.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still here"), "the tunnel works while draining");
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("the tunnel closes");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("the agent stops").unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "stopped after {took:?}");
+}
