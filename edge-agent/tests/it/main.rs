@@ -27,6 +27,7 @@ mod semantics;
 mod services;
 mod stalls;
 mod strategies;
+mod streaming;
 mod tcp_proxy;
 mod upstream;
 mod websocket;
