@@ -20,6 +20,7 @@ mod ecs;
 mod failure;
 mod health;
 mod http_proxy;
+mod ipv6;
 mod limits;
 mod profile;
 mod replay;

@@ -437,7 +437,12 @@ pub struct RawBackend {
 impl RawBackend {
     /// Starts a backend answering every request with `answer`.
     pub async fn start(answer: &'static [u8], close_after: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", answer, close_after).await
+    }
+
+    /// As [`RawBackend::start`], listening on `bind` (for example `[::1]:0`).
+    pub async fn start_on(bind: &str, answer: &'static [u8], close_after: usize) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicU64::new(0));
