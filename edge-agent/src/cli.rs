@@ -420,6 +420,11 @@ settings! {
         #[arg(long, env = "EDGE_MAX_HEADERS", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub max_headers: Option<Int<1, 1000>>,
+        /// Client connections on every userspace listener start with a PROXY protocol header
+        /// (v1 or v2, as an AWS NLB sends): on or off. When on, a connection without one is closed.
+        #[arg(long, env = "EDGE_ACCEPT_PROXY_PROTOCOL", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+        #[serde(default, deserialize_with = "deserialize_bool")]
+        pub accept_proxy_protocol: Option<Switch>,
 
         /// Data-plane worker threads, each with its own event loop [default: one per CPU].
         #[arg(long, env = "EDGE_WORKERS", value_name = "N")]

@@ -86,7 +86,9 @@ impl DataplaneStatus {
         // Configuration refused unsupported strategies under --mode ebpf; under auto they decide.
         // Only services with a VIP would be carried by the kernel.
         let unsupported = |s: &crate::config::ServiceConfig| {
-            s.vip.and_then(|_| Plane::Ebpf.supports(&s.strategy).err()).map(|e| (s.name.clone(), e))
+            s.vip?;
+            let strategy = Plane::Ebpf.supports(&s.strategy).err().map(|e| e.to_string());
+            strategy.or_else(|| s.kernel_cannot_serve()).map(|e| (s.name.clone(), e))
         };
         if let Some((name, e)) = cfg.services.iter().find_map(unsupported) {
             let reason = format!("service '{name}' needs the userspace proxy ({e}); running the userspace proxy");
@@ -269,5 +271,19 @@ mod tests {
         assert_eq!(status.mode, Plane::Userspace);
         assert!(status.reason.contains("service '10.0.0.5:80' needs the userspace proxy"), "{}", status.reason);
         assert!(status.reason.contains("sees packets, not HTTP headers"), "{}", status.reason);
+    }
+
+    #[test]
+    fn auto_with_a_proxy_protocol_backend_runs_the_userspace_proxy_and_says_why() {
+        let mut c = cfg(&["--vip", "10.0.0.5:80", "--backend", "10.0.1.1:80,proxy=v1"]);
+        c.mode = ModeChoice::Auto;
+        let (status, loaded) = DataplaneStatus::decide(&c).unwrap();
+        assert!(loaded.is_none());
+        assert_eq!(status.mode, Plane::Userspace);
+        assert!(
+            status.reason.contains("backend 10.0.1.1:80,proxy=v1 asks for the PROXY protocol"),
+            "{}",
+            status.reason
+        );
     }
 }

@@ -408,6 +408,11 @@ impl<M: KernelMaps> Actor<M> {
             let snat = match self.services[index].snat.get(&name) {
                 Some(s) => *s,
                 None => {
+                    if let Some(p) = b.backend.proxy() {
+                        // Discovery can name such a backend at run time; the configuration refuses
+                        // fixed ones. The kernel forwards packets and opens no connection of its own.
+                        tracing::warn!(backend = %name, proxy = p.as_str(), "this backend asks for the PROXY protocol, which the eBPF data plane cannot send; its flows reach it without a header");
+                    }
                     let s = self.reach(addr, &name);
                     self.services[index].snat.insert(name.clone(), s);
                     s

@@ -66,6 +66,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Most request headers.
     pub max_headers: usize,
+    /// Client connections start with a PROXY protocol header (refused without one).
+    pub accept_proxy_protocol: bool,
     /// Retries.
     pub retry: RetryPolicy,
 }
@@ -83,6 +85,7 @@ impl Default for ProxyConfig {
             max_requests: 1024,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            accept_proxy_protocol: false,
             retry: RetryPolicy::default(),
         }
     }

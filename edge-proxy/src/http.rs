@@ -16,7 +16,6 @@
 //! same backend once. Otherwise: 502, a timeout 504, no backend 503.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,23 +40,13 @@ use crate::body::{Active, ProxyBody};
 use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
 use crate::headers::{accepts_trailers, add_forwarded, declared_trailers, strip_hop_by_hop};
 use crate::io::ClientIo;
-use crate::served::Served;
+use crate::served::{ConnInfo, Served};
 use crate::stats::{ClientError, ListenerKind, NoBackend, ProxyStats, RetryOutcome, RetryReason};
 use crate::tunnel::Tunnels;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
+use crate::upstream::pool::PoolKey;
 use crate::upstream::{SendError, UpstreamConn, pool};
-
-/// What a request handler knows about its client connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The listener address the client reached.
-    pub local: SocketAddr,
-    /// Whether TLS was terminated.
-    pub tls: bool,
-}
 
 /// The HTTP proxy of one listener on one worker, shared by the listener's connections.
 #[derive(Debug)]
@@ -90,23 +79,25 @@ impl HttpProxy {
     async fn attempt(
         &self,
         target: &Target,
+        conn: &ConnInfo,
         out: &mut Outgoing,
         fresh: bool,
     ) -> (bool, Result<(UpstreamConn, ResponseHead), SendError>) {
-        let pooled = if fresh { None } else { pool::checkout(target.addr()) };
+        let key = PoolKey::for_target(target, conn.client);
+        let pooled = if fresh { None } else { pool::checkout(key) };
         // A request that must not be sent twice only goes on a pooled connection that is
         // verifiably open; a replayable one is retried if the connection turns out stale.
         let pooled = pooled.filter(|c| out.replayable || c.is_alive());
         let reused = pooled.is_some();
-        let mut conn = match pooled {
+        let mut upstream = match pooled {
             Some(c) => c,
-            None => match UpstreamConn::connect(target.addr(), self.0.cfg.connect_timeout).await {
+            None => match UpstreamConn::connect_to(key, conn.local, self.0.cfg.connect_timeout).await {
                 Ok(c) => c,
                 Err(e) => return (false, Err(e)),
             },
         };
-        let r = conn.exchange(&out.method, out.head.clone(), out.body.take(), &self.0.cfg).await;
-        (reused, r.map(|h| (conn, h)))
+        let r = upstream.exchange(&out.method, out.head.clone(), out.body.take(), &self.0.cfg).await;
+        (reused, r.map(|h| (upstream, h)))
     }
 
     /// Serves one request.
@@ -163,7 +154,8 @@ impl HttpProxy {
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
         if let Some(protocol) = upgrade {
             crate::tunnel::keep_upgrade(&mut parts.headers, protocol);
-            let req = crate::tunnel::Request { parts, target: target.clone(), hash, in_flight, permit };
+            let key = PoolKey::for_target(target, conn.client);
+            let req = crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit };
             return crate::tunnel::open(&self.0, &self.1, req).await;
         }
         let policy = &self.0.cfg.retry;
@@ -220,7 +212,7 @@ impl HttpProxy {
         let mut active = Active::new(&target.backend);
         let (mut retries, mut refreshed) = (0u32, false);
         let result = loop {
-            let attempt = tokio::time::timeout_at(deadline, self.attempt(target, &mut out, refreshed)).await;
+            let attempt = tokio::time::timeout_at(deadline, self.attempt(target, &conn, &mut out, refreshed)).await;
             let (reused, r) = attempt.unwrap_or((false, Err(SendError::Timeout)));
             let m = &target.backend.stats;
             let (err, reason) = match r {
@@ -412,6 +404,11 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         async move {
+            let (mut stream, mut client) = (stream, client);
+            if proxy.0.cfg.accept_proxy_protocol {
+                let Some(from) = crate::proxy_protocol::accept(&mut stream, client, &proxy.0).await else { return };
+                client = from;
+            }
             // Boxed: a TLS handshake's state is kilobytes, and an unboxed await would size every
             // connection's task for it for as long as the connection lives.
             let shake = Box::pin(handshake(stream, tls.as_ref(), proxy.0.cfg.header_read_timeout, &proxy.0.stats));

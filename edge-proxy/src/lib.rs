@@ -7,10 +7,12 @@
 //! and [`ServiceTraffic`], which the binary's metrics exporter reads.
 //!
 //! Module dependencies point one way: `config`, `stats`, `admission`, `authority`, `headers`, `io`, `tls` and
-//! `conn_guard` are leaves; `upstream` uses `headers`; `served` (what a listener's proxy works
-//! with) and `accept` use `stats`; `body` uses `conn_guard` and `upstream`; `relay` (bytes both ways,
-//! counted, with an idle limit) is a leaf; `tunnel` (upgraded connections) uses `body`, `relay`,
-//! `served` and `upstream`; `http` uses `tunnel`, and `http` and `tcp` use the rest; `workers` starts both; `trim` uses `accept`.
+//! `conn_guard` are leaves; `upstream` uses `headers` and `proxy_protocol`; `served` (what a
+//! listener's proxy works with, and what a handler knows of its client connection) and `accept`
+//! use `stats`; `proxy_protocol` (PROXY headers in and out) uses `served`; `body` uses `conn_guard`
+//! and `upstream`; `relay` (bytes both ways, counted, with an idle limit) is a leaf; `tunnel`
+//! (upgraded connections) uses `body`, `relay`, `served` and `upstream`; `http` uses `tunnel`, and
+//! `http` and `tcp` use the rest; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
 mod admission;
@@ -21,6 +23,7 @@ mod conn_guard;
 mod headers;
 mod http;
 mod io;
+mod proxy_protocol;
 mod relay;
 mod served;
 mod stats;

@@ -3,6 +3,7 @@
 //! proxy's settings.
 //! The HTTP and the TCP proxy hold one each.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -25,4 +26,15 @@ pub(crate) struct Served {
     pub admission: Arc<Admission>,
     /// Proxy settings.
     pub cfg: ProxyConfig,
+}
+
+/// What a request handler knows about its client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener address the client reached.
+    pub local: SocketAddr,
+    /// Whether TLS was terminated.
+    pub tls: bool,
 }

@@ -38,6 +38,9 @@ edge_core::label_enum! {
         BodyTimeout => "body_timeout",
         /// A client that stopped reading its responses for `--idle-timeout` (connection closed).
         WriteStall => "write_stall",
+        /// A connection without a valid PROXY protocol header on a listener that requires one
+        /// (closed).
+        ProxyProtocol => "proxy_protocol",
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use edge_core::backend::{Failure, GatewayFailure};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::GaugeGuard;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -29,9 +30,16 @@ impl TcpProxy {
         Self(served)
     }
 
-    async fn connect(&self, t: &Target) -> io::Result<TcpStream> {
+    async fn connect(&self, t: &Target, peer: SocketAddr, local: SocketAddr) -> io::Result<TcpStream> {
         // A TCP-mode connection's only passive signal is its connect.
-        let r = match tokio::time::timeout(self.0.cfg.connect_timeout, TcpStream::connect(t.addr())).await {
+        let connect = async {
+            let mut s = TcpStream::connect(t.addr()).await?;
+            if let Some(version) = t.backend.proxy() {
+                s.write_all(&crate::proxy_protocol::header(version, peer, local)).await?;
+            }
+            Ok(s)
+        };
+        let r = match tokio::time::timeout(self.0.cfg.connect_timeout, connect).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
         };
@@ -46,7 +54,11 @@ impl TcpProxy {
     }
 
     /// Proxies one client connection.
-    pub async fn handle(&self, client: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    pub async fn handle(&self, mut client: TcpStream, mut peer: SocketAddr, local: SocketAddr) {
+        if self.0.cfg.accept_proxy_protocol {
+            let Some(from) = crate::proxy_protocol::accept(&mut client, peer, &self.0).await else { return };
+            peer = from;
+        }
         let selector = self.0.selector.load_full();
         let hash = if selector.needs_hash() { request_hash(selector.hash_key(), peer, local, None) } else { 0 };
         let Some((mut target, source)) = selector.pick_admitted(hash) else {
@@ -57,7 +69,7 @@ impl TcpProxy {
             self.0.traffic.no_backend(NoBackend::Panic);
         }
         let mut active = GaugeGuard::new(&target.backend.stats.active);
-        let upstream = match self.connect(target).await {
+        let upstream = match self.connect(target, peer, local).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(backend = %target.id(), error = %e, "connect failed");
@@ -68,7 +80,7 @@ impl TcpProxy {
                 self.0.traffic.retry(RetryReason::Connect);
                 target = other;
                 active = GaugeGuard::new(&target.backend.stats.active);
-                match self.connect(target).await {
+                match self.connect(target, peer, local).await {
                     Ok(s) => {
                         self.0.traffic.retry_outcome(RetryOutcome::Succeeded);
                         s

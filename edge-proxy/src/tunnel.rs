@@ -29,10 +29,11 @@ use crate::admission::Permit;
 use crate::body::{Active, ProxyBody};
 use crate::conn_guard::InFlight;
 use crate::relay::{Ended, relay};
-use crate::served::Served;
+use crate::served::{ConnInfo, Served};
 use crate::stats::{ProxyStats, RetryOutcome, RetryReason};
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
+use crate::upstream::pool::PoolKey;
 use crate::upstream::{SendError, UpstreamConn};
 
 /// How long the client has to take the `101` before the tunnel gives up on it.
@@ -205,6 +206,10 @@ pub(crate) struct Request {
     pub parts: http::request::Parts,
     /// The picked backend.
     pub target: Target,
+    /// Its connection key (which names the client for a backend that asks for the PROXY protocol).
+    pub key: PoolKey,
+    /// The client connection.
+    pub conn: ConnInfo,
     /// The request's hash (for another backend when the connect fails).
     pub hash: u64,
     /// The request in flight on the client connection.
@@ -218,7 +223,7 @@ pub(crate) struct Request {
 /// client: the tunnel after a `101`, the backend's answer as it is otherwise, 502 or 504 when
 /// there is none.
 pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) -> Response<ProxyBody> {
-    let Request { mut parts, mut target, hash, in_flight, permit } = req;
+    let Request { mut parts, mut target, mut key, conn, hash, in_flight, permit } = req;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         // Only a connection served with upgrades has one; every HTTP/1.1 listener is.
         return local(StatusCode::BAD_GATEWAY, "bad gateway\n", in_flight);
@@ -234,7 +239,7 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
         let active = Active::new(&target.backend);
         let m = &target.backend.stats;
         let attempt = async {
-            let mut c = UpstreamConn::connect(target.addr(), cfg.connect_timeout).await?;
+            let mut c = UpstreamConn::connect_to(key, conn.local, cfg.connect_timeout).await?;
             let h = c.upgrade(&parts.method, head.clone(), cfg).await?;
             Ok::<_, SendError>((c, h))
         };
@@ -257,6 +262,7 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
                     Some(t) if connect && !requeued => {
                         served.traffic.retry(RetryReason::Connect);
                         requeued = true;
+                        key = PoolKey::for_target(&t, conn.client);
                         target = t;
                     }
                     _ => {

@@ -95,6 +95,7 @@ pub fn defaults() -> RunArgs {
         max_requests: Some(Int(p.max_requests as u64)),
         max_header_bytes: Some(Int(p.max_header_bytes as u64)),
         max_headers: Some(Int(p.max_headers as u64)),
+        accept_proxy_protocol: Some(Switch(p.accept_proxy_protocol)),
         cpu_pinning: Some(Switch(CPU_PINNING)),
         log_format: Some(LogFormat::default()),
         log_level: Some(LogLevel::default()),

@@ -255,6 +255,11 @@ impl Config {
             listeners: addrs.chain(listeners.listen_tcp.iter().map(|a| ("listen-tcp", *a))).collect(),
         };
         let services = service::validate(top, tables, &cx)?;
+        if mode == ModeChoice::Ebpf
+            && let Some(why) = services.iter().filter(|s| s.vip.is_some()).find_map(ServiceConfig::kernel_cannot_serve)
+        {
+            return Err(usage(why));
+        }
 
         Ok(Self {
             listen: listeners.listen,

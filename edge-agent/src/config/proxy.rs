@@ -34,6 +34,7 @@ pub(super) fn build(args: &RunArgs) -> Proxy {
         max_requests: args.max_requests.map_or(d.max_requests, |v| v.get()),
         max_header_bytes: args.max_header_bytes.map_or(d.max_header_bytes, |v| v.get()),
         max_headers: args.max_headers.map_or(d.max_headers, |v| v.get()),
+        accept_proxy_protocol: args.accept_proxy_protocol.map_or(d.accept_proxy_protocol, |v| v.0),
         retry: RetryPolicy {
             retries: args.retries.map_or(d.retry.retries, |v| v.get32()),
             connect_failure: on.connect_failure,

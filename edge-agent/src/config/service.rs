@@ -183,6 +183,19 @@ pub struct ServiceConfig {
     pub origin: Origin,
 }
 
+impl ServiceConfig {
+    /// Why the eBPF data plane cannot carry this service's fixed backends, if it cannot: it
+    /// rewrites packets, so it cannot open a connection with a PROXY protocol header.
+    pub fn kernel_cannot_serve(&self) -> Option<String> {
+        self.backends.iter().find(|b| b.proxy.is_some()).map(|b| {
+            format!(
+                "backend {b} asks for the PROXY protocol, which the eBPF data plane cannot send (it rewrites packets, it opens no connection); serve service '{}' with --mode userspace, or drop ,proxy=",
+                self.name
+            )
+        })
+    }
+}
+
 /// What validation of the `[[service]]` tables needs from the rest of the configuration.
 #[derive(Debug)]
 pub(super) struct Context<'a> {

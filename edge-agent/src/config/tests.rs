@@ -103,6 +103,10 @@ fn errors_name_the_flag_and_the_fix() {
             with(&["--mode", "ebpf", "--vip", "10.0.0.5:80", "--iface", "eth0", "--hash-key", "header:x-user"]),
             "the eBPF data plane sees packets, not HTTP headers",
         ),
+        (
+            vec!["--mode", "ebpf", "--vip", "10.0.0.5:80", "--iface", "eth0", "--backend", "10.0.1.2:80,proxy=v2"],
+            "backend 10.0.1.2:80,proxy=v2 asks for the PROXY protocol, which the eBPF data plane cannot send",
+        ),
         (vec!["--backend", "127.0.0.1:9000"], "nothing to listen on"),
         (vec!["--listen", ":8080"], "no backends"),
         (with(&["--tls-cert", "c.pem"]), "--tls-cert needs --tls-key"),

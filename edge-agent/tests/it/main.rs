@@ -23,6 +23,7 @@ mod http_proxy;
 mod ipv6;
 mod limits;
 mod profile;
+mod proxy_protocol;
 mod replay;
 mod semantics;
 mod services;

@@ -1,7 +1,10 @@
-//! How operators name a backend: `HOST:PORT[,weight=N]`, from a flag, a file or a discovery source.
+//! How operators name a backend: `HOST:PORT[,weight=N][,proxy=v1|v2]`, from a flag, a file or a
+//! discovery source.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+
+use super::ProxyProtocol;
 
 /// A backend's stable id: its `ip:port` (IPv6 in brackets).
 pub type BackendId = Arc<str>;
@@ -14,7 +17,7 @@ pub const MAX_WEIGHT: u32 = 256;
 pub enum SpecError {
     /// Not `HOST:PORT`.
     #[error(
-        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N"
+        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N and ,proxy=v1 or ,proxy=v2"
     )]
     Address(String),
     /// The host name did not resolve.
@@ -27,8 +30,11 @@ pub enum SpecError {
     #[error("backend '{0}' has weight '{1}'; use an integer from 1 to 256")]
     Weight(String, String),
     /// An unknown `,key=value` option.
-    #[error("backend '{0}' has unknown option '{1}'; the only option is weight=N")]
+    #[error("backend '{0}' has unknown option '{1}'; the options are weight=N and proxy=v1 or proxy=v2")]
     Option(String, String),
+    /// A PROXY protocol version that is not `v1` or `v2`.
+    #[error("backend '{0}' has proxy '{1}'; use proxy=v1 (text) or proxy=v2 (binary)")]
+    Proxy(String, String),
     /// The same option twice.
     #[error("backend '{0}' gives {1} twice; give it once")]
     Repeated(String, String),
@@ -41,6 +47,8 @@ pub struct BackendSpec {
     pub addr: SocketAddr,
     /// Relative weight, 1..=256.
     pub weight: u32,
+    /// The PROXY protocol header its connections start with, if it asks for one.
+    pub proxy: Option<ProxyProtocol>,
 }
 
 impl BackendSpec {
@@ -56,6 +64,7 @@ impl BackendSpec {
         let mut parts = s.split(',');
         let addr_part = parts.next().unwrap_or_default().trim();
         let mut weight = None;
+        let mut proxy = None;
         for opt in parts {
             let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
             match k.trim() {
@@ -71,6 +80,14 @@ impl BackendSpec {
                         .ok_or_else(|| SpecError::Weight(s.to_string(), v.trim().to_string()))?;
                     weight = Some(w);
                 }
+                "proxy" => {
+                    if proxy.is_some() {
+                        return Err(SpecError::Repeated(s.to_string(), "proxy".into()));
+                    }
+                    proxy = Some(
+                        ProxyProtocol::parse(v).ok_or_else(|| SpecError::Proxy(s.to_string(), v.trim().to_string()))?,
+                    );
+                }
                 other => return Err(SpecError::Option(s.to_string(), other.to_string())),
             }
         }
@@ -81,7 +98,7 @@ impl BackendSpec {
         if addr.port() == 0 {
             return Err(SpecError::Port(s.to_string()));
         }
-        Ok(Self { addr, weight: weight.unwrap_or(1) })
+        Ok(Self { addr, weight: weight.unwrap_or(1), proxy })
     }
 
     /// Builds a spec, checking the weight.
@@ -89,7 +106,12 @@ impl BackendSpec {
         if !(1..=MAX_WEIGHT).contains(&weight) {
             return Err(SpecError::Weight(addr.to_string(), weight.to_string()));
         }
-        Ok(Self { addr, weight })
+        Ok(Self { addr, weight, proxy: None })
+    }
+
+    /// A backend at `addr` with `weight` and no PROXY protocol (what discovery reports).
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        Self { addr, weight, proxy: None }
     }
 }
 
@@ -102,7 +124,14 @@ impl std::str::FromStr for BackendSpec {
 
 impl std::fmt::Display for BackendSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.weight == 1 { write!(f, "{}", self.addr) } else { write!(f, "{},weight={}", self.addr, self.weight) }
+        write!(f, "{}", self.addr)?;
+        if self.weight != 1 {
+            write!(f, ",weight={}", self.weight)?;
+        }
+        match self.proxy {
+            Some(p) => write!(f, ",proxy={}", p.as_str()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -156,6 +185,18 @@ mod tests {
         assert!(matches!(BackendSpec::parse("no-such-host.invalid:80"), Err(SpecError::Resolve(_))));
         let msg = BackendSpec::parse("10.0.1.2:80,weight=0").unwrap_err().to_string();
         assert!(msg.contains("1 to 256"), "{msg}");
+    }
+
+    #[test]
+    fn the_proxy_protocol_option() {
+        let b = BackendSpec::parse("10.0.1.2:80,proxy=v2,weight=3").unwrap();
+        assert_eq!((b.proxy, b.weight), (Some(ProxyProtocol::V2), 3));
+        assert_eq!(b.to_string(), "10.0.1.2:80,weight=3,proxy=v2");
+        assert_eq!(BackendSpec::parse("10.0.1.2:80,proxy=v1").unwrap().proxy, Some(ProxyProtocol::V1));
+        assert_eq!(BackendSpec::parse("10.0.1.2:80").unwrap().proxy, None);
+        let e = BackendSpec::parse("10.0.1.2:80,proxy=v3").unwrap_err();
+        assert!(e.to_string().contains("use proxy=v1 (text) or proxy=v2 (binary)"), "{e}");
+        assert!(matches!(BackendSpec::parse("10.0.1.2:80,proxy=v1,proxy=v2"), Err(SpecError::Repeated(..))));
     }
 
     #[test]

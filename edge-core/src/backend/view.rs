@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{BackendId, BackendStats, Health, State};
+use super::{BackendId, BackendStats, Health, ProxyProtocol, State};
 
 /// Full weight, in the units [`BackendView::effective_weight`] uses: slow start scales a weight
 /// in tenths, so the selectors see `weight x 10` at full weight and `weight x 1` at the floor.
@@ -29,12 +29,40 @@ pub struct Backend {
     pub stats: BackendStats,
     /// The probation gate: the monitor arms it for one request, the proxy takes that request.
     gate: AtomicU8,
+    /// The PROXY protocol its connections start with (0 none, 1 v1, 2 v2): the monitor sets it
+    /// from the spec, the proxy and the probes read it.
+    proxy: AtomicU8,
 }
 
 impl Backend {
     /// A backend at `addr` with zeroed counters.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { id: addr.to_string().into(), addr, stats: BackendStats::default(), gate: AtomicU8::new(GATE_OPEN) }
+        Self {
+            id: addr.to_string().into(),
+            addr,
+            stats: BackendStats::default(),
+            gate: AtomicU8::new(GATE_OPEN),
+            proxy: AtomicU8::new(0),
+        }
+    }
+
+    /// The PROXY protocol its connections start with, if any.
+    pub fn proxy(&self) -> Option<ProxyProtocol> {
+        match self.proxy.load(Ordering::Relaxed) {
+            1 => Some(ProxyProtocol::V1),
+            2 => Some(ProxyProtocol::V2),
+            _ => None,
+        }
+    }
+
+    /// Sets the PROXY protocol (the monitor, from the backend's spec).
+    pub fn set_proxy(&self, proxy: Option<ProxyProtocol>) {
+        let v = match proxy {
+            None => 0,
+            Some(ProxyProtocol::V1) => 1,
+            Some(ProxyProtocol::V2) => 2,
+        };
+        self.proxy.store(v, Ordering::Relaxed);
     }
 
     /// True when a request may go to this backend now: always, except on probation, where only

@@ -8,7 +8,8 @@
 //!
 //! Accepted shapes (JSON shown; TOML has the same keys):
 //! `["10.0.1.2:8080", "10.0.1.3:8080,weight=2"]`,
-//! `[{"address": "10.0.1.2:8080", "weight": 2}]`, or either inside `{"backends": [...]}`.
+//! `[{"address": "10.0.1.2:8080", "weight": 2, "proxy": "v2"}]`, or either inside
+//! `{"backends": [...]}`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{Closed, Discover, Sink, Update};
-use crate::backend::{BackendSpec, SpecError};
+use crate::backend::{BackendSpec, ProxyProtocol, SpecError};
 use crate::util::BoxFuture;
 
 /// How often the file's metadata is checked.
@@ -84,7 +85,7 @@ pub enum FileError {
 /// was refused; a visitor refuses the first element of the wrong type at once.
 enum Entry {
     Spec(String),
-    Object { address: String, weight: Option<u32> },
+    Object { address: String, weight: Option<u32>, proxy: Option<String> },
 }
 
 #[derive(Deserialize)]
@@ -93,6 +94,8 @@ struct EntryObject {
     address: String,
     #[serde(default)]
     weight: Option<u32>,
+    #[serde(default)]
+    proxy: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Entry {
@@ -108,7 +111,7 @@ impl<'de> Deserialize<'de> for Entry {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entry, A::Error> {
                 let o = EntryObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Entry::Object { address: o.address, weight: o.weight })
+                Ok(Entry::Object { address: o.address, weight: o.weight, proxy: o.proxy })
             }
         }
         d.deserialize_any(V)
@@ -175,9 +178,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<BackendSpec>, FileError> {
     for e in entries {
         let spec = match e {
             Entry::Spec(s) => BackendSpec::parse(&s),
-            Entry::Object { address, weight } => {
-                BackendSpec::parse(&address).and_then(|b| BackendSpec::checked(b.addr, weight.unwrap_or(b.weight)))
-            }
+            Entry::Object { address, weight, proxy } => BackendSpec::parse(&address).and_then(|b| {
+                let mut spec = BackendSpec::checked(b.addr, weight.unwrap_or(b.weight))?;
+                spec.proxy = match proxy {
+                    Some(p) => Some(ProxyProtocol::parse(&p).ok_or(SpecError::Proxy(address.clone(), p))?),
+                    None => b.proxy,
+                };
+                Ok(spec)
+            }),
         }
         .map_err(|source| FileError::Entry { path: path.into(), source })?;
         if !seen.insert(spec.addr) {
@@ -296,6 +304,10 @@ mod tests {
         assert_eq!(c.len(), 1);
         let d = parse(&p("b.toml"), "[[backends]]\naddress = \"10.0.0.1:80\"\nweight = 5\n").unwrap();
         assert_eq!(d[0].weight, 5);
+        let e = parse(&p("b.json"), r#"[{"address": "10.0.0.1:80", "proxy": "v2"}, "10.0.0.2:80,proxy=v1"]"#).unwrap();
+        assert_eq!((e[0].proxy, e[1].proxy), (Some(ProxyProtocol::V2), Some(ProxyProtocol::V1)));
+        let bad = parse(&p("b.json"), r#"[{"address": "10.0.0.1:80", "proxy": "v9"}]"#).unwrap_err().to_string();
+        assert!(bad.contains("use proxy=v1 (text) or proxy=v2 (binary)"), "{bad}");
         assert!(parse(&p("b.json"), "[]").unwrap().is_empty());
     }
 

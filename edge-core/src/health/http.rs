@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{HealthCheck, ProbeError};
+use crate::backend::ProxyProtocol;
 use crate::util::BoxFuture;
 
 /// The largest response head a probe reads before giving up on the backend (large cookies and
@@ -36,15 +37,23 @@ impl HttpCheck {
 
 impl HealthCheck for HttpCheck {
     fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
+        self.check_with(addr, None)
+    }
+
+    fn check_with(&self, addr: SocketAddr, proxy: Option<ProxyProtocol>) -> BoxFuture<'_, Result<String, ProbeError>> {
         Box::pin(async move {
             let mut stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect(e.kind().to_string()))?;
             let _ = stream.set_nodelay(true);
-            let head = format!(
-                "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: edge-health/{}\r\nConnection: close\r\n\r\n",
-                self.path,
-                env!("CARGO_PKG_VERSION")
+            let mut head = proxy.map(|p| p.local_header().to_vec()).unwrap_or_default();
+            head.extend_from_slice(
+                format!(
+                    "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: edge-health/{}\r\nConnection: close\r\n\r\n",
+                    self.path,
+                    env!("CARGO_PKG_VERSION")
+                )
+                .as_bytes(),
             );
-            let written = stream.write_all(head.as_bytes()).await;
+            let written = stream.write_all(&head).await;
             // A backend may answer (and close) before it reads the request; its answer counts.
             let status = match (read_status(&mut stream).await, written) {
                 (Ok(status), _) => status,
@@ -126,6 +135,15 @@ mod tests {
         assert!(req.contains(&format!("Host: {addr}\r\n")) && req.contains("Connection: close\r\n"), "{req}");
         let (addr, _) = backend(b"HTTP/1.1 302 Found\r\nLocation: /x\r\ncontent-length: 0\r\n\r\n").await;
         assert_eq!(HttpCheck::new("/").check(addr).await, Ok("http 302".into()));
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_asks_for_the_proxy_protocol_gets_a_local_header_first() {
+        let (addr, req) = backend(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        let check = HttpCheck::new("/healthz");
+        assert_eq!(check.check_with(addr, Some(ProxyProtocol::V1)).await, Ok("http 200".into()));
+        let req = req.await.unwrap();
+        assert!(req.starts_with("PROXY UNKNOWN\r\nGET /healthz HTTP/1.1\r\n"), "{req:?}");
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ pub use outlier::{OutlierConfig, may_eject};
 pub use tcp::TcpCheck;
 pub use udp::UdpCheck;
 
+use crate::backend::ProxyProtocol;
 use crate::util::BoxFuture;
 
 /// Why a probe failed.
@@ -49,6 +50,14 @@ pub enum ProbeError {
 pub trait HealthCheck: Send + Sync + fmt::Debug {
     /// Probes `addr` once; `Ok` carries a short description of the success.
     fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>>;
+
+    /// Probes a backend that asks for the PROXY protocol (`proxy`): checks that write to the
+    /// backend start with that version's `LOCAL` header. Checks that only connect need nothing
+    /// more, which is what this default does.
+    fn check_with(&self, addr: SocketAddr, proxy: Option<ProxyProtocol>) -> BoxFuture<'_, Result<String, ProbeError>> {
+        let _ = proxy;
+        self.check(addr)
+    }
 }
 
 /// Probe timing and hysteresis (`--health-*`, `--rise`, `--fall`).

@@ -347,8 +347,8 @@ impl Actor {
         }
         let mut changed = false;
         for (id, spec) in &desired {
-            let readded = self.entries.get(id).is_some_and(|e| e.removed_at.is_some());
-            let restart = readded.then(|| self.start_probe(id.clone(), spec.addr));
+            let readded = self.entries.get(id).filter(|e| e.removed_at.is_some()).map(|e| e.backend.clone());
+            let restart = readded.map(|b| self.start_probe(id.clone(), &b));
             match self.entries.get_mut(id) {
                 Some(e) => {
                     if let Some((prober, epoch)) = restart {
@@ -359,6 +359,11 @@ impl Actor {
                         let to = e.state();
                         self.log.push(Some(id), Some(State::Removed), Some(to), "re-added by discovery".into());
                         changed = true;
+                    }
+                    if e.backend.proxy() != spec.proxy {
+                        let name = |p: Option<crate::backend::ProxyProtocol>| p.map_or("none", |p| p.as_str());
+                        tracing::info!(backend = %id, from = name(e.backend.proxy()), to = name(spec.proxy), "backend PROXY protocol changed");
+                        e.backend.set_proxy(spec.proxy);
                     }
                     if e.weight != spec.weight {
                         tracing::info!(backend = %id, from = e.weight, to = spec.weight, "backend weight changed");
@@ -397,7 +402,9 @@ impl Actor {
     }
 
     fn add(&mut self, id: BackendId, spec: &BackendSpec) {
-        let (prober, epoch) = self.start_probe(id.clone(), spec.addr);
+        let backend = Arc::new(Backend::new(spec.addr));
+        backend.set_proxy(spec.proxy);
+        let (prober, epoch) = self.start_probe(id.clone(), &backend);
         let ready = *self.ready_tx.borrow();
         if !ready {
             self.pending_first.insert(id.clone());
@@ -416,7 +423,7 @@ impl Actor {
         self.entries.insert(
             id,
             Entry {
-                backend: Arc::new(Backend::new(spec.addr)),
+                backend,
                 weight: spec.weight,
                 life,
                 drained: false,
@@ -433,10 +440,17 @@ impl Actor {
         );
     }
 
-    fn start_probe(&mut self, id: BackendId, addr: SocketAddr) -> (Prober, u64) {
+    fn start_probe(&mut self, id: BackendId, backend: &Arc<Backend>) -> (Prober, u64) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        let p = Prober::spawn(id, addr, epoch, self.checker.clone(), self.cfg.health.clone(), self.probe_tx.clone());
+        let p = Prober::spawn(
+            id,
+            backend.clone(),
+            epoch,
+            self.checker.clone(),
+            self.cfg.health.clone(),
+            self.probe_tx.clone(),
+        );
         (p, epoch)
     }
 
@@ -722,7 +736,7 @@ mod tests {
     }
 
     fn spawn(check: Arc<ScriptedCheck>, n: u8) -> MonitorHandle {
-        let specs = (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1 }).collect();
+        let specs = (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None }).collect();
         Monitor::spawn(cfg(), check, vec![Box::new(Fixed::new(specs))])
     }
 
@@ -834,8 +848,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let h = Monitor::spawn(cfg(), Arc::new(ScriptedCheck::default()), vec![Box::new(ScriptedSource(rx))]);
         tx.send(Update::Reset(vec![
-            BackendSpec { addr: addr(1), weight: 1 },
-            BackendSpec { addr: addr(2), weight: 1 },
+            BackendSpec { addr: addr(1), weight: 1, proxy: None },
+            BackendSpec { addr: addr(2), weight: 1, proxy: None },
         ]))
         .await
         .unwrap();
@@ -851,7 +865,7 @@ mod tests {
         rx.wait_for(|s| s.get(&addr(1).to_string()).is_none()).await.unwrap();
         assert_eq!(h.snapshot().backends.len(), 1);
         // Weight changes apply in place.
-        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9 })).await.unwrap();
+        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None })).await.unwrap();
         rx.wait_for(|s| s.backends[0].weight == 9).await.unwrap();
     }
 
@@ -870,7 +884,7 @@ mod tests {
         let h = Monitor::spawn(
             cfg(),
             Arc::new(Slow),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1 }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None }]))],
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!h.is_ready());
@@ -990,7 +1004,7 @@ mod tests {
         let h = Monitor::spawn(
             c,
             check.clone(),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1 }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None }]))],
         );
         h.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(10)).await;

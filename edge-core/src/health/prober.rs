@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::{HealthCheck, HealthConfig, ProbeError};
-use crate::backend::{BackendId, NextProbe};
+use crate::backend::{Backend, BackendId, NextProbe};
 
 /// A finished probe.
 #[derive(Debug)]
@@ -37,23 +37,23 @@ pub(super) struct Prober {
 }
 
 impl Prober {
-    /// Starts probing `addr` at once.
+    /// Starts probing `backend` at once (at `--health-port` when one is set).
     pub fn spawn(
         id: BackendId,
-        addr: SocketAddr,
+        backend: Arc<Backend>,
         epoch: u64,
         checker: Arc<dyn HealthCheck>,
         cfg: HealthConfig,
         tx: mpsc::Sender<ProbeDone>,
     ) -> Self {
         let (fast, mut fast_rx) = watch::channel(false);
-        let addr = cfg.port.map_or(addr, |p| SocketAddr::new(addr.ip(), p));
+        let addr = cfg.port.map_or(backend.addr, |p| SocketAddr::new(backend.addr.ip(), p));
         let next_ms = Arc::new(AtomicU64::new(0));
         let next = next_ms.clone();
         let task = tokio::spawn(async move {
             loop {
                 let start = Instant::now();
-                let outcome = match tokio::time::timeout(cfg.timeout, checker.check(addr)).await {
+                let outcome = match tokio::time::timeout(cfg.timeout, checker.check_with(addr, backend.proxy())).await {
                     Ok(r) => r,
                     Err(_) => Err(ProbeError::Timeout(cfg.timeout)),
                 };

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use codec::{CodecError, RequestFraming, ResponseHead};
 
 use clock::BodyClock;
+use pool::PoolKey;
 
 use crate::config::ProxyConfig;
 use crate::headers::sanitize_trailers;
@@ -36,7 +37,7 @@ use crate::headers::sanitize_trailers;
 pub struct UpstreamConn {
     stream: TcpStream,
     buf: BytesMut,
-    addr: SocketAddr,
+    key: PoolKey,
 }
 
 /// Why an exchange failed.
@@ -69,20 +70,37 @@ pub enum SendError {
 }
 
 impl UpstreamConn {
-    /// Connects to `addr` within `timeout`.
+    /// Connects to `addr` within `timeout` (tests; the proxy connects for a [`PoolKey`]).
+    #[cfg(test)]
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, SendError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => return Err(SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))),
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), addr })
+        Self::connect_to(PoolKey::plain(addr), addr, timeout).await
     }
 
-    /// The backend's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Connects for `key` within `timeout`; a key that names a client gets the PROXY header for
+    /// that client (which reached the proxy at `local`) before anything else.
+    pub async fn connect_to(key: PoolKey, local: SocketAddr, timeout: Duration) -> Result<Self, SendError> {
+        let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"));
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(key.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => return Err(timed_out()),
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some((version, client)) = key.client {
+            // Nothing of the request has gone yet: a failure here is a failed connect.
+            let header = crate::proxy_protocol::header(version, client, local);
+            match tokio::time::timeout(timeout, stream.write_all(&header)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(SendError::Connect(e)),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key })
+    }
+
+    /// What the connection may be reused for.
+    pub fn key(&self) -> PoolKey {
+        self.key
     }
 
     /// Cheap check that an idle connection is still open: a non-blocking read must find nothing.

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edge_core::backend::ProxyProtocol;
+use edge_core::balance::Target;
 use tokio::time::Instant;
 
 use super::UpstreamConn;
@@ -26,20 +28,46 @@ pub const MAX_IDLE_PER_BACKEND: usize = 256;
 /// [`MAX_IDLE_AGE`].
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// What an idle connection may be reused for: its backend, and for a backend that asks for the
+/// PROXY protocol, the client whose header opened it (such a connection names one client for its
+/// whole life, so only that client's requests may reuse it, as HAProxy keeps such connections
+/// private).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The backend.
+    pub addr: SocketAddr,
+    /// The PROXY protocol version and the client it named, if any.
+    pub client: Option<(ProxyProtocol, SocketAddr)>,
+}
+
+impl PoolKey {
+    /// Where a request to `target` from `client` may go: the backend's pool of idle connections,
+    /// which for a backend that asks for the PROXY protocol is this client's own.
+    pub fn for_target(target: &Target, client: SocketAddr) -> Self {
+        Self { addr: target.addr(), client: target.backend.proxy().map(|p| (p, client)) }
+    }
+
+    /// A connection to `addr` without a PROXY header.
+    #[cfg(test)]
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, client: None }
+    }
+}
+
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
+    idle: HashMap<PoolKey, Vec<(UpstreamConn, Instant)>>,
 }
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// Takes the most recently used idle connection to `addr`, if one is young enough.
-pub fn checkout(addr: SocketAddr) -> Option<UpstreamConn> {
+/// Takes the most recently used idle connection for `key`, if one is young enough.
+pub fn checkout(key: PoolKey) -> Option<UpstreamConn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.idle.get_mut(&addr)?;
+        let list = p.idle.get_mut(&key)?;
         while let Some((conn, since)) = list.pop() {
             if since.elapsed() < MAX_IDLE_AGE {
                 return Some(conn);
@@ -54,7 +82,7 @@ pub fn checkin(conn: UpstreamConn) {
     let now = Instant::now();
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.idle.entry(conn.addr()).or_default();
+        let list = p.idle.entry(conn.key()).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push((conn, now));
         }
