@@ -53,6 +53,9 @@ pub enum StartError {
         /// The error.
         source: FileError,
     },
+    /// The TLS settings for backends could not be made.
+    #[error(transparent)]
+    BackendTls(#[from] edge_core::tls::TlsSetupError),
     /// A Consul or DNS source could not be set up (TLS to Consul, the resolver configuration).
     #[error("{0}")]
     Discovery(String),
@@ -143,7 +146,7 @@ impl Shared {
         let consul = if cfg.services.iter().any(|s| s.discovery.consul.is_some()) {
             let tls = c
                 .https
-                .then(|| consul::client_config(c.ca_cert.as_deref()))
+                .then(|| edge_core::tls::client_config(edge_core::tls::CONSUL, c.ca_cert.as_deref(), None, &[]))
                 .transpose()
                 .map_err(|e| StartError::Discovery(e.to_string()))?;
             Some(Endpoint { authority: c.authority.clone(), tls, token: c.token.clone() })
@@ -197,6 +200,27 @@ async fn sources(s: &ServiceConfig, cfg: &Config, shared: &Shared) -> Result<Vec
     Ok(out)
 }
 
+/// The TLS settings for backends spoken to over TLS: from `--backend-ca` (else the system's roots)
+/// and `--backend-cert`/`--backend-key`. Without those flags and without a system bundle there are
+/// none, which is an error only when a configured backend needs them; a backend that discovery
+/// adds later fails its connections with that reason instead.
+fn backend_tls(cfg: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, StartError> {
+    let files = &cfg.backend_tls;
+    let identity = files.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    match edge_core::tls::client_config(edge_core::tls::BACKENDS, files.ca.as_deref(), identity, &[b"http/1.1"]) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            let needed = *files != crate::config::BackendTls::default()
+                || cfg.services.iter().any(|s| s.backends.iter().any(|b| b.tls.is_some()));
+            if needed {
+                return Err(e.into());
+            }
+            tracing::debug!(error = %e, "no TLS settings for backends");
+            Ok(None)
+        }
+    }
+}
+
 /// Starts the agent.
 pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     if cfg.services.is_empty() {
@@ -204,6 +228,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         return Err(StartError::NoService);
     }
     let tls = cfg.tls.as_ref().map(|t| tls_acceptor(&t.cert, &t.key)).transpose()?;
+    let backend_tls = backend_tls(&cfg)?;
     let shared = Shared::new(&cfg)?;
     let mut all_sources = Vec::with_capacity(cfg.services.len());
     for s in &cfg.services {
@@ -238,7 +263,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
     let checker = |check: &CheckKind| -> Arc<dyn HealthCheck> {
         match check {
             CheckKind::Tcp => Arc::new(TcpCheck),
-            CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone())),
+            CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone()).with_tls(backend_tls.clone())),
             CheckKind::Udp => Arc::new(UdpCheck),
         }
     };
@@ -375,6 +400,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
         stats: proxy_stats.clone(),
         admission: admission.clone(),
         cfg: cfg.proxy.clone(),
+        backend_tls: backend_tls.clone(),
         shutdown: shutdown_rx.clone(),
         drain_timeout: cfg.drain_timeout,
         cpus: if cfg.cpu_pinning { allowed_cpus() } else { Vec::new() },

@@ -375,6 +375,19 @@ settings! {
         #[arg(long, env = "EDGE_TLS_KEY", value_name = "PATH")]
         #[serde(default, deserialize_with = "one")]
         pub tls_key: Option<FilePath>,
+        /// PEM CA certificates that backends spoken to over TLS (,tls) are verified against
+        /// [default: the system's roots].
+        #[arg(long, env = "EDGE_BACKEND_CA", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub backend_ca: Option<FilePath>,
+        /// PEM client certificate chain for backends over TLS that ask for one (mutual TLS).
+        #[arg(long, env = "EDGE_BACKEND_CERT", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub backend_cert: Option<FilePath>,
+        /// PEM private key for --backend-cert.
+        #[arg(long, env = "EDGE_BACKEND_KEY", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub backend_key: Option<FilePath>,
 
         /// Limit for a client to send a complete request head.
         #[arg(long, env = "EDGE_HEADER_READ_TIMEOUT", value_name = "DURATION")]

@@ -7,7 +7,8 @@
 //! program's agent side) and the binary build on this crate; it knows neither an HTTP stack nor
 //! eBPF, so each piece is tested here on its own, mostly on paused time.
 //!
-//! Dependencies between the modules point one way: `util`, `label`, `histogram` and `service` are leaves,
+//! Dependencies between the modules point one way: `util`, `label`, `histogram`, `service` and `tls`
+//! (TLS client settings) are leaves,
 //! `backend` uses them, `discovery` and `balance` use `backend`, and `health` uses `discovery`.
 
 pub mod backend;
@@ -17,4 +18,5 @@ pub mod health;
 pub mod histogram;
 pub mod label;
 pub mod service;
+pub mod tls;
 pub mod util;

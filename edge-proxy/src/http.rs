@@ -87,11 +87,11 @@ impl HttpProxy {
         let pooled = if fresh { None } else { pool::checkout(key) };
         // A request that must not be sent twice only goes on a pooled connection that is
         // verifiably open; a replayable one is retried if the connection turns out stale.
-        let pooled = pooled.filter(|c| out.replayable || c.is_alive());
+        let pooled = pooled.and_then(|mut c| (out.replayable || c.is_alive()).then_some(c));
         let reused = pooled.is_some();
         let mut upstream = match pooled {
             Some(c) => c,
-            None => match UpstreamConn::connect_to(key, conn.local, self.0.cfg.connect_timeout).await {
+            None => match UpstreamConn::connect_to(key, &self.0.reach(target, conn.local)).await {
                 Ok(c) => c,
                 Err(e) => return (false, Err(e)),
             },

@@ -26,6 +26,19 @@ pub(crate) struct Served {
     pub admission: Arc<Admission>,
     /// Proxy settings.
     pub cfg: ProxyConfig,
+    /// TLS settings for backends spoken to over TLS (`,tls`), when they could be made.
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Served {
+    /// How to reach `target` for a client that came in at `local`.
+    pub(crate) fn reach(&self, target: &edge_core::balance::Target, local: SocketAddr) -> crate::upstream::Reach<'_> {
+        crate::upstream::Reach {
+            local,
+            timeout: self.cfg.connect_timeout,
+            tls: self.backend_tls.as_ref().zip(target.backend.tls()),
+        }
+    }
 }
 
 /// What a request handler knows about its client connection.

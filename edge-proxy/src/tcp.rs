@@ -1,6 +1,7 @@
-//! The TCP proxy (`--listen-tcp`): pick a backend per connection, connect (retrying once on another
-//! backend if the connect fails), then copy bytes both ways, counting them, until both sides close
-//! or the connection idles past `--idle-timeout`.
+//! The TCP proxy (`--listen-tcp`): pick a backend per connection, connect (with the PROXY header
+//! and TLS a backend asks for; retrying once on another backend if the connect fails), then copy
+//! bytes both ways, counting them, until both sides close or the connection idles past
+//! `--idle-timeout`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::time::Duration;
 use edge_core::backend::{Failure, GatewayFailure};
 use edge_core::balance::{PickSource, Target, request_hash};
 use edge_core::util::GaugeGuard;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -18,6 +18,9 @@ use crate::accept::{Acceptor, accept_until_shutdown, drain};
 use crate::relay::{Ended, relay};
 use crate::served::Served;
 use crate::stats::{ListenerKind, NoBackend, RetryOutcome, RetryReason};
+use crate::upstream::pool::PoolKey;
+use crate::upstream::stream::Stream;
+use crate::upstream::{SendError, UpstreamConn};
 
 /// The TCP proxy of one listener on one worker: it balances over the selector of the service the
 /// listener serves.
@@ -30,19 +33,12 @@ impl TcpProxy {
         Self(served)
     }
 
-    async fn connect(&self, t: &Target, peer: SocketAddr, local: SocketAddr) -> io::Result<TcpStream> {
+    /// Connects to `t` for the client `peer` (PROXY header and TLS as the backend asks).
+    async fn connect(&self, t: &Target, peer: SocketAddr, local: SocketAddr) -> Result<Stream, SendError> {
         // A TCP-mode connection's only passive signal is its connect.
-        let connect = async {
-            let mut s = TcpStream::connect(t.addr()).await?;
-            if let Some(version) = t.backend.proxy() {
-                s.write_all(&crate::proxy_protocol::header(version, peer, local)).await?;
-            }
-            Ok(s)
-        };
-        let r = match tokio::time::timeout(self.0.cfg.connect_timeout, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
-        };
+        let r = UpstreamConn::connect_to(PoolKey::for_target(t, peer), &self.0.reach(t, local))
+            .await
+            .map(|c| c.into_parts().0);
         match &r {
             Ok(_) => t.backend.stats.passive_ok(),
             Err(_) => {
@@ -93,7 +89,6 @@ impl TcpProxy {
                 }
             }
         };
-        let _ = upstream.set_nodelay(true);
         let m = &target.backend.stats;
         m.tcp_connection();
         match relay(client, upstream, &target.backend, self.0.cfg.idle_timeout, std::future::pending()).await {

@@ -239,7 +239,7 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
         let active = Active::new(&target.backend);
         let m = &target.backend.stats;
         let attempt = async {
-            let mut c = UpstreamConn::connect_to(key, conn.local, cfg.connect_timeout).await?;
+            let mut c = UpstreamConn::connect_to(key, &served.reach(&target, conn.local)).await?;
             let h = c.upgrade(&parts.method, head.clone(), cfg).await?;
             Ok::<_, SendError>((c, h))
         };

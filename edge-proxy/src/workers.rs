@@ -96,6 +96,8 @@ pub struct WorkerContext {
     pub admission: Arc<Admission>,
     /// Proxy settings.
     pub cfg: ProxyConfig,
+    /// TLS settings for backends spoken to over TLS, when they could be made.
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     /// Turns true at shutdown.
     pub shutdown: watch::Receiver<bool>,
     /// How long open connections may take to finish after shutdown.
@@ -112,6 +114,7 @@ impl WorkerContext {
             stats: self.stats.clone(),
             admission: self.admission.clone(),
             cfg: self.cfg.clone(),
+            backend_tls: self.backend_tls.clone(),
         }
     }
 }

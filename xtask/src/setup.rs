@@ -49,6 +49,9 @@ fn packages(needs: Needs) -> &'static [&'static str] {
             "shellcheck",
             "chromium",
             "chromium-driver",
+            // The system's CA bundle, which TLS to backends trusts by default (a test checks that
+            // it does not trust the test certificate).
+            "ca-certificates",
         ],
         Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
     }

@@ -33,6 +33,7 @@ pub use ebpf::EbpfConfig;
 pub(crate) use file::parse as parse_file;
 pub use health::{CheckKind, ServiceHealth};
 pub use listeners::TlsFiles;
+pub use proxy::BackendTls;
 pub use service::{DEFAULT_NAME as DEFAULT_SERVICE_NAME, MAX_SERVICES, Origin, ServiceConfig};
 
 use crate::cli::RunArgs;
@@ -131,6 +132,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log directives.
     pub log_level: String,
+    /// TLS to backends: CA and client certificate files.
+    pub backend_tls: BackendTls,
 }
 
 impl Config {
@@ -231,7 +234,7 @@ impl Config {
         }
         let table_size = args.table_size.map_or(edge_core::balance::maglev::DEFAULT_TABLE_SIZE, |t| t.0);
         let panic_threshold = args.panic_threshold.map_or(defaults::PANIC_THRESHOLD, |v| v.get32());
-        let proxy = proxy::build(&args);
+        let proxy = proxy::build(&args)?;
         if listeners.tls.is_some() && listeners.listen.is_empty() {
             return Err(usage("--tls-cert applies to --listen listeners; add a --listen address"));
         }
@@ -281,6 +284,7 @@ impl Config {
             drain_timeout: proxy.drain_timeout,
             workers: proxy.workers,
             cpu_pinning: proxy.cpu_pinning,
+            backend_tls: proxy.backend_tls,
             log_format: args.log_format.unwrap_or_default(),
             log_level: args.log_level.unwrap_or_default().0,
         })

@@ -2,12 +2,14 @@
 //! `--retry-budget`, `--retry-min-rate`, `--retry-body-limit`, `--outlier-5xx`), `--workers`,
 //! `--cpu-pinning`, `--drain-timeout`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use edge_core::balance::RetryBudgetConfig;
 use edge_proxy::{ProxyConfig, RetryPolicy};
 
 use super::defaults::{CPU_PINNING, DRAIN_TIMEOUT};
+use super::{ConfigError, usage};
 use crate::cli::RunArgs;
 
 /// The proxy's settings, validated.
@@ -18,9 +20,19 @@ pub(super) struct Proxy {
     pub drain_timeout: Duration,
     pub workers: usize,
     pub cpu_pinning: bool,
+    pub backend_tls: BackendTls,
 }
 
-pub(super) fn build(args: &RunArgs) -> Proxy {
+/// The files of TLS to backends (`--backend-ca`, `--backend-cert`, `--backend-key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendTls {
+    /// CA certificates (else the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain and key, for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+pub(super) fn build(args: &RunArgs) -> Result<Proxy, ConfigError> {
     let d = ProxyConfig::default();
     let on = args.retry_on.unwrap_or_default();
     let proxy = ProxyConfig {
@@ -52,11 +64,19 @@ pub(super) fn build(args: &RunArgs) -> Proxy {
     };
     // One worker per CPU this process may use (cpusets and container limits apply).
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Proxy {
+    let identity = match (&args.backend_cert, &args.backend_key) {
+        (Some(c), Some(k)) => Some((c.0.clone(), k.0.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(usage("--backend-cert needs --backend-key; give both PEM files")),
+        (None, Some(_)) => return Err(usage("--backend-key needs --backend-cert; give both PEM files")),
+    };
+    let backend_tls = BackendTls { ca: args.backend_ca.as_ref().map(|f| f.0.clone()), identity };
+    Ok(Proxy {
+        backend_tls,
         proxy,
         budget,
         drain_timeout: args.drain_timeout.map_or(DRAIN_TIMEOUT, |v| v.0),
         workers: args.workers.map_or(cpus, |v| v.get()),
         cpu_pinning: args.cpu_pinning.map_or(CPU_PINNING, |v| v.0),
-    }
+    })
 }

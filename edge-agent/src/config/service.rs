@@ -187,12 +187,12 @@ impl ServiceConfig {
     /// Why the eBPF data plane cannot carry this service's fixed backends, if it cannot: it
     /// rewrites packets, so it cannot open a connection with a PROXY protocol header.
     pub fn kernel_cannot_serve(&self) -> Option<String> {
-        self.backends.iter().find(|b| b.proxy.is_some()).map(|b| {
-            format!(
-                "backend {b} asks for the PROXY protocol, which the eBPF data plane cannot send (it rewrites packets, it opens no connection); serve service '{}' with --mode userspace, or drop ,proxy=",
-                self.name
-            )
-        })
+        let b = self.backends.iter().find(|b| b.proxy.is_some() || b.tls.is_some())?;
+        let (what, option) = if b.proxy.is_some() { ("the PROXY protocol", ",proxy=") } else { ("TLS", ",tls") };
+        Some(format!(
+            "backend {b} asks for {what}, which the eBPF data plane cannot speak (it rewrites packets, it opens no connection); serve service '{}' with --mode userspace, or drop {option}",
+            self.name
+        ))
     }
 }
 

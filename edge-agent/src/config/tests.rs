@@ -105,8 +105,14 @@ fn errors_name_the_flag_and_the_fix() {
         ),
         (
             vec!["--mode", "ebpf", "--vip", "10.0.0.5:80", "--iface", "eth0", "--backend", "10.0.1.2:80,proxy=v2"],
-            "backend 10.0.1.2:80,proxy=v2 asks for the PROXY protocol, which the eBPF data plane cannot send",
+            "backend 10.0.1.2:80,proxy=v2 asks for the PROXY protocol, which the eBPF data plane cannot speak",
         ),
+        (
+            vec!["--mode", "ebpf", "--vip", "10.0.0.5:80", "--iface", "eth0", "--backend", "10.0.1.2:443,tls"],
+            "backend 10.0.1.2:443,tls asks for TLS, which the eBPF data plane cannot speak",
+        ),
+        (with(&["--backend-cert", "c.pem"]), "--backend-cert needs --backend-key"),
+        (with(&["--backend-key", "k.pem"]), "--backend-key needs --backend-cert"),
         (vec!["--backend", "127.0.0.1:9000"], "nothing to listen on"),
         (vec!["--listen", ":8080"], "no backends"),
         (with(&["--tls-cert", "c.pem"]), "--tls-cert needs --tls-key"),

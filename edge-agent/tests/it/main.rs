@@ -31,5 +31,6 @@ mod stalls;
 mod strategies;
 mod streaming;
 mod tcp_proxy;
+mod tls_upstream;
 mod upstream;
 mod websocket;

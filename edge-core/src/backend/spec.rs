@@ -1,5 +1,5 @@
-//! How operators name a backend: `HOST:PORT[,weight=N][,proxy=v1|v2]`, from a flag, a file or a
-//! discovery source.
+//! How operators name a backend: `HOST:PORT[,weight=N][,proxy=v1|v2][,tls][,sni=NAME]`, from a flag,
+//! a file or a discovery source.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub const MAX_WEIGHT: u32 = 256;
 pub enum SpecError {
     /// Not `HOST:PORT`.
     #[error(
-        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N and ,proxy=v1 or ,proxy=v2"
+        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N, ,proxy=v1 or ,proxy=v2, ,tls and ,sni=NAME"
     )]
     Address(String),
     /// The host name did not resolve.
@@ -30,8 +30,11 @@ pub enum SpecError {
     #[error("backend '{0}' has weight '{1}'; use an integer from 1 to 256")]
     Weight(String, String),
     /// An unknown `,key=value` option.
-    #[error("backend '{0}' has unknown option '{1}'; the options are weight=N and proxy=v1 or proxy=v2")]
+    #[error("backend '{0}' has unknown option '{1}'; the options are weight=N, proxy=v1 or proxy=v2, tls and sni=NAME")]
     Option(String, String),
+    /// An `sni` that is not a DNS name or an IP address.
+    #[error("backend '{0}' has sni '{1}'; give the name its certificate is for, such as sni=api.internal")]
+    Sni(String, String),
     /// A PROXY protocol version that is not `v1` or `v2`.
     #[error("backend '{0}' has proxy '{1}'; use proxy=v1 (text) or proxy=v2 (binary)")]
     Proxy(String, String),
@@ -49,6 +52,10 @@ pub struct BackendSpec {
     pub weight: u32,
     /// The PROXY protocol header its connections start with, if it asks for one.
     pub proxy: Option<ProxyProtocol>,
+    /// For a backend spoken to over TLS, the name its certificate must be valid for (sent as SNI
+    /// when it is a DNS name): `sni=` when given, else the host as written (a name, or the IP
+    /// address, checked against the certificate's IP addresses).
+    pub tls: Option<String>,
 }
 
 impl BackendSpec {
@@ -65,6 +72,7 @@ impl BackendSpec {
         let addr_part = parts.next().unwrap_or_default().trim();
         let mut weight = None;
         let mut proxy = None;
+        let (mut tls, mut sni) = (false, None::<String>);
         for opt in parts {
             let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
             match k.trim() {
@@ -88,6 +96,14 @@ impl BackendSpec {
                         ProxyProtocol::parse(v).ok_or_else(|| SpecError::Proxy(s.to_string(), v.trim().to_string()))?,
                     );
                 }
+                "tls" if v.trim().is_empty() || v.trim() == "on" => tls = true,
+                "sni" => {
+                    let name = v.trim();
+                    if rustls::pki_types::ServerName::try_from(name).is_err() || name.is_empty() {
+                        return Err(SpecError::Sni(s.to_string(), name.to_string()));
+                    }
+                    sni = Some(name.to_string());
+                }
                 other => return Err(SpecError::Option(s.to_string(), other.to_string())),
             }
         }
@@ -98,7 +114,10 @@ impl BackendSpec {
         if addr.port() == 0 {
             return Err(SpecError::Port(s.to_string()));
         }
-        Ok(Self { addr, weight: weight.unwrap_or(1), proxy })
+        // The name to verify: sni= first, then the host as written (a name is lost once resolved).
+        let written = addr_part.rsplit_once(':').map_or(addr_part, |(h, _)| h).trim_matches(['[', ']']);
+        let tls = (tls || sni.is_some()).then(|| sni.unwrap_or_else(|| written.to_string()));
+        Ok(Self { addr, weight: weight.unwrap_or(1), proxy, tls })
     }
 
     /// Builds a spec, checking the weight.
@@ -106,12 +125,12 @@ impl BackendSpec {
         if !(1..=MAX_WEIGHT).contains(&weight) {
             return Err(SpecError::Weight(addr.to_string(), weight.to_string()));
         }
-        Ok(Self { addr, weight, proxy: None })
+        Ok(Self { addr, weight, proxy: None, tls: None })
     }
 
     /// A backend at `addr` with `weight` and no PROXY protocol (what discovery reports).
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
-        Self { addr, weight, proxy: None }
+        Self { addr, weight, proxy: None, tls: None }
     }
 }
 
@@ -128,8 +147,12 @@ impl std::fmt::Display for BackendSpec {
         if self.weight != 1 {
             write!(f, ",weight={}", self.weight)?;
         }
-        match self.proxy {
-            Some(p) => write!(f, ",proxy={}", p.as_str()),
+        if let Some(p) = self.proxy {
+            write!(f, ",proxy={}", p.as_str())?;
+        }
+        match &self.tls {
+            Some(name) if *name == self.addr.ip().to_string() => f.write_str(",tls"),
+            Some(name) => write!(f, ",tls,sni={name}"),
             None => Ok(()),
         }
     }
@@ -185,6 +208,25 @@ mod tests {
         assert!(matches!(BackendSpec::parse("no-such-host.invalid:80"), Err(SpecError::Resolve(_))));
         let msg = BackendSpec::parse("10.0.1.2:80,weight=0").unwrap_err().to_string();
         assert!(msg.contains("1 to 256"), "{msg}");
+    }
+
+    #[test]
+    fn the_tls_options() {
+        let b = BackendSpec::parse("10.0.1.2:443,tls").unwrap();
+        assert_eq!(b.tls.as_deref(), Some("10.0.1.2"), "an IP address is checked against the certificate");
+        assert_eq!(b.to_string(), "10.0.1.2:443,tls");
+        let b = BackendSpec::parse("localhost:443,tls").unwrap();
+        assert_eq!(b.tls.as_deref(), Some("localhost"), "the host as written, not the address it resolved to");
+        let b = BackendSpec::parse("10.0.1.2:443,sni=api.internal").unwrap();
+        assert_eq!(b.tls.as_deref(), Some("api.internal"), "sni implies tls");
+        assert_eq!(b.to_string(), "10.0.1.2:443,tls,sni=api.internal");
+        assert_eq!(BackendSpec::parse(&b.to_string()).unwrap(), b, "it reads back");
+        let b = BackendSpec::parse("[::1]:443,tls").unwrap();
+        assert_eq!(b.tls.as_deref(), Some("::1"));
+        assert_eq!(BackendSpec::parse("10.0.1.2:80").unwrap().tls, None);
+        let e = BackendSpec::parse("10.0.1.2:443,sni=bad name").unwrap_err();
+        assert!(e.to_string().contains("give the name its certificate is for"), "{e}");
+        assert!(matches!(BackendSpec::parse("10.0.1.2:443,tls=maybe"), Err(SpecError::Option(..))));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, SystemTime};
 
 use super::{BackendId, BackendStats, Health, ProxyProtocol, State};
@@ -32,6 +34,9 @@ pub struct Backend {
     /// The PROXY protocol its connections start with (0 none, 1 v1, 2 v2): the monitor sets it
     /// from the spec, the proxy and the probes read it.
     proxy: AtomicU8,
+    /// For a backend spoken to over TLS, the name its certificate must be valid for (the monitor
+    /// sets it from the spec; read when a connection is opened).
+    tls: ArcSwapOption<String>,
 }
 
 impl Backend {
@@ -43,7 +48,23 @@ impl Backend {
             stats: BackendStats::default(),
             gate: AtomicU8::new(GATE_OPEN),
             proxy: AtomicU8::new(0),
+            tls: ArcSwapOption::empty(),
         }
+    }
+
+    /// The name to verify its certificate against, when it is spoken to over TLS.
+    pub fn tls(&self) -> Option<Arc<String>> {
+        self.tls.load_full()
+    }
+
+    /// Whether it is spoken to over TLS (cheaper than [`Backend::tls`]: no reference counting).
+    pub fn is_tls(&self) -> bool {
+        self.tls.load().is_some()
+    }
+
+    /// Sets the TLS name (the monitor, from the backend's spec).
+    pub fn set_tls(&self, name: Option<String>) {
+        self.tls.store(name.map(Arc::new));
     }
 
     /// The PROXY protocol its connections start with, if any.

@@ -116,7 +116,7 @@ pub fn from_srv(
         for ip in addrs(target) {
             let addr = SocketAddr::new(ip, *port);
             if seen.insert(addr) {
-                out.push(BackendSpec { addr, weight: u32::from(*weight).clamp(1, MAX_WEIGHT), proxy: None });
+                out.push(BackendSpec { addr, weight: u32::from(*weight).clamp(1, MAX_WEIGHT), proxy: None, tls: None });
             }
         }
     }
@@ -176,7 +176,7 @@ impl DnsSource {
                     .iter()
                     .map(|ip| SocketAddr::new(ip, *port))
                     .filter(|a| seen.insert(*a))
-                    .map(|addr| BackendSpec { addr, weight: 1, proxy: None })
+                    .map(|addr| BackendSpec { addr, weight: 1, proxy: None, tls: None })
                     .collect();
                 (list, ips.valid_until())
             }

@@ -1,4 +1,5 @@
-//! HTTP probe: `GET --health-path` over a fresh HTTP/1.1 connection; 2xx and 3xx pass.
+//! HTTP probe: `GET --health-path` over a fresh HTTP/1.1 connection (TLS for a backend spoken to
+//! over TLS, after a `LOCAL` PROXY header for one that asks for it); 2xx and 3xx pass.
 //!
 //! Each probe opens its own connection (`Connection: close`), like HAProxy's `option httpchk`, so a
 //! backend whose accept queue is stuck fails its probe even when pooled connections still work.
@@ -8,11 +9,14 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
-use super::{HealthCheck, ProbeError};
-use crate::backend::ProxyProtocol;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{HealthCheck, ProbeError, Reach};
 use crate::util::BoxFuture;
 
 /// The largest response head a probe reads before giving up on the backend (large cookies and
@@ -26,47 +30,75 @@ const MAX_HEADERS: usize = 128;
 #[derive(Debug, Clone)]
 pub struct HttpCheck {
     path: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl HttpCheck {
     /// A probe of `path` (starts with `/`; validated by the configuration).
     pub fn new(path: impl Into<String>) -> Self {
-        Self { path: path.into() }
+        Self { path: path.into(), tls: None }
+    }
+
+    /// The TLS settings for backends spoken to over TLS (`,tls`): probes to them speak TLS too.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
 impl HealthCheck for HttpCheck {
     fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
-        self.check_with(addr, None)
+        self.check_with(addr, Reach::default())
     }
 
-    fn check_with(&self, addr: SocketAddr, proxy: Option<ProxyProtocol>) -> BoxFuture<'_, Result<String, ProbeError>> {
+    fn check_with(&self, addr: SocketAddr, reach: Reach) -> BoxFuture<'_, Result<String, ProbeError>> {
         Box::pin(async move {
             let mut stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect(e.kind().to_string()))?;
             let _ = stream.set_nodelay(true);
-            let mut head = proxy.map(|p| p.local_header().to_vec()).unwrap_or_default();
-            head.extend_from_slice(
-                format!(
-                    "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: edge-health/{}\r\nConnection: close\r\n\r\n",
-                    self.path,
-                    env!("CARGO_PKG_VERSION")
-                )
-                .as_bytes(),
-            );
-            let written = stream.write_all(&head).await;
-            // A backend may answer (and close) before it reads the request; its answer counts.
-            let status = match (read_status(&mut stream).await, written) {
-                (Ok(status), _) => status,
-                (Err(_), Err(e)) => return Err(ProbeError::Http(e.to_string())),
-                (Err(e), Ok(())) => return Err(e),
+            if let Some(p) = reach.proxy {
+                stream.write_all(p.local_header()).await.map_err(|e| ProbeError::Http(e.to_string()))?;
+            }
+            let Some(name) = reach.tls else { return self.exchange(stream, addr).await };
+            let Some(cfg) = &self.tls else {
+                return Err(ProbeError::Http("no TLS settings for backends (give --backend-ca)".into()));
             };
-            if (200..400).contains(&status) { Ok(format!("http {status}")) } else { Err(ProbeError::Status(status)) }
+            let server = ServerName::try_from(name.as_str().to_owned())
+                .map_err(|e| ProbeError::Http(format!("tls name {name}: {e}")))?;
+            let tls = TlsConnector::from(cfg.clone())
+                .connect(server, stream)
+                .await
+                .map_err(|e| ProbeError::Http(format!("tls: {e}")))?;
+            self.exchange(tls, addr).await
         })
     }
 }
 
+impl HttpCheck {
+    /// Writes the probe's request on `stream` and judges the answer's status.
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        addr: SocketAddr,
+    ) -> Result<String, ProbeError> {
+        let head = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: edge-health/{}\r\nConnection: close\r\n\r\n",
+            self.path,
+            env!("CARGO_PKG_VERSION")
+        );
+        let written = stream.write_all(head.as_bytes()).await;
+        // A backend may answer (and close) before it reads the request; its answer counts.
+        let status = match (read_status(&mut stream).await, written) {
+            (Ok(status), _) => status,
+            (Err(_), Err(e)) => return Err(ProbeError::Http(e.to_string())),
+            (Err(e), Ok(())) => return Err(e),
+        };
+        if (200..400).contains(&status) { Ok(format!("http {status}")) } else { Err(ProbeError::Status(status)) }
+    }
+}
+
 /// Reads response heads until a final (non-1xx) one; returns its status code.
-async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
+async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> Result<u16, ProbeError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -141,7 +173,8 @@ mod tests {
     async fn a_backend_that_asks_for_the_proxy_protocol_gets_a_local_header_first() {
         let (addr, req) = backend(b"HTTP/1.1 200 OK\r\n\r\n").await;
         let check = HttpCheck::new("/healthz");
-        assert_eq!(check.check_with(addr, Some(ProxyProtocol::V1)).await, Ok("http 200".into()));
+        let reach = Reach { proxy: Some(crate::backend::ProxyProtocol::V1), tls: None };
+        assert_eq!(check.check_with(addr, reach).await, Ok("http 200".into()));
         let req = req.await.unwrap();
         assert!(req.starts_with("PROXY UNKNOWN\r\nGET /healthz HTTP/1.1\r\n"), "{req:?}");
     }

@@ -15,6 +15,7 @@ mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use events::{EVENTS_KEPT, Event, EventLog};
@@ -51,13 +52,22 @@ pub trait HealthCheck: Send + Sync + fmt::Debug {
     /// Probes `addr` once; `Ok` carries a short description of the success.
     fn check(&self, addr: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>>;
 
-    /// Probes a backend that asks for the PROXY protocol (`proxy`): checks that write to the
-    /// backend start with that version's `LOCAL` header. Checks that only connect need nothing
-    /// more, which is what this default does.
-    fn check_with(&self, addr: SocketAddr, proxy: Option<ProxyProtocol>) -> BoxFuture<'_, Result<String, ProbeError>> {
-        let _ = proxy;
+    /// Probes a backend reached in a particular way (`reach`: the PROXY protocol, TLS): checks
+    /// that speak to the backend honour it; checks that only connect need nothing more, which is
+    /// what this default does.
+    fn check_with(&self, addr: SocketAddr, reach: Reach) -> BoxFuture<'_, Result<String, ProbeError>> {
+        let _ = reach;
         self.check(addr)
     }
+}
+
+/// How a backend is reached beyond its address, as its spec says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// Its connections start with this PROXY protocol version's header (`LOCAL` for a probe).
+    pub proxy: Option<ProxyProtocol>,
+    /// It is spoken to over TLS; its certificate must be valid for this name.
+    pub tls: Option<Arc<String>>,
 }
 
 /// Probe timing and hysteresis (`--health-*`, `--rise`, `--fall`).

@@ -365,6 +365,10 @@ impl Actor {
                         tracing::info!(backend = %id, from = name(e.backend.proxy()), to = name(spec.proxy), "backend PROXY protocol changed");
                         e.backend.set_proxy(spec.proxy);
                     }
+                    if e.backend.tls().as_deref() != spec.tls.as_ref() {
+                        tracing::info!(backend = %id, tls = spec.tls.as_deref().unwrap_or("off"), "backend TLS setting changed");
+                        e.backend.set_tls(spec.tls.clone());
+                    }
                     if e.weight != spec.weight {
                         tracing::info!(backend = %id, from = e.weight, to = spec.weight, "backend weight changed");
                         e.weight = spec.weight;
@@ -404,6 +408,7 @@ impl Actor {
     fn add(&mut self, id: BackendId, spec: &BackendSpec) {
         let backend = Arc::new(Backend::new(spec.addr));
         backend.set_proxy(spec.proxy);
+        backend.set_tls(spec.tls.clone());
         let (prober, epoch) = self.start_probe(id.clone(), &backend);
         let ready = *self.ready_tx.borrow();
         if !ready {
@@ -736,7 +741,7 @@ mod tests {
     }
 
     fn spawn(check: Arc<ScriptedCheck>, n: u8) -> MonitorHandle {
-        let specs = (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None }).collect();
+        let specs = (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None, tls: None }).collect();
         Monitor::spawn(cfg(), check, vec![Box::new(Fixed::new(specs))])
     }
 
@@ -848,8 +853,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let h = Monitor::spawn(cfg(), Arc::new(ScriptedCheck::default()), vec![Box::new(ScriptedSource(rx))]);
         tx.send(Update::Reset(vec![
-            BackendSpec { addr: addr(1), weight: 1, proxy: None },
-            BackendSpec { addr: addr(2), weight: 1, proxy: None },
+            BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None },
+            BackendSpec { addr: addr(2), weight: 1, proxy: None, tls: None },
         ]))
         .await
         .unwrap();
@@ -865,7 +870,7 @@ mod tests {
         rx.wait_for(|s| s.get(&addr(1).to_string()).is_none()).await.unwrap();
         assert_eq!(h.snapshot().backends.len(), 1);
         // Weight changes apply in place.
-        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None })).await.unwrap();
+        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None, tls: None })).await.unwrap();
         rx.wait_for(|s| s.backends[0].weight == 9).await.unwrap();
     }
 
@@ -884,7 +889,7 @@ mod tests {
         let h = Monitor::spawn(
             cfg(),
             Arc::new(Slow),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None }]))],
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!h.is_ready());
@@ -1004,7 +1009,7 @@ mod tests {
         let h = Monitor::spawn(
             c,
             check.clone(),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None }]))],
         );
         h.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{HealthCheck, HealthConfig, ProbeError};
+use super::{HealthCheck, HealthConfig, ProbeError, Reach};
 use crate::backend::{Backend, BackendId, NextProbe};
 
 /// A finished probe.
@@ -53,7 +53,12 @@ impl Prober {
         let task = tokio::spawn(async move {
             loop {
                 let start = Instant::now();
-                let outcome = match tokio::time::timeout(cfg.timeout, checker.check_with(addr, backend.proxy())).await {
+                let outcome = match tokio::time::timeout(
+                    cfg.timeout,
+                    checker.check_with(addr, Reach { proxy: backend.proxy(), tls: backend.tls() }),
+                )
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(ProbeError::Timeout(cfg.timeout)),
                 };

@@ -10,11 +10,13 @@ pub(crate) mod body;
 pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod pool;
+pub(crate) mod stream;
 
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -28,6 +30,20 @@ use codec::{CodecError, RequestFraming, ResponseHead};
 
 use clock::BodyClock;
 use pool::PoolKey;
+use stream::Stream;
+
+/// How to reach a backend beyond its address: where the client came in (for a PROXY header), the
+/// connect limit (TLS handshake included), and for a backend spoken to over TLS, the settings and
+/// the name its certificate must be valid for.
+#[derive(Debug)]
+pub struct Reach<'a> {
+    /// The listener address the client reached.
+    pub local: SocketAddr,
+    /// The connect limit.
+    pub timeout: Duration,
+    /// TLS settings and the server name, for a backend spoken to over TLS.
+    pub tls: Option<(&'a Arc<rustls::ClientConfig>, Arc<String>)>,
+}
 
 use crate::config::ProxyConfig;
 use crate::headers::sanitize_trailers;
@@ -35,7 +51,7 @@ use crate::headers::sanitize_trailers;
 /// One connection to a backend.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     key: PoolKey,
 }
@@ -73,28 +89,43 @@ impl UpstreamConn {
     /// Connects to `addr` within `timeout` (tests; the proxy connects for a [`PoolKey`]).
     #[cfg(test)]
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, SendError> {
-        Self::connect_to(PoolKey::plain(addr), addr, timeout).await
+        Self::connect_to(PoolKey::plain(addr), &Reach { local: addr, timeout, tls: None }).await
     }
 
-    /// Connects for `key` within `timeout`; a key that names a client gets the PROXY header for
-    /// that client (which reached the proxy at `local`) before anything else.
-    pub async fn connect_to(key: PoolKey, local: SocketAddr, timeout: Duration) -> Result<Self, SendError> {
-        let timed_out = || SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"));
-        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(key.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => return Err(timed_out()),
-        };
+    /// Connects for `key` as `reach` says; a key that names a client gets the PROXY header for
+    /// that client (which reached the proxy at `reach.local`) before anything else, then a key
+    /// for TLS gets the TLS handshake, all within `reach.timeout`.
+    pub async fn connect_to(key: PoolKey, reach: &Reach<'_>) -> Result<Self, SendError> {
+        match tokio::time::timeout(reach.timeout, Self::open(key, reach)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))),
+        }
+    }
+
+    async fn open(key: PoolKey, reach: &Reach<'_>) -> Result<Self, SendError> {
+        let mut stream = TcpStream::connect(key.addr).await.map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
         if let Some((version, client)) = key.client {
             // Nothing of the request has gone yet: a failure here is a failed connect.
-            let header = crate::proxy_protocol::header(version, client, local);
-            match tokio::time::timeout(timeout, stream.write_all(&header)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(SendError::Connect(e)),
-                Err(_) => return Err(timed_out()),
-            }
+            let header = crate::proxy_protocol::header(version, client, reach.local);
+            stream.write_all(&header).await.map_err(SendError::Connect)?;
         }
+        let stream = if key.tls {
+            let Some((config, name)) = &reach.tls else {
+                return Err(SendError::Connect(io::Error::other(
+                    "this backend is spoken to over TLS but there are no TLS settings for backends; give --backend-ca",
+                )));
+            };
+            let server = rustls::pki_types::ServerName::try_from(name.as_str().to_owned())
+                .map_err(|e| SendError::Connect(io::Error::other(format!("tls name {name}: {e}"))))?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(server, stream)
+                .await
+                .map_err(|e| SendError::Connect(io::Error::other(format!("tls handshake: {e}"))))?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(stream)
+        };
         Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key })
     }
 
@@ -103,24 +134,17 @@ impl UpstreamConn {
         self.key
     }
 
-    /// Cheap check that an idle connection is still open: a non-blocking read must find nothing.
-    pub fn is_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// Cheap check that an idle connection is still open: a read that does not wait must find
+    /// nothing.
+    pub fn is_alive(&mut self) -> bool {
+        self.stream.is_alive()
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.stream.poll_read_buf(cx, &mut self.buf)
     }
 
     async fn read_more(&mut self) -> io::Result<usize> {
@@ -143,9 +167,9 @@ impl UpstreamConn {
             if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
         };
         match body {
-            None => self.stream.write_all(&head).await.map_err(write_failed)?,
+            None => self.write_flushed(&head).await.map_err(write_failed)?,
             Some((mut body, framing)) => {
-                self.stream.write_all(&head).await.map_err(write_failed)?;
+                self.write_flushed(&head).await.map_err(write_failed)?;
                 let mut out = BytesMut::new();
                 let mut clock = BodyClock::start(cfg.body_timeout, cfg.body_min_rate);
                 loop {
@@ -188,7 +212,7 @@ impl UpstreamConn {
     }
 
     async fn write_timed(&mut self, data: &[u8], idle: Duration) -> Result<(), SendError> {
-        match tokio::time::timeout(idle, self.stream.write_all(data)).await {
+        match tokio::time::timeout(idle, self.write_flushed(data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SendError::Empty),
             Err(_) => Err(SendError::Timeout),
@@ -209,8 +233,14 @@ impl UpstreamConn {
     }
 
     /// The socket and what was read past the response head (the new protocol's first bytes).
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    pub fn into_parts(self) -> (Stream, BytesMut) {
         (self.stream, self.buf)
+    }
+
+    /// Writes `data` and flushes it (a no-op on plain TCP; TLS may hold records back otherwise).
+    async fn write_flushed(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stream.write_all(data).await?;
+        self.stream.flush().await
     }
 
     async fn read_head(&mut self, method: &Method, timeout: Duration) -> Result<ResponseHead, SendError> {

@@ -38,19 +38,22 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     /// The PROXY protocol version and the client it named, if any.
     pub client: Option<(ProxyProtocol, SocketAddr)>,
+    /// Whether it speaks TLS.
+    pub tls: bool,
 }
 
 impl PoolKey {
     /// Where a request to `target` from `client` may go: the backend's pool of idle connections,
     /// which for a backend that asks for the PROXY protocol is this client's own.
     pub fn for_target(target: &Target, client: SocketAddr) -> Self {
-        Self { addr: target.addr(), client: target.backend.proxy().map(|p| (p, client)) }
+        let b = &target.backend;
+        Self { addr: target.addr(), client: b.proxy().map(|p| (p, client)), tls: b.is_tls() }
     }
 
     /// A connection to `addr` without a PROXY header.
     #[cfg(test)]
     pub fn plain(addr: SocketAddr) -> Self {
-        Self { addr, client: None }
+        Self { addr, client: None, tls: false }
     }
 }
 
@@ -96,7 +99,7 @@ pub fn sweep() -> usize {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         for list in p.idle.values_mut() {
-            list.retain(|(c, since)| now.duration_since(*since) < MAX_IDLE_AGE && c.is_alive());
+            list.retain_mut(|(c, since)| now.duration_since(*since) < MAX_IDLE_AGE && c.is_alive());
         }
         p.idle.retain(|_, l| !l.is_empty());
         p.idle.values().map(Vec::len).sum()

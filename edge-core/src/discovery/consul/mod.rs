@@ -12,13 +12,11 @@
 
 mod api;
 mod client;
-mod tls;
 
 use std::time::Duration;
 
 pub use api::{AnswerError, Instances, next_index, parse};
 pub use client::{Endpoint, ExchangeError, MAX_ANSWER_BYTES};
-pub use tls::{TlsSetupError, client_config};
 
 use super::{Closed, Discover, Sink, retry_delay};
 use crate::backend::BackendSpec;

@@ -1,0 +1,92 @@
+//! A connection to a backend: plain TCP, or TLS over it (rustls), behind one type so that the
+//! codec, the pool and the tunnels need not care. The plain path keeps its direct socket reads
+//! (readiness, then a read into the buffer's spare room); TLS reads go through rustls.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A backend connection.
+#[derive(Debug)]
+pub enum Stream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS (boxed: rustls' state is kilobytes, and most connections are plain).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Reads what has arrived into `buf`'s spare room, waiting when nothing has; 0 at the end.
+    pub fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        match self {
+            Self::Plain(s) => loop {
+                ready!(s.poll_read_ready(cx))?;
+                match s.try_read_buf(buf) {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            },
+            Self::Tls(s) => {
+                let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+                ready!(Pin::new(s.as_mut()).poll_read(cx, &mut rb))?;
+                let n = rb.filled().len();
+                // SAFETY: `poll_read` initialised the first `n` bytes of the spare room.
+                unsafe { buf.set_len(buf.len() + n) };
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    /// Cheap check that an idle connection is still open: a read that does not wait must find
+    /// nothing to read (on TLS, nothing but what rustls handles itself, such as session tickets).
+    pub fn is_alive(&mut self) -> bool {
+        match self {
+            Self::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Self::Tls(s) => {
+                let mut probe = [0u8; 1];
+                let mut rb = ReadBuf::new(&mut probe);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                matches!(Pin::new(s.as_mut()).poll_read(&mut cx, &mut rb), Poll::Pending)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
