@@ -158,6 +158,11 @@ impl HttpProxy {
             let req = crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit };
             return crate::tunnel::open(&self.0, &self.1, req).await;
         }
+        if target.backend.is_h2() {
+            let req =
+                crate::forward_h2::H2Request { parts, body, target: target.clone(), hash, conn, in_flight, permit };
+            return crate::forward_h2::forward(&self.0, req).await;
+        }
         let policy = &self.0.cfg.retry;
         let idempotent = matches!(
             parts.method,

@@ -28,6 +28,8 @@ pub(crate) struct Served {
     pub cfg: ProxyConfig,
     /// TLS settings for backends spoken to over TLS (`,tls`), when they could be made.
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The same, offering only `h2` by ALPN, for HTTP/2 backends over TLS.
+    pub backend_tls_h2: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Served {
@@ -36,7 +38,8 @@ impl Served {
         crate::upstream::Reach {
             local,
             timeout: self.cfg.connect_timeout,
-            tls: self.backend_tls.as_ref().zip(target.backend.tls()),
+            tls: if target.backend.is_h2() { self.backend_tls_h2.as_ref() } else { self.backend_tls.as_ref() }
+                .zip(target.backend.tls()),
         }
     }
 }

@@ -115,6 +115,11 @@ impl WorkerContext {
             admission: self.admission.clone(),
             cfg: self.cfg.clone(),
             backend_tls: self.backend_tls.clone(),
+            backend_tls_h2: self.backend_tls.as_ref().map(|c| {
+                let mut h2 = (**c).clone();
+                h2.alpn_protocols = vec![b"h2".to_vec()];
+                std::sync::Arc::new(h2)
+            }),
         }
     }
 }

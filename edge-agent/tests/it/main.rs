@@ -18,6 +18,7 @@ mod deploy_prometheus;
 mod discovery;
 mod ecs;
 mod failure;
+mod grpc;
 mod health;
 mod http_proxy;
 mod ipv6;

@@ -1,5 +1,5 @@
-//! How operators name a backend: `HOST:PORT[,weight=N][,proxy=v1|v2][,tls][,sni=NAME]`, from a flag,
-//! a file or a discovery source.
+//! How operators name a backend: `HOST:PORT[,weight=N][,proxy=v1|v2][,tls][,sni=NAME][,proto=h2]`,
+//! from a flag, a file or a discovery source.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub const MAX_WEIGHT: u32 = 256;
 pub enum SpecError {
     /// Not `HOST:PORT`.
     #[error(
-        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N, ,proxy=v1 or ,proxy=v2, ,tls and ,sni=NAME"
+        "backend '{0}' is not HOST:PORT; write it like 10.0.1.2:8080 or [fd00::2]:8080, optionally followed by ,weight=N, ,proxy=v1 or ,proxy=v2, ,tls, ,sni=NAME and ,proto=h2"
     )]
     Address(String),
     /// The host name did not resolve.
@@ -30,8 +30,13 @@ pub enum SpecError {
     #[error("backend '{0}' has weight '{1}'; use an integer from 1 to 256")]
     Weight(String, String),
     /// An unknown `,key=value` option.
-    #[error("backend '{0}' has unknown option '{1}'; the options are weight=N, proxy=v1 or proxy=v2, tls and sni=NAME")]
+    #[error(
+        "backend '{0}' has unknown option '{1}'; the options are weight=N, proxy=v1 or proxy=v2, tls, sni=NAME and proto=h1 or proto=h2"
+    )]
     Option(String, String),
+    /// A `proto` that is not `h1` or `h2`.
+    #[error("backend '{0}' has proto '{1}'; use proto=h1 (HTTP/1.1, the default) or proto=h2 (HTTP/2, for gRPC)")]
+    Proto(String, String),
     /// An `sni` that is not a DNS name or an IP address.
     #[error("backend '{0}' has sni '{1}'; give the name its certificate is for, such as sni=api.internal")]
     Sni(String, String),
@@ -56,6 +61,8 @@ pub struct BackendSpec {
     /// when it is a DNS name): `sni=` when given, else the host as written (a name, or the IP
     /// address, checked against the certificate's IP addresses).
     pub tls: Option<String>,
+    /// Spoken to over HTTP/2 (`proto=h2`: by prior knowledge in cleartext, by ALPN over TLS).
+    pub h2: bool,
 }
 
 impl BackendSpec {
@@ -72,7 +79,7 @@ impl BackendSpec {
         let addr_part = parts.next().unwrap_or_default().trim();
         let mut weight = None;
         let mut proxy = None;
-        let (mut tls, mut sni) = (false, None::<String>);
+        let (mut tls, mut sni, mut h2) = (false, None::<String>, false);
         for opt in parts {
             let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
             match k.trim() {
@@ -97,6 +104,11 @@ impl BackendSpec {
                     );
                 }
                 "tls" if v.trim().is_empty() || v.trim() == "on" => tls = true,
+                "proto" => match v.trim().to_ascii_lowercase().as_str() {
+                    "h2" | "http2" => h2 = true,
+                    "h1" | "http1" | "http/1.1" => h2 = false,
+                    _ => return Err(SpecError::Proto(s.to_string(), v.trim().to_string())),
+                },
                 "sni" => {
                     let name = v.trim();
                     if rustls::pki_types::ServerName::try_from(name).is_err() || name.is_empty() {
@@ -117,7 +129,7 @@ impl BackendSpec {
         // The name to verify: sni= first, then the host as written (a name is lost once resolved).
         let written = addr_part.rsplit_once(':').map_or(addr_part, |(h, _)| h).trim_matches(['[', ']']);
         let tls = (tls || sni.is_some()).then(|| sni.unwrap_or_else(|| written.to_string()));
-        Ok(Self { addr, weight: weight.unwrap_or(1), proxy, tls })
+        Ok(Self { addr, weight: weight.unwrap_or(1), proxy, tls, h2 })
     }
 
     /// Builds a spec, checking the weight.
@@ -125,12 +137,12 @@ impl BackendSpec {
         if !(1..=MAX_WEIGHT).contains(&weight) {
             return Err(SpecError::Weight(addr.to_string(), weight.to_string()));
         }
-        Ok(Self { addr, weight, proxy: None, tls: None })
+        Ok(Self { addr, weight, proxy: None, tls: None, h2: false })
     }
 
     /// A backend at `addr` with `weight` and no PROXY protocol (what discovery reports).
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
-        Self { addr, weight, proxy: None, tls: None }
+        Self { addr, weight, proxy: None, tls: None, h2: false }
     }
 }
 
@@ -151,10 +163,11 @@ impl std::fmt::Display for BackendSpec {
             write!(f, ",proxy={}", p.as_str())?;
         }
         match &self.tls {
-            Some(name) if *name == self.addr.ip().to_string() => f.write_str(",tls"),
-            Some(name) => write!(f, ",tls,sni={name}"),
-            None => Ok(()),
+            Some(name) if *name == self.addr.ip().to_string() => f.write_str(",tls")?,
+            Some(name) => write!(f, ",tls,sni={name}")?,
+            None => {}
         }
+        if self.h2 { f.write_str(",proto=h2") } else { Ok(()) }
     }
 }
 
@@ -227,6 +240,16 @@ mod tests {
         let e = BackendSpec::parse("10.0.1.2:443,sni=bad name").unwrap_err();
         assert!(e.to_string().contains("give the name its certificate is for"), "{e}");
         assert!(matches!(BackendSpec::parse("10.0.1.2:443,tls=maybe"), Err(SpecError::Option(..))));
+    }
+
+    #[test]
+    fn the_protocol_option() {
+        let b = BackendSpec::parse("10.0.1.2:50051,proto=h2").unwrap();
+        assert!(b.h2);
+        assert_eq!(b.to_string(), "10.0.1.2:50051,proto=h2");
+        assert!(!BackendSpec::parse("10.0.1.2:80,proto=h1").unwrap().h2);
+        let e = BackendSpec::parse("10.0.1.2:80,proto=h3").unwrap_err();
+        assert!(e.to_string().contains("use proto=h1 (HTTP/1.1, the default) or proto=h2"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,8 @@ crate::label_enum! {
         SynUnanswered => "syn_unanswered",
         /// The backend answered a SYN with a RST (eBPF data plane).
         SynRefused => "syn_refused",
+        /// A gRPC call ended with status 14, UNAVAILABLE (the backend's own "try elsewhere").
+        GrpcUnavailable => "grpc_unavailable",
     }
 }
 
@@ -93,6 +95,7 @@ impl GatewayFailure {
             Self::Http5xx => "http 5xx",
             Self::SynUnanswered => "syn unanswered",
             Self::SynRefused => "syn answered with rst",
+            Self::GrpcUnavailable => "grpc unavailable",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,8 @@ pub struct Backend {
     /// For a backend spoken to over TLS, the name its certificate must be valid for (the monitor
     /// sets it from the spec; read when a connection is opened).
     tls: ArcSwapOption<String>,
+    /// Spoken to over HTTP/2 (the monitor sets it from the spec).
+    h2: AtomicBool,
 }
 
 impl Backend {
@@ -49,7 +51,18 @@ impl Backend {
             gate: AtomicU8::new(GATE_OPEN),
             proxy: AtomicU8::new(0),
             tls: ArcSwapOption::empty(),
+            h2: AtomicBool::new(false),
         }
+    }
+
+    /// Whether it is spoken to over HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+    }
+
+    /// Sets HTTP/2 (the monitor, from the backend's spec).
+    pub fn set_h2(&self, h2: bool) {
+        self.h2.store(h2, Ordering::Relaxed);
     }
 
     /// The name to verify its certificate against, when it is spoken to over TLS.

@@ -116,7 +116,13 @@ pub fn from_srv(
         for ip in addrs(target) {
             let addr = SocketAddr::new(ip, *port);
             if seen.insert(addr) {
-                out.push(BackendSpec { addr, weight: u32::from(*weight).clamp(1, MAX_WEIGHT), proxy: None, tls: None });
+                out.push(BackendSpec {
+                    addr,
+                    weight: u32::from(*weight).clamp(1, MAX_WEIGHT),
+                    proxy: None,
+                    tls: None,
+                    h2: false,
+                });
             }
         }
     }
@@ -176,7 +182,7 @@ impl DnsSource {
                     .iter()
                     .map(|ip| SocketAddr::new(ip, *port))
                     .filter(|a| seen.insert(*a))
-                    .map(|addr| BackendSpec { addr, weight: 1, proxy: None, tls: None })
+                    .map(|addr| BackendSpec { addr, weight: 1, proxy: None, tls: None, h2: false })
                     .collect();
                 (list, ips.valid_until())
             }

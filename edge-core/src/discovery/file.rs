@@ -181,6 +181,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<BackendSpec>, FileError> {
             Entry::Object { address, weight, proxy } => BackendSpec::parse(&address).and_then(|b| {
                 let mut spec = BackendSpec::checked(b.addr, weight.unwrap_or(b.weight))?;
                 spec.tls = b.tls;
+                spec.h2 = b.h2;
                 spec.proxy = match proxy {
                     Some(p) => Some(ProxyProtocol::parse(&p).ok_or(SpecError::Proxy(address.clone(), p))?),
                     None => b.proxy,

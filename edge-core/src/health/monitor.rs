@@ -369,6 +369,10 @@ impl Actor {
                         tracing::info!(backend = %id, tls = spec.tls.as_deref().unwrap_or("off"), "backend TLS setting changed");
                         e.backend.set_tls(spec.tls.clone());
                     }
+                    if e.backend.is_h2() != spec.h2 {
+                        tracing::info!(backend = %id, h2 = spec.h2, "backend protocol changed");
+                        e.backend.set_h2(spec.h2);
+                    }
                     if e.weight != spec.weight {
                         tracing::info!(backend = %id, from = e.weight, to = spec.weight, "backend weight changed");
                         e.weight = spec.weight;
@@ -409,6 +413,7 @@ impl Actor {
         let backend = Arc::new(Backend::new(spec.addr));
         backend.set_proxy(spec.proxy);
         backend.set_tls(spec.tls.clone());
+        backend.set_h2(spec.h2);
         let (prober, epoch) = self.start_probe(id.clone(), &backend);
         let ready = *self.ready_tx.borrow();
         if !ready {
@@ -741,7 +746,8 @@ mod tests {
     }
 
     fn spawn(check: Arc<ScriptedCheck>, n: u8) -> MonitorHandle {
-        let specs = (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None, tls: None }).collect();
+        let specs =
+            (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None, tls: None, h2: false }).collect();
         Monitor::spawn(cfg(), check, vec![Box::new(Fixed::new(specs))])
     }
 
@@ -853,8 +859,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let h = Monitor::spawn(cfg(), Arc::new(ScriptedCheck::default()), vec![Box::new(ScriptedSource(rx))]);
         tx.send(Update::Reset(vec![
-            BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None },
-            BackendSpec { addr: addr(2), weight: 1, proxy: None, tls: None },
+            BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None, h2: false },
+            BackendSpec { addr: addr(2), weight: 1, proxy: None, tls: None, h2: false },
         ]))
         .await
         .unwrap();
@@ -870,7 +876,9 @@ mod tests {
         rx.wait_for(|s| s.get(&addr(1).to_string()).is_none()).await.unwrap();
         assert_eq!(h.snapshot().backends.len(), 1);
         // Weight changes apply in place.
-        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None, tls: None })).await.unwrap();
+        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None, tls: None, h2: false }))
+            .await
+            .unwrap();
         rx.wait_for(|s| s.backends[0].weight == 9).await.unwrap();
     }
 
@@ -889,7 +897,13 @@ mod tests {
         let h = Monitor::spawn(
             cfg(),
             Arc::new(Slow),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec {
+                addr: addr(1),
+                weight: 1,
+                proxy: None,
+                tls: None,
+                h2: false,
+            }]))],
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!h.is_ready());
@@ -1009,7 +1023,13 @@ mod tests {
         let h = Monitor::spawn(
             c,
             check.clone(),
-            vec![Box::new(Fixed::new(vec![BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None }]))],
+            vec![Box::new(Fixed::new(vec![BackendSpec {
+                addr: addr(1),
+                weight: 1,
+                proxy: None,
+                tls: None,
+                h2: false,
+            }]))],
         );
         h.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -9,6 +9,7 @@
 pub(crate) mod body;
 pub(crate) mod clock;
 pub(crate) mod codec;
+pub(crate) mod h2;
 pub(crate) mod pool;
 pub(crate) mod stream;
 

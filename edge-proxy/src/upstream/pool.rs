@@ -40,6 +40,8 @@ pub struct PoolKey {
     pub client: Option<(ProxyProtocol, SocketAddr)>,
     /// Whether it speaks TLS.
     pub tls: bool,
+    /// Whether it speaks HTTP/2 (its connections are multiplexed, not pooled here).
+    pub h2: bool,
 }
 
 impl PoolKey {
@@ -47,13 +49,13 @@ impl PoolKey {
     /// which for a backend that asks for the PROXY protocol is this client's own.
     pub fn for_target(target: &Target, client: SocketAddr) -> Self {
         let b = &target.backend;
-        Self { addr: target.addr(), client: b.proxy().map(|p| (p, client)), tls: b.is_tls() }
+        Self { addr: target.addr(), client: b.proxy().map(|p| (p, client)), tls: b.is_tls(), h2: b.is_h2() }
     }
 
     /// A connection to `addr` without a PROXY header.
     #[cfg(test)]
     pub fn plain(addr: SocketAddr) -> Self {
-        Self { addr, client: None, tls: false }
+        Self { addr, client: None, tls: false, h2: false }
     }
 }
 
