@@ -53,7 +53,7 @@ fn packages(needs: Needs) -> &'static [&'static str] {
             // it does not trust the test certificate).
             "ca-certificates",
         ],
-        Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool"],
+        Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool", "nghttp2-client"],
     }
 }
 

@@ -149,3 +149,72 @@ async fn an_open_tunnel_works_through_the_drain_then_closes() {
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "stopped after {took:?}");
 }
+
+/// Round trips of `conns` WebSocket connections to `url`, each sending `per_conn` messages of 32
+/// bytes and waiting for each echo: (round trips per second, p99 round trip in microseconds).
+async fn round_trips(url: &str, conns: usize, per_conn: usize) -> (f64, f64) {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+                let mut times = Vec::with_capacity(per_conn);
+                let msg = "x".repeat(32);
+                for _ in 0..per_conn {
+                    let t = Instant::now();
+                    ws.send(Message::text(msg.clone())).await.unwrap();
+                    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time");
+                    assert!(matches!(echo, Some(Ok(Message::Text(_)))), "{echo:?}");
+                    times.push(t.elapsed().as_micros() as f64);
+                }
+                times
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    (rate, all[(all.len() * 99 / 100).min(all.len() - 1)])
+}
+
+/// `cargo xtask bench ws`: WebSocket echo round trips per second through edge against a direct
+/// connection to the same echo server, one connection and 16 at once, three rounds, medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: cargo xtask bench ws"]
+async fn websocket_round_trips_bench() {
+    let server = EchoServer::start().await;
+    let agent = agent_for(server.addr, &["--workers", "1"]).await;
+    let direct = format!("ws://{}/", server.addr);
+    let through = format!("ws://{}/", agent.http_addrs[0]);
+    for (conns, per_conn) in [(1, 5_000), (16, 1_000)] {
+        let (mut d, mut e) = (Vec::new(), Vec::new());
+        for round in 1..=3 {
+            let a = round_trips(&direct, conns, per_conn).await;
+            let b = round_trips(&through, conns, per_conn).await;
+            println!(
+                "round {round} conns={conns} direct rps={:.0} p99={:.0}us edge rps={:.0} p99={:.0}us",
+                a.0, a.1, b.0, b.1
+            );
+            d.push(a);
+            e.push(b);
+        }
+        let med = |v: &mut Vec<(f64, f64)>| {
+            v.sort_by(|x, y| x.0.total_cmp(&y.0));
+            v[v.len() / 2]
+        };
+        let (a, b) = (med(&mut d), med(&mut e));
+        println!(
+            "median conns={conns}: direct {:.0} round trips/s (p99 {:.0} us), through edge {:.0} (p99 {:.0} us), ratio {:.3}",
+            a.0,
+            a.1,
+            b.0,
+            b.1,
+            b.0 / a.0
+        );
+    }
+    agent.shutdown().await;
+}

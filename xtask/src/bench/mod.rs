@@ -1,7 +1,11 @@
-//! `cargo xtask bench [http|l4|prog]`: edge measured next to its peers in one run, by harnesses
+//! `cargo xtask bench [http|proto|ws|l4|conns|overload|prog]`: edge measured next to its peers in one run, by harnesses
 //! the project owns (docs/benchmarks.md says how to read them):
 //! - `http` (default): edge, HAProxy and NGINX on the same three NGINX backends and the same wrk
 //!   load on loopback (`http`), then the agent's idle resident memory;
+//! - `proto`: HTTP/2 from the client (h2load) and TLS termination (keep-alive requests and new
+//!   connections per second over HTTPS), edge next to HAProxy and NGINX (`proto`);
+//! - `ws`: WebSocket echo round trips per second through edge against a direct connection (an
+//!   ignored test of `edge-agent`, `websocket_round_trips_bench`, run in release);
 //! - `l4` (root): edge in eBPF mode against direct routing, nftables DNAT and HAProxy in TCP mode,
 //!   across network namespaces (`l4`);
 //! - `conns`: the resident memory of 5,000 idle keep-alive client connections, over three rounds
@@ -21,6 +25,7 @@ mod conns;
 mod http;
 mod l4;
 mod procs;
+mod proto;
 mod wrk;
 
 use std::process::{Command, Stdio};
@@ -34,8 +39,8 @@ use crate::util::{cargo, exec, root};
 /// Entry point.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("http");
-    if !["http", "l4", "prog", "conns", "overload"].contains(&which) {
-        bail!("unknown benchmark '{which}'; use http, l4, conns, overload or prog");
+    if !["http", "proto", "ws", "l4", "prog", "conns", "overload"].contains(&which) {
+        bail!("unknown benchmark '{which}'; use http, proto, ws, l4, conns, overload or prog");
     }
     setup::run(Needs::Bench)?;
     if which == "prog" {
@@ -46,11 +51,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--nocapture",
         ]));
     }
+    if which == "ws" {
+        return exec(cargo().args(["test", "--release", "-p", "edge-agent", "--test", "it", "--"]).args([
+            "--ignored",
+            "--exact",
+            "websocket::websocket_round_trips_bench",
+            "--nocapture",
+        ]));
+    }
     exec(cargo().args(["build", "--release", "-p", "edge-agent"]))?;
     let bin = root().join("target/release/edge-agent");
     let settings = Settings::from_env()?;
     if which == "l4" {
         return l4::run(&bin, &settings);
+    }
+    if which == "proto" {
+        return proto::run(&bin, &settings);
     }
     if which == "conns" {
         return conns::run(&bin);
