@@ -152,7 +152,8 @@ impl HttpProxy {
             traffic.no_backend(NoBackend::Panic);
         }
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
-        if let Some(protocol) = upgrade {
+        // An HTTP/2 backend cannot take an HTTP/1.1 upgrade: it gets the request without one.
+        if let Some(protocol) = upgrade.filter(|_| !target.backend.is_h2()) {
             crate::tunnel::keep_upgrade(&mut parts.headers, protocol);
             let key = PoolKey::for_target(target, conn.client);
             let req = crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit };

@@ -1,8 +1,10 @@
 //! HTTP/2 to backends (`proto=h2`, for gRPC): hyper's HTTP/2 client, by prior knowledge in
 //! cleartext or by ALPN over TLS. One multiplexed connection per backend (per PROXY client, for
 //! a backend that asks for the PROXY protocol) per worker carries every request to it; a closed
-//! one is replaced on the next request. Keep-alive pings (every 30 s, 10 s to answer) find a
-//! backend that went away without closing.
+//! one is replaced on the next request, and one no request used for [`MAX_IDLE_AGE`] is let go by
+//! the worker's pool sweep (its last requests finish first), so a removed backend keeps no
+//! connection. Keep-alive pings (every 30 s, 10 s to answer) find a backend that went away
+//! without closing.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,21 +17,37 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
 
 use super::body::BodyError;
-use super::pool::PoolKey;
+use super::pool::{MAX_IDLE_AGE, PoolKey};
 use super::{Reach, SendError, UpstreamConn};
 
 /// A request body toward an HTTP/2 backend: the client's, streamed, or one kept whole.
 pub type H2Body = UnsyncBoxBody<Bytes, BodyError>;
 
 thread_local! {
-    static CONNS: RefCell<HashMap<PoolKey, http2::SendRequest<H2Body>>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<HashMap<PoolKey, (http2::SendRequest<H2Body>, Instant)>> = RefCell::new(HashMap::new());
+}
+
+/// Lets go of this worker's connections that are closed or that no request used for
+/// [`MAX_IDLE_AGE`]; returns how many stay.
+pub fn sweep() -> usize {
+    CONNS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|_, (s, used)| !s.is_closed() && used.elapsed() < MAX_IDLE_AGE);
+        c.len()
+    })
 }
 
 /// The worker's open connection for `key`, or a new one.
 pub async fn sender(key: PoolKey, reach: &Reach<'_>) -> Result<http2::SendRequest<H2Body>, SendError> {
-    let open = CONNS.with(|c| c.borrow().get(&key).filter(|s| !s.is_closed()).cloned());
+    let open = CONNS.with(|c| {
+        let mut c = c.borrow_mut();
+        let (s, used) = c.get_mut(&key).filter(|(s, _)| !s.is_closed())?;
+        *used = Instant::now();
+        Some(s.clone())
+    });
     if let Some(s) = open {
         return Ok(s);
     }
@@ -49,7 +67,7 @@ pub async fn sender(key: PoolKey, reach: &Reach<'_>) -> Result<http2::SendReques
             tracing::debug!(error = %e, "http/2 connection to a backend ended");
         }
     });
-    CONNS.with(|c| c.borrow_mut().insert(key, sender.clone()));
+    CONNS.with(|c| c.borrow_mut().insert(key, (sender.clone(), Instant::now())));
     Ok(sender)
 }
 
@@ -73,5 +91,42 @@ pub async fn send(
             CONNS.with(|c| c.borrow_mut().remove(&key));
             Err(if e.is_canceled() || e.is_closed() { SendError::Empty } else { SendError::Io(io::Error::other(e)) })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, Empty};
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_shared_then_let_go_when_idle() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = service_fn(|_| async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+        let key = PoolKey { addr, client: None, tls: false, h2: true };
+        let reach = Reach { local: addr, timeout: Duration::from_secs(1), tls: None };
+        let first = sender(key, &reach).await.unwrap();
+        let req = Request::get(format!("http://{addr}/")).body(Empty::new().map_err(|e| match e {}).boxed_unsync());
+        let resp = send(key, first, req.unwrap(), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // The same connection serves the next request (the server accepts only one).
+        let again = sender(key, &reach).await.unwrap();
+        let req = Request::get(format!("http://{addr}/")).body(Empty::new().map_err(|e| match e {}).boxed_unsync());
+        assert_eq!(send(key, again, req.unwrap(), Duration::from_secs(1)).await.unwrap().status(), 200);
+        assert_eq!(sweep(), 1, "a connection in use stays");
+        tokio::time::advance(MAX_IDLE_AGE + Duration::from_secs(1)).await;
+        assert_eq!(sweep(), 0, "an idle one is let go");
     }
 }

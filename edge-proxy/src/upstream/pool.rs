@@ -115,6 +115,7 @@ pub async fn sweep_every(period: Duration) {
     loop {
         tick.tick().await;
         sweep();
+        super::h2::sweep();
     }
 }
 
