@@ -7,20 +7,18 @@
 
 use std::time::Instant;
 
-use edge_core::backend::{Failure, GatewayFailure, StatusClass};
 use edge_core::balance::Target;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::admission::Permit;
+use crate::attempt::{self, Next};
 use crate::body::{Active, ProxyBody, count_grpc_status};
 use crate::conn_guard::InFlight;
 use crate::served::{ConnInfo, Served};
-use crate::stats::{RetryOutcome, RetryReason};
-use crate::upstream::SendError;
 use crate::upstream::h2::{self, H2Body};
 use crate::upstream::pool::PoolKey;
 
@@ -57,7 +55,6 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
     let mut requeued = false;
     let (resp, active) = loop {
         let active = Active::new(&target.backend);
-        let m = &target.backend.stats;
         let key = PoolKey::for_target(&target, conn.client);
         let scheme = if key.tls { Scheme::HTTPS } else { Scheme::HTTP };
         let authority = authority
@@ -68,7 +65,9 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
             .authority(authority)
             .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
             .build();
-        let Ok(uri) = uri else { return local(StatusCode::BAD_REQUEST, "bad request target\n", in_flight) };
+        let Ok(uri) = uri else {
+            return attempt::local(StatusCode::BAD_REQUEST, "bad request target\n", Some(in_flight));
+        };
         // Connect first: a refused connect leaves the body unread, for another backend.
         let (e, body_left) = match h2::sender(key, &served.reach(&target, conn.local)).await {
             Ok(sender) => {
@@ -85,62 +84,21 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
             }
             Err(e) => (e, true),
         };
-        let kind = match &e {
-            SendError::Connect(_) => GatewayFailure::Connect,
-            SendError::Timeout => GatewayFailure::Timeout,
-            _ => GatewayFailure::Reset,
-        };
-        m.failure(match kind {
-            GatewayFailure::Connect => Failure::Connect,
-            GatewayFailure::Timeout => Failure::Timeout,
-            _ => Failure::Reset,
-        });
-        m.gateway_failure(kind, 1);
-        tracing::debug!(backend = %target.id(), error = %e, "http/2 request failed");
-        // Only a refused connect left the client's body unread: requeue it once.
-        let selector = served.selector.load();
-        let other = selector.pick_other(hash, target.id()).map(|(t, _)| t.clone()).filter(|t| t.backend.admit());
-        match other {
-            Some(t) if body_left && !requeued => {
-                served.traffic.retry(RetryReason::Connect);
+        match attempt::failed(served, &target, hash, &e, body_left, requeued, "http/2 request") {
+            Next::Requeue(t) => {
                 requeued = true;
                 target = t;
             }
-            _ => {
-                if requeued {
-                    served.traffic.retry_outcome(RetryOutcome::Failed);
-                }
-                m.request(StatusClass::ServerError);
-                return match e {
-                    SendError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", in_flight),
-                    _ => local(StatusCode::BAD_GATEWAY, "bad gateway\n", in_flight),
-                };
-            }
+            Next::Answer(status, text) => return attempt::local(status, text, Some(in_flight)),
         }
     };
-    if requeued {
-        served.traffic.retry_outcome(RetryOutcome::Succeeded);
-    }
-    let m = &target.backend.stats;
     let (mut head, body) = resp.into_parts();
-    m.request(StatusClass::of(head.status.as_u16()));
-    m.duration.observe(started.elapsed());
-    match GatewayFailure::of_status(head.status.as_u16(), served.cfg.retry.outlier_5xx) {
-        Some(g) => m.gateway_failure(g, 1),
-        None => m.passive_ok(),
-    }
+    attempt::answered(served, &target, head.status, started, requeued);
     // A trailers-only gRPC answer carries its status in the head.
     count_grpc_status(&target.backend, &head.headers);
     crate::headers::strip_hop_by_hop(&mut head.headers);
     let mut r = Response::new(ProxyBody::h2(body, in_flight, permit, active));
     *r.status_mut() = head.status;
     *r.headers_mut() = head.headers;
-    r
-}
-
-fn local(status: StatusCode, text: &'static str, in_flight: InFlight) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::local(text, Some(in_flight)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }

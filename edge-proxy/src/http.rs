@@ -35,9 +35,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
+use crate::attempt::local;
 use crate::authority::settle_host;
 use crate::body::{Active, ProxyBody};
-use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts, InFlight};
+use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts};
 use crate::headers::{accepts_trailers, add_forwarded, declared_trailers, strip_hop_by_hop};
 use crate::io::ClientIo;
 use crate::served::{ConnInfo, Served};
@@ -51,13 +52,6 @@ use crate::upstream::{SendError, UpstreamConn, pool};
 /// The HTTP proxy of one listener on one worker, shared by the listener's connections.
 #[derive(Debug)]
 pub struct HttpProxy(Served, Arc<Tunnels>);
-
-fn local_response(status: StatusCode, text: &'static str, in_flight: Option<InFlight>) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::local(text, in_flight));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
 
 /// The request as it goes to every attempt.
 struct Outgoing {
@@ -110,7 +104,7 @@ impl HttpProxy {
         let in_flight = activity.begin();
         let started = Instant::now();
         let Some(permit) = self.0.admission.try_admit() else {
-            let mut r = local_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry later\n", Some(in_flight));
+            let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry later\n", Some(in_flight));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         };
@@ -119,11 +113,8 @@ impl HttpProxy {
         if let Err(e) = settle_host(&mut parts.headers, &parts.uri, parts.version) {
             self.0.stats.client_error(ClientError::BadRequest);
             tracing::debug!(client = %conn.client, error = %e, "refused a request");
-            let mut r = local_response(
-                StatusCode::BAD_REQUEST,
-                "bad request: missing, repeated or invalid host\n",
-                Some(in_flight),
-            );
+            let mut r =
+                local(StatusCode::BAD_REQUEST, "bad request: missing, repeated or invalid host\n", Some(in_flight));
             // The request may have a body we will not read: end the connection after answering.
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return r;
@@ -146,7 +137,7 @@ impl HttpProxy {
         let Some((target, source)) = selector.pick_admitted(hash) else {
             traffic.no_backend(NoBackend::Rejected);
             traffic.unrouted();
-            return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight));
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight));
         };
         if source == PickSource::Panic {
             traffic.no_backend(NoBackend::Panic);
@@ -181,12 +172,11 @@ impl HttpProxy {
                     Ok(Err(e)) => {
                         self.0.stats.client_error(ClientError::RequestBody);
                         tracing::debug!(error = %e, "client request body failed");
-                        return local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight));
+                        return local(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight));
                     }
                     Err(_) => {
                         self.0.stats.client_error(ClientError::BodyTimeout);
-                        let mut r =
-                            local_response(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
+                        let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
                         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                         return r;
                     }
@@ -341,7 +331,7 @@ impl HttpProxy {
             Err(SendError::ClientBodyTimeout) => {
                 self.0.stats.client_error(ClientError::BodyTimeout);
                 drop(active);
-                let mut r = local_response(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
+                let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
                 r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 r
             }
@@ -349,24 +339,22 @@ impl HttpProxy {
                 self.0.stats.client_error(ClientError::RequestBody);
                 tracing::debug!(error = %e, "client request body failed");
                 drop(active);
-                local_response(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight))
+                local(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight))
             }
             Err(SendError::Status(status)) => {
                 // The last attempt was answered with a gateway error that a retry could not fix.
                 m.duration.observe(started.elapsed());
                 drop(active);
                 let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                local_response(code, "backend failed; retried without success\n", Some(in_flight))
+                local(code, "backend failed; retried without success\n", Some(in_flight))
             }
             Err(e) => {
                 m.request(StatusClass::ServerError);
                 m.duration.observe(started.elapsed());
                 drop(active);
                 match e {
-                    SendError::Timeout => {
-                        local_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
-                    }
-                    _ => local_response(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
+                    SendError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight)),
+                    _ => local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! A client connection that is either plain TCP or TLS over TCP.
+//! A connection that is either plain TCP or TLS over TCP: a client's (TLS terminated here) or a
+//! backend's (TLS originated here).
 
 use std::io;
 use std::pin::Pin;
@@ -6,18 +7,21 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
-/// Plain or TLS client stream.
+/// Plain TCP, or TLS over it (`T`: rustls' server or client stream; boxed, since rustls' state is
+/// kilobytes and most connections are plain).
 #[derive(Debug)]
-pub enum ClientIo {
+pub enum MaybeTls<T> {
     /// Cleartext.
     Plain(TcpStream),
-    /// TLS-terminated.
-    Tls(Box<TlsStream<TcpStream>>),
+    /// TLS.
+    Tls(Box<T>),
 }
 
-impl AsyncRead for ClientIo {
+/// A client connection.
+pub type ClientIo = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+
+impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -26,7 +30,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, data),

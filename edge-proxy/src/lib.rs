@@ -11,12 +11,14 @@
 //! listener's proxy works with, and what a handler knows of its client connection) and `accept`
 //! use `stats`; `proxy_protocol` (PROXY headers in and out) uses `served`; `body` uses `conn_guard`
 //! and `upstream`; `relay` (bytes both ways, counted, with an idle limit) is a leaf; `tunnel`
-//! (upgraded connections) uses `body`, `relay`, `served` and `upstream`; `forward_h2` (requests to HTTP/2 backends) uses `body`, `served` and `upstream`; `http` uses
+//! (upgraded connections) uses `attempt`, `body`, `relay`, `served` and `upstream`; `attempt` (the bookkeeping of one-attempt exchanges) uses `body`, `served` and `upstream`;
+//! `forward_h2` (requests to HTTP/2 backends) uses `attempt`, `body`, `served` and `upstream`; `http` uses
 //! `tunnel` and `forward_h2`, and
 //! `http` and `tcp` use the rest; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
 mod admission;
+mod attempt;
 mod authority;
 mod body;
 mod config;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use edge_core::backend::{Failure, GatewayFailure, StatusClass};
+use edge_core::backend::Failure;
 use edge_core::balance::Target;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
@@ -26,11 +26,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 
 use crate::admission::Permit;
+use crate::attempt::{self, Next};
 use crate::body::{Active, ProxyBody};
 use crate::conn_guard::InFlight;
 use crate::relay::{Ended, relay};
 use crate::served::{ConnInfo, Served};
-use crate::stats::{ProxyStats, RetryOutcome, RetryReason};
+use crate::stats::ProxyStats;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::codec::{self, BodyFraming, RequestFraming, ResponseHead};
 use crate::upstream::pool::PoolKey;
@@ -226,7 +227,7 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
     let Request { mut parts, mut target, mut key, conn, hash, in_flight, permit } = req;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         // Only a connection served with upgrades has one; every HTTP/1.1 listener is.
-        return local(StatusCode::BAD_GATEWAY, "bad gateway\n", in_flight);
+        return attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight));
     };
     let cfg = &served.cfg;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -237,7 +238,6 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
     let mut requeued = false;
     let (upstream, answer, active) = loop {
         let active = Active::new(&target.backend);
-        let m = &target.backend.stats;
         let attempt = async {
             let mut c = UpstreamConn::connect_to(key, &served.reach(&target, conn.local)).await?;
             let h = c.upgrade(&parts.method, head.clone(), cfg).await?;
@@ -245,50 +245,25 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
         };
         match attempt.await {
             Ok((c, h)) => break (c, h, active),
-            Err(e) => {
-                let connect = matches!(e, SendError::Connect(_));
-                m.failure(if connect { Failure::Connect } else { Failure::Reset });
-                let kind = match e {
-                    SendError::Connect(_) => GatewayFailure::Connect,
-                    SendError::Timeout => GatewayFailure::Timeout,
-                    _ => GatewayFailure::Reset,
-                };
-                m.gateway_failure(kind, 1);
-                tracing::debug!(backend = %target.id(), error = %e, "upgrade request failed");
-                let selector = served.selector.load();
-                let other =
-                    selector.pick_other(hash, target.id()).map(|(t, _)| t.clone()).filter(|t| t.backend.admit());
-                match other {
-                    Some(t) if connect && !requeued => {
-                        served.traffic.retry(RetryReason::Connect);
-                        requeued = true;
-                        key = PoolKey::for_target(&t, conn.client);
-                        target = t;
-                    }
-                    _ => {
-                        if requeued {
-                            served.traffic.retry_outcome(RetryOutcome::Failed);
-                        }
-                        m.request(StatusClass::ServerError);
-                        return match e {
-                            SendError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", in_flight),
-                            _ => local(StatusCode::BAD_GATEWAY, "bad gateway\n", in_flight),
-                        };
-                    }
+            Err(e) => match attempt::failed(
+                served,
+                &target,
+                hash,
+                &e,
+                matches!(e, SendError::Connect(_)),
+                requeued,
+                "upgrade request",
+            ) {
+                Next::Requeue(t) => {
+                    requeued = true;
+                    key = PoolKey::for_target(&t, conn.client);
+                    target = t;
                 }
-            }
+                Next::Answer(status, text) => return attempt::local(status, text, Some(in_flight)),
+            },
         }
     };
-    if requeued {
-        served.traffic.retry_outcome(RetryOutcome::Succeeded);
-    }
-    let m = &target.backend.stats;
-    m.request(StatusClass::of(answer.status.as_u16()));
-    m.duration.observe(started.elapsed());
-    match GatewayFailure::of_status(answer.status.as_u16(), served.cfg.retry.outlier_5xx) {
-        Some(g) => m.gateway_failure(g, 1),
-        None => m.passive_ok(),
-    }
+    attempt::answered(served, &target, answer.status, started, requeued);
     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
         let s = Switch { on_upgrade, upstream, target, in_flight, active, idle: cfg.idle_timeout };
         return switch(answer, s, tunnels, &served.stats);
@@ -304,13 +279,6 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
     let mut r = Response::new(ProxyBody::upstream(body, in_flight, permit, active));
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    r
-}
-
-fn local(status: StatusCode, text: &'static str, in_flight: InFlight) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::local(text, Some(in_flight)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 

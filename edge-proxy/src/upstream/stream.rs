@@ -1,24 +1,21 @@
 //! A connection to a backend: plain TCP, or TLS over it (rustls), behind one type so that the
-//! codec, the pool and the tunnels need not care. The plain path keeps its direct socket reads
-//! (readiness, then a read into the buffer's spare room); TLS reads go through rustls.
+//! codec, the pool and the tunnels need not care, with the reads the upstream client needs. The
+//! plain path keeps its direct socket reads (readiness, then a read into the buffer's spare
+//! room); TLS reads go through rustls.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::io::MaybeTls;
+
 /// A backend connection.
-#[derive(Debug)]
-pub enum Stream {
-    /// Cleartext.
-    Plain(TcpStream),
-    /// TLS (boxed: rustls' state is kilobytes, and most connections are plain).
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub type Stream = MaybeTls<TlsStream<TcpStream>>;
 
 impl Stream {
     /// Reads what has arrived into `buf`'s spare room, waiting when nothing has; 0 at the end.
@@ -57,36 +54,6 @@ impl Stream {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 matches!(Pin::new(s.as_mut()).poll_read(&mut cx, &mut rb), Poll::Pending)
             }
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, data),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

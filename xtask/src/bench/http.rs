@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::procs::{Guard, wait_until};
+use super::procs::{Guard, nginx_backends, require, wait_until};
 use super::wrk::wrk;
 use super::{Settings, median};
 
@@ -27,31 +27,11 @@ const SECONDS: u64 = 10;
 
 /// Runs the comparison and prints each round, the medians and the ratios.
 pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
-    for tool in ["nginx", "haproxy", "wrk"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success())? {
-            bail!("{tool} is not installed; cargo xtask setup installs it (Debian: nginx-light haproxy wrk)");
-        }
-    }
+    require(&["nginx", "haproxy", "wrk"], "nginx-light haproxy wrk")?;
     let mut g = Guard::default();
     let w = g.temp_dir("http")?;
     let [b1, b2, b3] = BACKENDS;
-    std::fs::write(
-        w.join("backends.conf"),
-        format!(
-            "worker_processes 1; daemon off; error_log {w}/b.err; pid {w}/b.pid;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off; keepalive_requests 100000;\n\
-               server {{ listen 127.0.0.1:{b1}; location / {{ return 200 \"b1\\n\"; }} }}\n\
-               server {{ listen 127.0.0.1:{b2}; location / {{ return 200 \"b2\\n\"; }} }}\n\
-               server {{ listen 127.0.0.1:{b3}; location / {{ return 200 \"b3\\n\"; }} }} }}\n",
-            w = w.display()
-        ),
-    )?;
-    g.spawn(
-        "backends (nginx)",
-        Command::new("nginx").arg("-c").arg(w.join("backends.conf")).arg("-p").arg(&w),
-        &w.join("backends.log"),
-    )?;
+    nginx_backends(&mut g, &w, BACKENDS)?;
     std::fs::write(
         w.join("haproxy.cfg"),
         format!(

@@ -131,3 +131,37 @@ pub(crate) fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bo
     }
     check()
 }
+
+/// Fails with what to install unless every one of `tools` is on the PATH (`debs`: their Debian
+/// packages, which `cargo xtask setup` installs).
+pub(crate) fn require(tools: &[&str], debs: &str) -> anyhow::Result<()> {
+    for tool in tools {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success())? {
+            anyhow::bail!("{tool} is not installed; cargo xtask setup installs it (Debian: {debs})");
+        }
+    }
+    Ok(())
+}
+
+/// Starts one NGINX worker serving three backends on loopback `ports`, each answering `bN` to
+/// every request, with its files in `w`.
+pub(crate) fn nginx_backends(g: &mut Guard, w: &Path, ports: [u16; 3]) -> anyhow::Result<()> {
+    let [b1, b2, b3] = ports;
+    std::fs::write(
+        w.join("backends.conf"),
+        format!(
+            "worker_processes 1; daemon off; error_log {w}/b.err; pid {w}/b.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_requests 100000;\n\
+               server {{ listen 127.0.0.1:{b1}; location / {{ return 200 \"b1\\n\"; }} }}\n\
+               server {{ listen 127.0.0.1:{b2}; location / {{ return 200 \"b2\\n\"; }} }}\n\
+               server {{ listen 127.0.0.1:{b3}; location / {{ return 200 \"b3\\n\"; }} }} }}\n",
+            w = w.display()
+        ),
+    )?;
+    g.spawn(
+        "backends (nginx)",
+        Command::new("nginx").arg("-c").arg(w.join("backends.conf")).arg("-p").arg(w),
+        &w.join("backends.log"),
+    )
+}

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use super::procs::{Guard, run as run_cmd, wait_until};
+use super::procs::{Guard, nginx_backends, require, run as run_cmd, wait_until};
 use super::wrk::wrk;
 use super::{Settings, median};
 use crate::util::root;
@@ -29,13 +29,7 @@ const PEERS: [&str; 3] = ["haproxy", "nginx", "edge"];
 
 /// Runs the three loads and prints each round, the medians and the ratios to HAProxy.
 pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
-    for tool in ["nginx", "haproxy", "wrk", "h2load"] {
-        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| !o.status.success())? {
-            bail!(
-                "{tool} is not installed; cargo xtask setup installs it (Debian: nginx-light haproxy wrk nghttp2-client)"
-            );
-        }
-    }
+    require(&["nginx", "haproxy", "wrk", "h2load"], "nginx-light haproxy wrk nghttp2-client")?;
     let fixtures = root().join("edge-agent/tests/fixtures");
     let (cert, key) = (fixtures.join("test-cert.pem"), fixtures.join("test-key.pem"));
     let mut g = Guard::default();
@@ -44,23 +38,7 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
     let combined = w.join("combined.pem");
     std::fs::write(&combined, [std::fs::read(&cert)?, std::fs::read(&key)?].concat())?;
     let [b1, b2, b3] = BACKENDS;
-    std::fs::write(
-        w.join("backends.conf"),
-        format!(
-            "worker_processes 1; daemon off; error_log {w}/b.err; pid {w}/b.pid;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off; keepalive_requests 100000;\n\
-               server {{ listen 127.0.0.1:{b1}; location / {{ return 200 \"b1\\n\"; }} }}\n\
-               server {{ listen 127.0.0.1:{b2}; location / {{ return 200 \"b2\\n\"; }} }}\n\
-               server {{ listen 127.0.0.1:{b3}; location / {{ return 200 \"b3\\n\"; }} }} }}\n",
-            w = w.display()
-        ),
-    )?;
-    g.spawn(
-        "backends",
-        Command::new("nginx").arg("-c").arg(w.join("backends.conf")).arg("-p").arg(&w),
-        &w.join("b.log"),
-    )?;
+    nginx_backends(&mut g, &w, BACKENDS)?;
     std::fs::write(
         w.join("haproxy.cfg"),
         format!(
