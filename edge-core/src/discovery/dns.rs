@@ -116,13 +116,7 @@ pub fn from_srv(
         for ip in addrs(target) {
             let addr = SocketAddr::new(ip, *port);
             if seen.insert(addr) {
-                out.push(BackendSpec {
-                    addr,
-                    weight: u32::from(*weight).clamp(1, MAX_WEIGHT),
-                    proxy: None,
-                    tls: None,
-                    h2: false,
-                });
+                out.push(BackendSpec::new(addr, u32::from(*weight).clamp(1, MAX_WEIGHT)));
             }
         }
     }
@@ -182,7 +176,7 @@ impl DnsSource {
                     .iter()
                     .map(|ip| SocketAddr::new(ip, *port))
                     .filter(|a| seen.insert(*a))
-                    .map(|addr| BackendSpec { addr, weight: 1, proxy: None, tls: None, h2: false })
+                    .map(|addr| BackendSpec::new(addr, 1))
                     .collect();
                 (list, ips.valid_until())
             }

@@ -746,8 +746,7 @@ mod tests {
     }
 
     fn spawn(check: Arc<ScriptedCheck>, n: u8) -> MonitorHandle {
-        let specs =
-            (1..=n).map(|i| BackendSpec { addr: addr(i), weight: 1, proxy: None, tls: None, h2: false }).collect();
+        let specs = (1..=n).map(|i| BackendSpec::new(addr(i), 1)).collect();
         Monitor::spawn(cfg(), check, vec![Box::new(Fixed::new(specs))])
     }
 
@@ -858,12 +857,7 @@ mod tests {
     async fn removed_backend_drains_until_idle_then_leaves() {
         let (tx, rx) = mpsc::channel(4);
         let h = Monitor::spawn(cfg(), Arc::new(ScriptedCheck::default()), vec![Box::new(ScriptedSource(rx))]);
-        tx.send(Update::Reset(vec![
-            BackendSpec { addr: addr(1), weight: 1, proxy: None, tls: None, h2: false },
-            BackendSpec { addr: addr(2), weight: 1, proxy: None, tls: None, h2: false },
-        ]))
-        .await
-        .unwrap();
+        tx.send(Update::Reset(vec![BackendSpec::new(addr(1), 1), BackendSpec::new(addr(2), 1)])).await.unwrap();
         h.wait_ready().await;
         let b1 = h.snapshot().get(&addr(1).to_string()).unwrap().backend.clone();
         let open = crate::util::GaugeGuard::new(&b1.stats.active);
@@ -876,9 +870,7 @@ mod tests {
         rx.wait_for(|s| s.get(&addr(1).to_string()).is_none()).await.unwrap();
         assert_eq!(h.snapshot().backends.len(), 1);
         // Weight changes apply in place.
-        tx.send(Update::Add(BackendSpec { addr: addr(2), weight: 9, proxy: None, tls: None, h2: false }))
-            .await
-            .unwrap();
+        tx.send(Update::Add(BackendSpec::new(addr(2), 9))).await.unwrap();
         rx.wait_for(|s| s.backends[0].weight == 9).await.unwrap();
     }
 
@@ -894,17 +886,7 @@ mod tests {
                 })
             }
         }
-        let h = Monitor::spawn(
-            cfg(),
-            Arc::new(Slow),
-            vec![Box::new(Fixed::new(vec![BackendSpec {
-                addr: addr(1),
-                weight: 1,
-                proxy: None,
-                tls: None,
-                h2: false,
-            }]))],
-        );
+        let h = Monitor::spawn(cfg(), Arc::new(Slow), vec![Box::new(Fixed::new(vec![BackendSpec::new(addr(1), 1)]))]);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!h.is_ready());
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1020,17 +1002,7 @@ mod tests {
         let check = Arc::new(ScriptedCheck::default());
         let mut c = cfg();
         c.health.port = Some(9);
-        let h = Monitor::spawn(
-            c,
-            check.clone(),
-            vec![Box::new(Fixed::new(vec![BackendSpec {
-                addr: addr(1),
-                weight: 1,
-                proxy: None,
-                tls: None,
-                h2: false,
-            }]))],
-        );
+        let h = Monitor::spawn(c, check.clone(), vec![Box::new(Fixed::new(vec![BackendSpec::new(addr(1), 1)]))]);
         h.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         let seen = check.seen.lock().unwrap().clone();

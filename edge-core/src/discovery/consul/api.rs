@@ -95,7 +95,7 @@ pub fn parse(body: &[u8]) -> Result<Instances, AnswerError> {
         let addr = SocketAddr::new(ip, e.service.port);
         let weight = e.service.weights.and_then(|w| w.passing).unwrap_or(1).clamp(1, MAX_WEIGHT);
         if seen.insert(addr) {
-            out.backends.push(BackendSpec { addr, weight, proxy: None, tls: None, h2: false });
+            out.backends.push(BackendSpec::new(addr, weight));
         }
     }
     Ok(out)
@@ -140,10 +140,7 @@ mod tests {
     #[test]
     fn the_documented_answer_reads_with_weights_and_without_warnings() {
         let got = parse(DOCUMENTED.as_bytes()).unwrap();
-        assert_eq!(
-            got.backends,
-            [BackendSpec { addr: "10.1.10.12:8000".parse().unwrap(), weight: 10, proxy: None, tls: None, h2: false }]
-        );
+        assert_eq!(got.backends, [BackendSpec::new("10.1.10.12:8000".parse().unwrap(), 10)]);
         assert_eq!(got.skipped, 1, "the warning instance");
     }
 
