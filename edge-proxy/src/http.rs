@@ -400,7 +400,7 @@ pub async fn serve(
         async move {
             let (mut stream, mut client) = (stream, client);
             if proxy.0.cfg.accept_proxy_protocol {
-                let Some(from) = crate::proxy_protocol::accept(&mut stream, client, &proxy.0).await else { return };
+                let Some(from) = proxy.0.accept_proxy_header(&mut stream, client).await else { return };
                 client = from;
             }
             // Boxed: a TLS handshake's state is kilobytes, and an unboxed await would size every

@@ -1,20 +1,25 @@
 //! edge-proxy: the userspace data plane, for hosts without eBPF (Fargate) and for HTTP.
 //!
 //! An HTTP reverse proxy (hyper server for HTTP/1.1 and h2, TLS by rustls, its own upstream
-//! HTTP/1.1 client with a per-worker pool) and a TCP proxy, on thread-per-core workers. Every
-//! listener carries its service's selector snapshot (from `edge_core::balance`) and reads it
-//! without a lock; outcomes are counted into the backends' own counters and into [`ProxyStats`]
-//! and [`ServiceTraffic`], which the binary's metrics exporter reads.
+//! HTTP/1.1 client with a per-worker pool, hyper's HTTP/2 client for HTTP/2 backends, upgrades to
+//! tunnels) and a TCP proxy, on thread-per-core workers. Every listener carries its service's
+//! selector snapshot (from `edge_core::balance`) and reads it without a lock; outcomes are counted
+//! into the backends' own counters and into [`ProxyStats`] and [`ServiceTraffic`], which the
+//! binary's metrics exporter reads.
 //!
-//! Module dependencies point one way: `config`, `stats`, `admission`, `authority`, `headers`, `io`, `tls` and
-//! `conn_guard` are leaves; `upstream` uses `headers` and `proxy_protocol`; `served` (what a
-//! listener's proxy works with, and what a handler knows of its client connection) and `accept`
-//! use `stats`; `proxy_protocol` (PROXY headers in and out) uses `served`; `body` uses `conn_guard`
-//! and `upstream`; `relay` (bytes both ways, counted, with an idle limit) is a leaf; `tunnel`
-//! (upgraded connections) uses `attempt`, `body`, `relay`, `served` and `upstream`; `attempt` (the bookkeeping of one-attempt exchanges) uses `body`, `served` and `upstream`;
-//! `forward_h2` (requests to HTTP/2 backends) uses `attempt`, `body`, `served` and `upstream`; `http` uses
-//! `tunnel` and `forward_h2`, and
-//! `http` and `tcp` use the rest; `workers` starts both; `trim` uses `accept`.
+//! Module dependencies point one way:
+//! - leaves: `config`, `stats`, `admission`, `authority`, `headers`, `io` (plain or TLS streams),
+//!   `tls`, `conn_guard`, `relay` (bytes both ways, counted, with an idle limit) and
+//!   `proxy_protocol` (PROXY headers read and built);
+//! - `upstream` (the backend side) uses `headers`, `io` and `proxy_protocol`;
+//! - `served` (what a listener's proxy works with, and what a handler knows of its client
+//!   connection) and `accept` use `stats`; `served` also uses `proxy_protocol` and `upstream`;
+//! - `body` uses `conn_guard` and `upstream`; `attempt` (the bookkeeping of one-attempt exchanges)
+//!   uses `body`, `served` and `upstream`;
+//! - `tunnel` (upgraded connections) and `forward_h2` (requests to HTTP/2 backends) use `attempt`,
+//!   `body`, `served` and `upstream`, and `tunnel` also `relay`;
+//! - `http` uses `tunnel`, `forward_h2` and the rest, `tcp` uses `relay`, `served` and
+//!   `upstream`; `workers` starts both; `trim` uses `accept`.
 
 mod accept;
 mod admission;

@@ -19,9 +19,6 @@ use ppp::{HeaderResult, PartialResult};
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::served::Served;
-use crate::stats::ClientError;
-
 /// The largest header accepted: a version 1 header is at most 107 bytes; a version 2 one carries
 /// TLVs (an AWS NLB adds the VPC endpoint's id), which 1 KiB holds many times over.
 const MAX_HEADER: usize = 1024;
@@ -89,20 +86,6 @@ pub async fn read_header(stream: &mut TcpStream, limit: Duration) -> Result<Opti
             Ok(client)
         }
         Peeked::Invalid(why) => Err(HeaderError::Invalid(why)),
-    }
-}
-
-/// Reads a client connection's PROXY header (`--accept-proxy-protocol`): the client it names, the
-/// connection's own peer for a `LOCAL` header, or `None` (counted) when there is no valid header
-/// in time and the connection is to be closed.
-pub(crate) async fn accept(stream: &mut TcpStream, peer: SocketAddr, served: &Served) -> Option<SocketAddr> {
-    match read_header(stream, served.cfg.header_read_timeout).await {
-        Ok(named) => Some(named.unwrap_or(peer)),
-        Err(e) => {
-            served.stats.client_error(ClientError::ProxyProtocol);
-            tracing::debug!(client = %peer, error = %e, "refused a connection without a valid PROXY protocol header");
-            None
-        }
     }
 }
 

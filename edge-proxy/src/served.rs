@@ -9,9 +9,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use edge_core::balance::Selector;
 
+use tokio::net::TcpStream;
+
 use crate::admission::Admission;
 use crate::config::ProxyConfig;
-use crate::stats::{ProxyStats, ServiceTraffic};
+use crate::stats::{ClientError, ProxyStats, ServiceTraffic};
 
 /// One listener's view of its service and the process.
 #[derive(Debug)]
@@ -33,6 +35,20 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// Reads a client connection's PROXY header (`--accept-proxy-protocol`): the client it names, the
+    /// connection's own peer for a `LOCAL` header, or `None` (counted) when there is no valid header
+    /// in time and the connection is to be closed.
+    pub(crate) async fn accept_proxy_header(&self, stream: &mut TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+        match crate::proxy_protocol::read_header(stream, self.cfg.header_read_timeout).await {
+            Ok(named) => Some(named.unwrap_or(peer)),
+            Err(e) => {
+                self.stats.client_error(ClientError::ProxyProtocol);
+                tracing::debug!(client = %peer, error = %e, "refused a connection without a valid PROXY protocol header");
+                None
+            }
+        }
+    }
+
     /// How to reach `target` for a client that came in at `local`.
     pub(crate) fn reach(&self, target: &edge_core::balance::Target, local: SocketAddr) -> crate::upstream::Reach<'_> {
         crate::upstream::Reach {

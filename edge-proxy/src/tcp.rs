@@ -52,7 +52,7 @@ impl TcpProxy {
     /// Proxies one client connection.
     pub async fn handle(&self, mut client: TcpStream, mut peer: SocketAddr, local: SocketAddr) {
         if self.0.cfg.accept_proxy_protocol {
-            let Some(from) = crate::proxy_protocol::accept(&mut client, peer, &self.0).await else { return };
+            let Some(from) = self.0.accept_proxy_header(&mut client, peer).await else { return };
             peer = from;
         }
         let selector = self.0.selector.load_full();
