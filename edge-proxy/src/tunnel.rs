@@ -43,6 +43,8 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `Upgrade` value of an HTTP/1.1 request that asks to switch protocols (`Connection:
 /// upgrade` and an `Upgrade` header), if it does. HTTP/2 has no `Upgrade` (RFC 9113 section 8.2.2).
 pub(crate) fn wanted(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    // Most requests have no `Upgrade`: one lookup settles them.
+    let protocol = headers.get(header::UPGRADE)?;
     if version != Version::HTTP_11 {
         return None;
     }
@@ -52,7 +54,6 @@ pub(crate) fn wanted(version: Version, headers: &HeaderMap) -> Option<HeaderValu
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = headers.get(header::UPGRADE)?;
     (asks && !protocol.is_empty()).then(|| protocol.clone())
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use std::time::{Duration, SystemTime};
@@ -13,6 +13,11 @@ use super::{BackendId, BackendStats, Health, ProxyProtocol, State};
 /// Full weight, in the units [`BackendView::effective_weight`] uses: slow start scales a weight
 /// in tenths, so the selectors see `weight x 10` at full weight and `weight x 1` at the floor.
 pub const WEIGHT_STEPS: u32 = 10;
+
+/// `Backend::reach` bits.
+const REACH_PROXY: u8 = 0b0011;
+const REACH_TLS: u8 = 0b0100;
+const REACH_H2: u8 = 0b1000;
 
 /// The probation gate's states.
 const GATE_OPEN: u8 = 0;
@@ -31,14 +36,13 @@ pub struct Backend {
     pub stats: BackendStats,
     /// The probation gate: the monitor arms it for one request, the proxy takes that request.
     gate: AtomicU8,
-    /// The PROXY protocol its connections start with (0 none, 1 v1, 2 v2): the monitor sets it
-    /// from the spec, the proxy and the probes read it.
-    proxy: AtomicU8,
+    /// How its connections are made, in one byte because the proxy reads it on every request:
+    /// the PROXY protocol version (bits 0-1: 0 none, 1 v1, 2 v2), TLS (bit 2) and HTTP/2 (bit 3).
+    /// The monitor sets it from the spec.
+    reach: AtomicU8,
     /// For a backend spoken to over TLS, the name its certificate must be valid for (the monitor
-    /// sets it from the spec; read when a connection is opened).
+    /// sets it with the TLS bit; read when a connection is opened).
     tls: ArcSwapOption<String>,
-    /// Spoken to over HTTP/2 (the monitor sets it from the spec).
-    h2: AtomicBool,
 }
 
 impl Backend {
@@ -49,20 +53,19 @@ impl Backend {
             addr,
             stats: BackendStats::default(),
             gate: AtomicU8::new(GATE_OPEN),
-            proxy: AtomicU8::new(0),
+            reach: AtomicU8::new(0),
             tls: ArcSwapOption::empty(),
-            h2: AtomicBool::new(false),
         }
     }
 
     /// Whether it is spoken to over HTTP/2.
     pub fn is_h2(&self) -> bool {
-        self.h2.load(Ordering::Relaxed)
+        self.reach.load(Ordering::Relaxed) & REACH_H2 != 0
     }
 
     /// Sets HTTP/2 (the monitor, from the backend's spec).
     pub fn set_h2(&self, h2: bool) {
-        self.h2.store(h2, Ordering::Relaxed);
+        self.set_bits(REACH_H2, if h2 { REACH_H2 } else { 0 });
     }
 
     /// The name to verify its certificate against, when it is spoken to over TLS.
@@ -70,19 +73,21 @@ impl Backend {
         self.tls.load_full()
     }
 
-    /// Whether it is spoken to over TLS (cheaper than [`Backend::tls`]: no reference counting).
+    /// Whether it is spoken to over TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls.load().is_some()
+        self.reach.load(Ordering::Relaxed) & REACH_TLS != 0
     }
 
     /// Sets the TLS name (the monitor, from the backend's spec).
     pub fn set_tls(&self, name: Option<String>) {
+        let on = name.is_some();
         self.tls.store(name.map(Arc::new));
+        self.set_bits(REACH_TLS, if on { REACH_TLS } else { 0 });
     }
 
     /// The PROXY protocol its connections start with, if any.
     pub fn proxy(&self) -> Option<ProxyProtocol> {
-        match self.proxy.load(Ordering::Relaxed) {
+        match self.reach.load(Ordering::Relaxed) & REACH_PROXY {
             1 => Some(ProxyProtocol::V1),
             2 => Some(ProxyProtocol::V2),
             _ => None,
@@ -96,7 +101,12 @@ impl Backend {
             Some(ProxyProtocol::V1) => 1,
             Some(ProxyProtocol::V2) => 2,
         };
-        self.proxy.store(v, Ordering::Relaxed);
+        self.set_bits(REACH_PROXY, v);
+    }
+
+    /// Replaces the `mask` bits of `reach` with `value` (only the monitor writes them).
+    fn set_bits(&self, mask: u8, value: u8) {
+        let _ = self.reach.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some((r & !mask) | value));
     }
 
     /// True when a request may go to this backend now: always, except on probation, where only
@@ -312,6 +322,23 @@ mod tests {
                 v
             })
             .collect()
+    }
+
+    #[test]
+    fn how_a_backend_is_reached_keeps_each_setting_apart() {
+        let b = Backend::new(SocketAddr::from(([10, 0, 0, 1], 443)));
+        assert_eq!((b.proxy(), b.is_tls(), b.is_h2()), (None, false, false));
+        b.set_proxy(Some(ProxyProtocol::V2));
+        b.set_tls(Some("api.internal".into()));
+        b.set_h2(true);
+        assert_eq!((b.proxy(), b.is_tls(), b.is_h2()), (Some(ProxyProtocol::V2), true, true));
+        assert_eq!(b.tls().as_deref().map(String::as_str), Some("api.internal"));
+        b.set_proxy(Some(ProxyProtocol::V1));
+        b.set_tls(None);
+        assert_eq!((b.proxy(), b.is_tls(), b.is_h2(), b.tls()), (Some(ProxyProtocol::V1), false, true, None));
+        b.set_h2(false);
+        b.set_proxy(None);
+        assert_eq!((b.proxy(), b.is_tls(), b.is_h2()), (None, false, false));
     }
 
     #[test]
