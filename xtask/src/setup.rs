@@ -199,6 +199,10 @@ fn bpf_linker() -> anyhow::Result<()> {
     );
     let mut cmd = Command::new("cargo");
     cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
+        // This point is reached only when the binary is missing, of another version or does not
+        // run (the libLLVM its rpath names moved); without `--force` cargo would call a broken
+        // binary "already installed" and keep it.
+        .arg("--force")
         .args(["--features", &format!("llvm-{major}")])
         .env("CARGO_INSTALL_ROOT", &tools)
         .env("LLVM_PREFIX", tools.join("llvm-prefix"))
