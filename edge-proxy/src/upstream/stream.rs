@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -23,8 +23,24 @@ impl Stream {
         match self {
             Self::Plain(s) => loop {
                 ready!(s.poll_read_ready(cx))?;
-                match s.try_read_buf(buf) {
+                // A read that leaves room in the buffer has drained the socket, so the readiness
+                // tokio cached is stale: clear it now (by answering `WouldBlock` to `try_io`), as
+                // NGINX does, rather than learn it from a read that fails. Without this, every
+                // response cost one extra `recvfrom` returning EAGAIN right after the request
+                // went out. Data arriving after the read raises a fresh edge-triggered event, so
+                // nothing is missed.
+                let room = buf.capacity() - buf.len();
+                let mut short = 0;
+                let read = s.try_io(Interest::READABLE, || match s.try_read_buf(buf)? {
+                    n if n > 0 && n < room => {
+                        short = n;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    n => Ok(n),
+                });
+                match read {
                     Ok(n) => return Poll::Ready(Ok(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => return Poll::Ready(Ok(short)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
                 }
