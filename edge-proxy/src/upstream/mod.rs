@@ -163,53 +163,66 @@ impl UpstreamConn {
         cfg: &ProxyConfig,
     ) -> Result<ResponseHead, SendError> {
         self.buf.clear();
-        let idle = cfg.idle_timeout;
         let write_failed = |e: io::Error| {
             if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
         };
-        match body {
-            None => self.write_flushed(&head).await.map_err(write_failed)?,
-            Some((mut body, framing)) => {
-                self.write_flushed(&head).await.map_err(write_failed)?;
-                let mut out = BytesMut::new();
-                let mut clock = BodyClock::start(cfg.body_timeout, cfg.body_min_rate);
-                loop {
-                    let frame = match tokio::time::timeout_at(clock.deadline(), body.frame()).await {
-                        Ok(Some(Ok(f))) => f,
-                        Ok(Some(Err(e))) => return Err(SendError::ClientBody(e.to_string())),
-                        Ok(None) => break,
-                        Err(_) => return Err(SendError::ClientBodyTimeout),
-                    };
-                    out.clear();
-                    match frame.into_data() {
-                        Ok(data) => {
-                            clock.received(data.len());
-                            if framing == RequestFraming::Chunked {
-                                codec::encode_chunk(&mut out, &data);
-                            } else {
-                                out.extend_from_slice(&data);
-                            }
-                        }
-                        Err(frame) => {
-                            if let (Ok(mut trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
-                                sanitize_trailers(&mut trailers);
-                                codec::encode_last_chunk(&mut out, Some(&trailers));
-                                self.write_timed(&out, idle).await?;
-                                return self.read_head(method, cfg.upstream_timeout).await;
-                            }
-                            continue;
-                        }
-                    }
-                    self.write_timed(&out, idle).await?;
-                }
-                if framing == RequestFraming::Chunked {
-                    out.clear();
-                    codec::encode_last_chunk(&mut out, None);
-                    self.write_timed(&out, idle).await?;
-                }
+        self.write_flushed(&head).await.map_err(write_failed)?;
+        if let Some((body, framing)) = body {
+            // Boxed: streaming a body is most of this future's state, and most requests have none.
+            if let Some(head) = Box::pin(self.send_body(method, body, framing, cfg)).await? {
+                return Ok(head);
             }
         }
         self.read_head(method, cfg.upstream_timeout).await
+    }
+
+    /// Streams the client's body after the head; with trailers, the response head is read here
+    /// (`Some`), otherwise the caller reads it.
+    async fn send_body(
+        &mut self,
+        method: &Method,
+        mut body: Incoming,
+        framing: RequestFraming,
+        cfg: &ProxyConfig,
+    ) -> Result<Option<ResponseHead>, SendError> {
+        let idle = cfg.idle_timeout;
+        let mut out = BytesMut::new();
+        let mut clock = BodyClock::start(cfg.body_timeout, cfg.body_min_rate);
+        loop {
+            let frame = match tokio::time::timeout_at(clock.deadline(), body.frame()).await {
+                Ok(Some(Ok(f))) => f,
+                Ok(Some(Err(e))) => return Err(SendError::ClientBody(e.to_string())),
+                Ok(None) => break,
+                Err(_) => return Err(SendError::ClientBodyTimeout),
+            };
+            out.clear();
+            match frame.into_data() {
+                Ok(data) => {
+                    clock.received(data.len());
+                    if framing == RequestFraming::Chunked {
+                        codec::encode_chunk(&mut out, &data);
+                    } else {
+                        out.extend_from_slice(&data);
+                    }
+                }
+                Err(frame) => {
+                    if let (Ok(mut trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
+                        sanitize_trailers(&mut trailers);
+                        codec::encode_last_chunk(&mut out, Some(&trailers));
+                        self.write_timed(&out, idle).await?;
+                        return self.read_head(method, cfg.upstream_timeout).await.map(Some);
+                    }
+                    continue;
+                }
+            }
+            self.write_timed(&out, idle).await?;
+        }
+        if framing == RequestFraming::Chunked {
+            out.clear();
+            codec::encode_last_chunk(&mut out, None);
+            self.write_timed(&out, idle).await?;
+        }
+        Ok(None)
     }
 
     async fn write_timed(&mut self, data: &[u8], idle: Duration) -> Result<(), SendError> {
