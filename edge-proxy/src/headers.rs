@@ -1,6 +1,7 @@
 //! Header rewriting between client and backend: hop-by-hop removal, trailer filtering and
 //! X-Forwarded-*.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::Version;
@@ -72,6 +73,11 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// Removes hop-by-hop headers, those the `Connection` header names (except [`PROTECTED`] ones),
 /// and `Upgrade`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over their few names settles that for less than
+    // the ten lookups below (a `Connection` header is one of them, so its list is covered too).
+    if !h.keys().any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -131,6 +137,20 @@ pub fn sanitize_trailers(t: &mut HeaderMap) {
 /// Appends the client's address to X-Forwarded-For (joining repeated headers) and sets
 /// X-Forwarded-Proto.
 pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
+    if !h.contains_key(&X_FORWARDED_FOR) {
+        // The common case, first proxy in line: the address is the whole value, written without
+        // the two intermediate strings of the general case.
+        let mut text = [0u8; 64];
+        let mut w = &mut text[..];
+        if write!(w, "{client}").is_ok() {
+            let len = 64 - w.len();
+            if let Ok(v) = HeaderValue::from_bytes(&text[..len]) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+                return;
+            }
+        }
+    }
     let mut xff = String::new();
     for v in h.get_all(&X_FORWARDED_FOR).iter() {
         if let Ok(s) = v.to_str()
@@ -144,7 +164,6 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
 }
 
 #[cfg(test)]
@@ -230,5 +249,27 @@ mod tests {
         add_forwarded(&mut h, "::1".parse().unwrap(), false);
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http", "the client's claim is replaced");
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        add_forwarded(&mut h, "10.0.0.9".parse().unwrap(), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9", "an empty claim is dropped");
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe";
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, longest.parse().unwrap(), false);
+        assert_eq!(h[&X_FORWARDED_FOR], longest);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn strip_leaves_a_message_without_hop_by_hop_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before, "upgrade alone is found too");
     }
 }
