@@ -2,8 +2,9 @@
 //! NGINX (2 workers) and edge (userspace proxy, 2 workers on this host), each configured as its
 //! users would (round robin, keep-alive to the backends, health checks every 2 s); wrk drives each
 //! in turn with 64 connections, one thread, for 10 s, for three rounds, and the medians are
-//! compared. Ports are fixed (18081-18083 for backends, 18090-18092 for the proxies) so that the
-//! configurations stay readable; a port in use stops the run with its name.
+//! compared, with the CPU time each proxy spent per request. Ports are fixed (18081-18083 for
+//! backends, 18090-18092 for the proxies) so that the configurations stay readable; a port in use
+//! stops the run with its name.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use super::cpu;
 use super::procs::{Guard, nginx_backends, require, wait_until};
 use super::wrk::wrk;
 use super::{Settings, median};
@@ -68,6 +70,8 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
     g.spawn("edge", &mut edge, &w.join("edge.log"))?;
 
     let peers = [("haproxy", HAPROXY), ("nginx", NGINX), ("candidate", CANDIDATE)];
+    // The process each peer runs as, for its CPU time.
+    let procs = ["haproxy", "nginx", "edge"];
     for (name, port) in peers {
         if !wait_until(Duration::from_secs(10), || http_ok(port)) {
             let log = ["haproxy.log", "lb.log", "edge.log", "b.err", "n.err"]
@@ -81,7 +85,7 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
     g.check_running()?;
     println!("HTTP/1.1 keep-alive through HAProxy, NGINX and edge (candidate); same backends, same load");
     let seconds = settings.seconds.unwrap_or(SECONDS);
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); peers.len()];
+    let mut results: Vec<[Vec<f64>; 3]> = vec![Default::default(); peers.len()];
     for round in 1..=settings.rounds {
         for (i, (name, port)) in peers.iter().enumerate() {
             let args = [
@@ -90,26 +94,42 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
                 format!("-d{seconds}s"),
                 format!("http://127.0.0.1:{port}/"),
             ];
+            let pid = g.pid(procs[i]).context("a peer has no process")?;
+            let before = cpu::used_us(pid);
             let r = wrk(&[], &args)?;
-            println!("round {round} {name} rps={:.2} p99={:.0}us {}", r.rps, r.p99_us, r.errors);
-            results[i].0.push(r.rps);
-            results[i].1.push(r.p99_us);
+            let spent = cpu::used_us(pid).zip(before).map_or(f64::NAN, |(a, b)| (a - b) / r.requests.max(1.0));
+            println!(
+                "round {round} {name} rps={:.2} p99={:.0}us cpu_per_request={spent:.2}us {}",
+                r.rps, r.p99_us, r.errors
+            );
+            results[i][0].push(r.rps);
+            results[i][1].push(r.p99_us);
+            results[i][2].push(spent);
         }
     }
-    let med: Vec<(f64, f64)> = results.iter().map(|(rps, p99)| (median(rps), median(p99))).collect();
-    let base = med[0].0.max(1e-9);
+    let med: Vec<[f64; 3]> = results.iter().map(|r| [median(&r[0]), median(&r[1]), median(&r[2])]).collect();
+    let base = med[0][0].max(1e-9);
     println!();
-    for ((name, _), (rps, p99)) in peers.iter().zip(&med) {
-        println!("median {name:<10} rps={rps:<10.2} p99_us={p99:<8.0} ratio_to_haproxy={:.3}", rps / base);
+    for ((name, _), [rps, p99, spent]) in peers.iter().zip(&med) {
+        println!(
+            "median {name:<10} rps={rps:<10.2} p99_us={p99:<8.0} cpu_us_per_request={spent:<6.2} ratio_to_haproxy={:.3}",
+            rps / base
+        );
     }
     let (h, n, c) = (med[0], med[1], med[2]);
     println!();
     println!(
-        "edge vs HAProxy: requests/s {:.3}x (target >= 1.0), p99 latency {:.3}x (target <= 1.0)",
-        c.0 / h.0,
-        c.1 / h.1
+        "edge vs HAProxy: requests/s {:.3}x (target >= 1.0), p99 latency {:.3}x (target <= 1.0), CPU per request {:.3}x",
+        c[0] / h[0],
+        c[1] / h[1],
+        c[2] / h[2]
     );
-    println!("edge vs NGINX:   requests/s {:.3}x, p99 latency {:.3}x", c.0 / n.0, c.1 / n.1);
+    println!(
+        "edge vs NGINX:   requests/s {:.3}x, p99 latency {:.3}x, CPU per request {:.3}x",
+        c[0] / n[0],
+        c[1] / n[1],
+        c[2] / n[2]
+    );
     g.check_running().context("a peer stopped during the run; its numbers are not comparable")
 }
 

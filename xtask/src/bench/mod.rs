@@ -22,6 +22,7 @@
 //! `EDGE_BENCH_ROUNDS` and `EDGE_BENCH_SECONDS` shorten or lengthen a run.
 
 mod conns;
+mod cpu;
 mod http;
 mod l4;
 mod procs;

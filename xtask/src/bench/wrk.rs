@@ -11,6 +11,8 @@ use super::procs::run;
 pub(crate) struct Run {
     /// Requests per second.
     pub rps: f64,
+    /// Requests completed.
+    pub requests: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
     /// Socket errors and non-2xx/3xx answers, as wrk words them ("none" when there were none).
@@ -34,13 +36,20 @@ pub(crate) fn wrk(prefix: &[&str], args: &[String]) -> anyhow::Result<Run> {
 
 fn parse(out: &str) -> Option<Run> {
     let rps = out.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:"))?.trim().parse().ok()?;
+    let requests = out.lines().map(str::trim).find(|l| l.contains(" requests in "))?.split_whitespace().next()?;
+    let requests = requests.parse().ok()?;
     let p99 = out.lines().map(str::trim).find_map(|l| l.strip_prefix("99%"))?.trim();
     let errors: Vec<&str> = out
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("Socket errors:") || l.starts_with("Non-2xx or 3xx responses:"))
         .collect();
-    Some(Run { rps, p99_us: micros(p99)?, errors: if errors.is_empty() { "none".into() } else { errors.join("; ") } })
+    Some(Run {
+        rps,
+        requests,
+        p99_us: micros(p99)?,
+        errors: if errors.is_empty() { "none".into() } else { errors.join("; ") },
+    })
 }
 
 /// wrk's latency (`850.00us`, `1.90ms`, `1.02s`) in microseconds.
@@ -65,7 +74,7 @@ mod tests {
     fn reads_wrk_reports() {
         let out = "Running 10s test @ http://127.0.0.1:18092/\n  1 threads and 64 connections\n  Latency Distribution\n     50%  690.00us\n     99%    1.90ms\n  868000 requests in 10.00s, 99.06MB read\n  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec:  86758.01\nTransfer/sec:      9.91MB\n";
         let r = parse(out).unwrap();
-        assert_eq!((r.rps, r.p99_us), (86758.01, 1900.0));
+        assert_eq!((r.rps, r.p99_us, r.requests), (86758.01, 1900.0, 868000.0));
         assert_eq!(r.errors, "Socket errors: connect 0, read 3, write 0, timeout 0");
         assert_eq!(micros("850.00us"), Some(850.0));
         assert_eq!(micros("1.02s"), Some(1_020_000.0));
