@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 /// test's own network namespace, or one the test created).
 pub type Connect = Arc<dyn Fn(SocketAddr) -> io::Result<std::net::TcpStream> + Send + Sync>;
 
-/// chromedriver on a free loopback port; killed on drop.
+/// chromedriver on a free loopback port, in a process group of its own; on drop the whole group
+/// is killed. Killing chromedriver alone left Chromium's processes running (reparented to init,
+/// each using a quarter of a CPU), which slowed every later test and benchmark on the machine.
 struct Driver {
     child: Child,
     addr: SocketAddr,
@@ -29,15 +31,40 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid (`process_group(0)` at spawn).
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// One WebDriver session.
+/// One WebDriver session; closed on drop, which makes chromedriver quit Chromium.
 pub struct Browser {
     driver: Driver,
     session: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Synchronous (drop cannot await) and bounded: the driver's group is killed right after,
+        // so a quit that does not answer in time loses nothing.
+        let request = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session,
+            self.driver.addr.port()
+        );
+        if let Ok(mut s) = (self.driver.connect)(self.driver.addr) {
+            use std::io::{Read as _, Write as _};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            if s.write_all(request.as_bytes()).is_ok() {
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+            }
+        }
+    }
 }
 
 /// A WebDriver call: chromedriver accepts only a loopback Host header, so this sets its own.
@@ -88,6 +115,7 @@ impl Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut cmd = Command::new("chromedriver");
         cmd.arg(format!("--port={port}")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = spawn(cmd).unwrap_or_else(|e| {
             panic!("cannot start chromedriver: {e}; Debian's chromium-driver: run `cargo xtask setup`")
         });
@@ -100,6 +128,7 @@ impl Browser {
         let mut options = json!({
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-crash-reporter", "--disable-breakpad",
                      format!("--window-size={},{}", width.max(600), height)],
         });
         if width < 500 {
