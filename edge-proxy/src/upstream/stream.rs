@@ -25,7 +25,7 @@ impl Stream {
                 ready!(s.poll_read_ready(cx))?;
                 // A read that leaves room in the buffer has drained the socket, so the readiness
                 // tokio cached is stale: clear it now (by answering `WouldBlock` to `try_io`), as
-                // NGINX does, rather than learn it from a read that fails. Without this, every
+                // tokio's own `poll_read` and NGINX do, rather than learn it from a read that fails. Without this, every
                 // response cost one extra `recvfrom` returning EAGAIN right after the request
                 // went out. Data arriving after the read raises a fresh edge-triggered event, so
                 // nothing is missed.
