@@ -16,14 +16,11 @@
 //! listener, so the request path still does a single `ArcSwap::load` of a selector it already
 //! holds, with no lookup by service.
 //!
-//! With `--cpu-pinning on` worker `i` is bound to the `i`-th CPU the process may use; the
-//! default is off. Pinned, a worker whose CPU is busy with something else waits for it while
-//! another CPU may be idle. On the 2-core benchmark host, where the load generator and the
-//! backends share the CPUs as an ECS task's neighbours do, pinning gave about 3 % more keep-alive
-//! requests per second (and at best a slightly lower p99), but 32 % fewer new TLS connections per
-//! second (2,060 against 3,030, 16 clients each opening a connection per request): a handshake is
-//! a long burst of CPU, and a pinned worker cannot take it to the idle CPU. HAProxy, NGINX and
-//! Envoy do not pin by default either. Pin on a host whose CPUs the agent has to itself.
+//! With `--cpu-pinning on` (the default) worker `i` is bound to the `i`-th CPU the process may
+//! use. Unpinned, the scheduler's wake-affine placement now and then puts both workers of a
+//! 2-core host on one CPU while the other runs something else; in the benchmark that doubled p99
+//! latency (4.7 ms against 2.1 ms pinned). Turn it off when the host's CPUs are shared with busy
+//! neighbours that the scheduler should be free to move the workers away from.
 
 use std::io;
 use std::sync::Arc;

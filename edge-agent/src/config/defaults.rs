@@ -35,9 +35,8 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest wait for traffic on removed backends, and at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Workers are not pinned to CPUs: the scheduler may move them away from a busy neighbour (see
-/// edge-proxy's `workers` for the measurements).
-pub const CPU_PINNING: bool = false;
+/// Workers are pinned to CPUs.
+pub const CPU_PINNING: bool = true;
 
 /// Panic threshold, percent (Envoy's).
 pub const PANIC_THRESHOLD: u32 = 50;

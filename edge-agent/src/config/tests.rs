@@ -55,7 +55,7 @@ fn defaults_match_haproxy() {
     assert_eq!(c.admin, Some("127.0.0.1:9901".parse().unwrap()));
     assert_eq!(c.mode, ModeChoice::Auto);
     assert_eq!(c.ebpf.snat_ports, (16384, 32767));
-    assert!(!c.cpu_pinning && !c.ebpf.cleanup);
+    assert!(c.cpu_pinning && !c.ebpf.cleanup);
 }
 
 #[test]
