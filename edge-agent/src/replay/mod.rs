@@ -14,6 +14,7 @@ mod netns;
 mod peers;
 mod report;
 mod scenario;
+mod stop;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

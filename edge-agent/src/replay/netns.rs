@@ -276,19 +276,7 @@ impl Lab {
     /// Stops the agent: SIGTERM, then SIGKILL after a while.
     pub fn stop_agent(&mut self) {
         let Some(mut child) = self.agent.take() else { return };
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        super::stop::stop(&mut child, STOP_TIMEOUT);
     }
 }
 

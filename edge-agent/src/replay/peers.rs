@@ -161,7 +161,7 @@ impl Peer {
     }
 }
 
-/// A running peer; killed when dropped.
+/// A running peer; stopped (with its workers) when dropped.
 #[derive(Debug)]
 pub struct Running {
     child: Child,
@@ -210,8 +210,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Terminated, not killed: NGINX's master stops its workers only then.
+        super::stop::stop(&mut self.child, Duration::from_secs(3));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
