@@ -146,7 +146,10 @@ impl Shared {
         let consul = if cfg.services.iter().any(|s| s.discovery.consul.is_some()) {
             let tls = c
                 .https
-                .then(|| edge_core::tls::client_config(edge_core::tls::CONSUL, c.ca_cert.as_deref(), None, &[]))
+                .then(|| {
+                    let identity = c.identity.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
+                    edge_core::tls::client_config(edge_core::tls::CONSUL, c.ca_cert.as_deref(), identity, &[])
+                })
                 .transpose()
                 .map_err(|e| StartError::Discovery(e.to_string()))?;
             Some(Endpoint { authority: c.authority.clone(), tls, token: c.token.clone() })

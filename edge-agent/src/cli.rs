@@ -172,6 +172,15 @@ settings! {
         #[arg(long, env = "EDGE_CONSUL_CA_CERT", value_name = "PATH")]
         #[serde(default, deserialize_with = "one")]
         pub consul_ca_cert: Option<FilePath>,
+        /// PEM client certificate chain for HTTPS to a Consul that verifies clients
+        /// (verify_incoming) [default: CONSUL_CLIENT_CERT].
+        #[arg(long, env = "EDGE_CONSUL_CLIENT_CERT", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_client_cert: Option<FilePath>,
+        /// PEM private key for --consul-client-cert [default: CONSUL_CLIENT_KEY].
+        #[arg(long, env = "EDGE_CONSUL_CLIENT_KEY", value_name = "PATH")]
+        #[serde(default, deserialize_with = "one")]
+        pub consul_client_key: Option<FilePath>,
         /// Let any Consul server answer, not only the leader (?stale): on or off [default: off].
         #[arg(long, env = "EDGE_CONSUL_STALE", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
         #[serde(default, deserialize_with = "deserialize_bool")]

@@ -30,7 +30,11 @@ pub struct Purpose {
 }
 
 /// HTTPS to Consul.
-pub const CONSUL: Purpose = Purpose { peer: "Consul", ca_flag: "--consul-ca-cert", identity_flags: "" };
+pub const CONSUL: Purpose = Purpose {
+    peer: "Consul",
+    ca_flag: "--consul-ca-cert",
+    identity_flags: "--consul-client-cert and --consul-client-key",
+};
 
 /// TLS to backends.
 pub const BACKENDS: Purpose =

@@ -1,11 +1,11 @@
 //! Discovery section: where a service's backends come from besides `backend` and
 //! `backends-file` (Consul, DNS SRV, DNS A/AAAA), and the settings every Consul watch shares
-//! (`--consul-addr`, `--consul-token`, `--consul-token-file`, `--consul-ca-cert`, `--consul-stale`,
-//! `--consul-wait`) and every DNS source shares (`--dns-server`).
+//! (`--consul-addr`, `--consul-token`, `--consul-token-file`, `--consul-ca-cert`,
+//! `--consul-client-cert`, `--consul-client-key`, `--consul-stale`, `--consul-wait`) and every DNS source shares (`--dns-server`).
 //!
 //! Consul's own environment variables are honoured as its CLI honours them
 //! (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`,
-//! `CONSUL_CACERT`); edge's flags, `EDGE_*` variables and file keys win over them.
+//! `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`); edge's flags, `EDGE_*` variables and file keys win over them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +85,8 @@ pub struct ConsulConfig {
     pub token: Option<String>,
     /// CA certificates for HTTPS (`None`: the system's roots).
     pub ca_cert: Option<PathBuf>,
+    /// The client certificate chain and its key, for a Consul that verifies clients.
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// `?stale` queries.
     pub stale: bool,
     /// A blocking query's wait.
@@ -99,6 +101,7 @@ impl std::fmt::Debug for ConsulConfig {
             .field("https", &self.https)
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
             .field("ca_cert", &self.ca_cert)
+            .field("identity", &self.identity)
             .field("stale", &self.stale)
             .field("wait", &self.wait)
             .finish()
@@ -154,6 +157,7 @@ pub(super) fn build(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> Res
         .as_ref()
         .map(|f| f.0.clone())
         .or_else(|| env("CONSUL_CACERT").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let identity = consul_identity(args, env, https)?;
     let wait = args.consul_wait.map_or(CONSUL_WAIT, |d| d.0);
     if wait > CONSUL_MAX_WAIT {
         return Err(invalid(
@@ -167,10 +171,46 @@ pub(super) fn build(args: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> Res
         https,
         token,
         ca_cert,
+        identity,
         stale: args.consul_stale.is_some_and(|s| s.0),
         wait,
     };
     Ok(DiscoveryConfig { consul, dns_server: args.dns_server })
+}
+
+/// The client certificate for mutual TLS with Consul: both flags or neither, else both of Consul's
+/// variables (`CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`) as its CLI reads them. Flags over plain
+/// HTTP are a mistake worth an error; the variables over plain HTTP are ignored, as Consul's CLI
+/// ignores them, since a shell may set them for other Consul agents.
+fn consul_identity(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+    https: bool,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let flags = match (&args.consul_client_cert, &args.consul_client_key) {
+        (Some(c), Some(k)) => Some((c.0.clone(), k.0.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(usage("--consul-client-cert needs --consul-client-key; give both PEM files")),
+        (None, Some(_)) => return Err(usage("--consul-client-key needs --consul-client-cert; give both PEM files")),
+    };
+    if let Some(pair) = flags {
+        if !https {
+            return Err(usage(
+                "--consul-client-cert is for HTTPS to Consul; give --consul-addr https://HOST:PORT \
+                 (or set CONSUL_HTTP_SSL=true), or drop the client certificate",
+            ));
+        }
+        return Ok(Some(pair));
+    }
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (var("CONSUL_CLIENT_CERT"), var("CONSUL_CLIENT_KEY")) {
+        (Some(c), Some(k)) => Ok(https.then_some((c, k))),
+        (None, None) => Ok(None),
+        (Some(_), None) | (None, Some(_)) => Err(usage(
+            "CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY go together; set both, or unset both \
+             (--consul-client-cert and --consul-client-key win over them)",
+        )),
+    }
 }
 
 fn read_token(path: &std::path::Path, what: &str) -> Result<String, ConfigError> {
@@ -235,5 +275,32 @@ mod tests {
         let args = RunArgs { consul_token_file: Some("/nonexistent/token".parse().unwrap()), ..RunArgs::default() };
         let e = build(&args, &env_of(&[])).unwrap_err().to_string();
         assert!(e.contains("cannot read --consul-token-file /nonexistent/token"), "{e}");
+    }
+
+    #[test]
+    fn a_consul_client_certificate_comes_in_pairs_from_flags_or_consul_variables() {
+        let https = |more: RunArgs| RunArgs { consul_addr: Some("https://consul:8501".parse().unwrap()), ..more };
+        let pair = env_of(&[("CONSUL_CLIENT_CERT", "/env/c.pem"), ("CONSUL_CLIENT_KEY", "/env/k.pem")]);
+        let c = build(&https(RunArgs::default()), &pair).unwrap().consul;
+        assert_eq!(c.identity, Some((PathBuf::from("/env/c.pem"), PathBuf::from("/env/k.pem"))));
+        let c = build(&RunArgs::default(), &pair).unwrap().consul;
+        assert_eq!(c.identity, None, "Consul's variables over plain HTTP are ignored, as its CLI does");
+
+        let flags = https(RunArgs {
+            consul_client_cert: Some("/flag/c.pem".parse().unwrap()),
+            consul_client_key: Some("/flag/k.pem".parse().unwrap()),
+            ..RunArgs::default()
+        });
+        let c = build(&flags, &pair).unwrap().consul;
+        assert_eq!(c.identity, Some((PathBuf::from("/flag/c.pem"), PathBuf::from("/flag/k.pem"))), "flags win");
+
+        let half = https(RunArgs { consul_client_cert: Some("/flag/c.pem".parse().unwrap()), ..RunArgs::default() });
+        let e = build(&half, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("--consul-client-cert needs --consul-client-key"), "{e}");
+        let e = build(&https(RunArgs::default()), &env_of(&[("CONSUL_CLIENT_KEY", "/k")])).unwrap_err().to_string();
+        assert!(e.contains("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY go together"), "{e}");
+        let plain = RunArgs { consul_addr: Some("http://consul:8500".parse().unwrap()), ..flags };
+        let e = build(&plain, &env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("--consul-client-cert is for HTTPS to Consul"), "{e}");
     }
 }

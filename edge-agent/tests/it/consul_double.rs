@@ -83,6 +83,35 @@ impl ConsulDouble {
         Self::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), Some(acceptor))
     }
 
+    /// Starts an HTTPS double, as [`Self::start_tls`], that also requires a client certificate
+    /// signed by (or equal to) `client_ca`, as a Consul with `verify_incoming` does.
+    pub async fn start_mtls(client_ca: &std::path::Path) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(client_ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(format!("{fixtures}/test-cert.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{fixtures}/test-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), Some(acceptor))
+    }
+
     fn serve(listener: std::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         listener.set_nonblocking(true).unwrap();
         let listener = TcpListener::from_std(listener).unwrap();

@@ -463,6 +463,33 @@ async fn consul_over_https_verifies_its_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consul_that_verifies_clients_gets_the_client_certificate() {
+    let a = TestBackend::start("a").await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let (client_cert, client_key) =
+        (format!("{fixtures}/test-client-cert.pem"), format!("{fixtures}/test-client-key.pem"));
+    let double = ConsulDouble::start_mtls(std::path::Path::new(&client_cert)).await;
+    double.set(&[("127.0.0.1", port(&a), 1, "passing")]);
+    let ca = format!("{fixtures}/test-cert.pem");
+    let url = format!("https://127.0.0.1:{}", double.addr.port());
+    let base =
+        ["--consul-service", "web", "--consul-addr", url.as_str(), "--consul-wait", "2s", "--consul-ca-cert", &ca];
+    let with_cert = ["--consul-client-cert", client_cert.as_str(), "--consul-client-key", client_key.as_str()];
+    let agent = Args::http().with(&base).with(&with_cert).ready().await;
+    assert_eq!(until_serving(agent.admin_addr.unwrap(), &[&a], Duration::from_secs(5)).await.len(), 1);
+    agent.shutdown().await;
+
+    // Without a client certificate the handshake fails: errors, no backends.
+    let refused = Args::http().with(&base).start().await;
+    let admin_addr = refused.admin_addr.unwrap();
+    let src = until_errors(admin_addr, 0, Duration::from_secs(4)).await;
+    assert!(src[0]["errors"].as_u64().unwrap() > 0, "no client certificate is an error: {src:?}");
+    assert!(src[0]["last_success"].is_null());
+    assert!(serving(admin_addr).await.is_empty());
+    refused.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backends_file_that_still_parses_stays_fresh() {
     let a = TestBackend::start("a").await;
     let file = crate::support::temp_dir("fresh").join("backends.json");
