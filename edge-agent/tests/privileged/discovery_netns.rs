@@ -2,7 +2,8 @@
 //! records) and from the Consul test double, both in the backend namespace, registered and
 //! deregistered while a client opens a new connection per request through the VIP. No request
 //! may fail, the deregistered backend takes no new connection, and in eBPF mode the interface
-//! toward backends that appear later is found when they appear.
+//! toward backends that appear later is found when they appear (also when Consul lists none at
+//! start, so that no interface toward backends is known).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -140,6 +141,43 @@ fn consul_registrations_lose_no_request(mode: Mode) {
     drop(rt);
 }
 
+/// An eBPF agent whose only source is Consul, with no instance registered at start, does not
+/// know which interface faces the backends; the first registrations must make it find that
+/// interface and carry traffic to them.
+fn ebpf_consul_first_registrations_find_the_backend_interface() {
+    let _serial = serial();
+    let _pins = BpfCleanup::new(BIN);
+    let topo = Topology::new();
+    let backends = topo.start_tcp_backends(80);
+    let rt = tokio::runtime::Runtime::new().expect("a runtime for the Consul double");
+    let listener = in_ns(topo.backend_ns(), || std::net::TcpListener::bind((SERVER_IP, 8500)))
+        .expect("the Consul double listens in the backend namespace");
+    let double = rt.block_on(async { ConsulDouble::start_on(listener) });
+    let addr = format!("http://{SERVER_IP}:8500");
+    let mut args = plane_args(Mode::Ebpf);
+    args.extend(["--consul-service", "web", "--consul-addr", &addr].map(String::from));
+    args.extend(COMMON.iter().map(|s| s.to_string()));
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::spawn(&topo, BIN, &words);
+    agent.wait_ready(LIMIT);
+    assert!(topo.http_get(vip80(), T).is_err(), "no instance is registered yet, so no request can pass");
+    let ip = |i: usize| BACKENDS[i].to_string();
+    let (b0, b1) = (ip(0), ip(1));
+    double.set(&[(&b0, 80, 1, "passing"), (&b1, 80, 1, "passing")]);
+    let passes = eventually(LIMIT, || topo.http_get(vip80(), T).is_ok());
+    assert!(passes, "the registered instances were never reached\n{}", agent.log_tail());
+    let log = agent.log_tail();
+    assert!(log.contains("attached the TC program toward a new backend"), "{log}");
+    let both = eventually(LIMIT, || {
+        let _ = topo.http_get(vip80(), T);
+        backends.served(0) > 0 && backends.served(1) > 0
+    });
+    assert!(both, "both registered instances take connections\n{}", agent.log_tail());
+    drop(agent);
+    drop(double);
+    drop(rt);
+}
+
 fn ebpf_dns_registrations_lose_no_request() {
     dns_registrations_lose_no_request(Mode::Ebpf);
 }
@@ -162,4 +200,8 @@ pub(crate) const TESTS: &[(&str, fn())] = &[
     ("userspace_dns_registrations_lose_no_request", userspace_dns_registrations_lose_no_request),
     ("ebpf_consul_registrations_lose_no_request", ebpf_consul_registrations_lose_no_request),
     ("userspace_consul_registrations_lose_no_request", userspace_consul_registrations_lose_no_request),
+    (
+        "ebpf_consul_first_registrations_find_the_backend_interface",
+        ebpf_consul_first_registrations_find_the_backend_interface,
+    ),
 ];
