@@ -117,7 +117,9 @@ impl HttpProxy {
             return r;
         };
         let (mut parts, body) = req.into_parts();
-        let upgrade = if body.is_end_stream() { crate::tunnel::wanted(parts.version, &parts.headers) } else { None };
+        let mut upgrade =
+            if body.is_end_stream() { crate::tunnel::wanted(parts.version, &parts.headers) } else { None };
+        let extended = crate::extended_connect::wanted(&parts);
         if let Err(e) = settle_host(&mut parts.headers, &parts.uri, parts.version) {
             self.0.stats.client_error(ClientError::BadRequest);
             tracing::debug!(client = %conn.client, error = %e, "refused a request");
@@ -151,11 +153,24 @@ impl HttpProxy {
             traffic.no_backend(NoBackend::Panic);
         }
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
+        if let Some(protocol) = &extended {
+            if target.backend.is_h2() {
+                return local(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "websocket over http/2 reaches http/1.1 backends only\n",
+                    Some(in_flight),
+                );
+            }
+            crate::extended_connect::as_upgrade(&mut parts, protocol);
+            upgrade = Some(protocol.clone());
+        }
         // An HTTP/2 backend cannot take an HTTP/1.1 upgrade: it gets the request without one.
         if let Some(protocol) = upgrade.filter(|_| !target.backend.is_h2()) {
             crate::tunnel::keep_upgrade(&mut parts.headers, protocol);
             let key = PoolKey::for_target(target, conn.client);
-            let req = crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit };
+            let extended = extended.is_some();
+            let req =
+                crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit, extended };
             return Box::pin(crate::tunnel::open(&self.0, &self.1, req)).await;
         }
         if target.backend.is_h2() {
@@ -391,6 +406,8 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(proxy.0.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        // WebSocket over HTTP/2 (RFC 8441): clients may open tunnels with an extended CONNECT.
+        .enable_connect_protocol()
         .keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_timeout(std::time::Duration::from_secs(10));
     // Shared, not cloned per connection: a connection borrows it for its whole life.

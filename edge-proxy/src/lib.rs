@@ -28,6 +28,7 @@ mod authority;
 mod body;
 mod config;
 mod conn_guard;
+mod extended_connect;
 mod forward_h2;
 mod headers;
 mod http;

@@ -139,6 +139,8 @@ pub(crate) struct Switch {
     pub active: Active,
     /// Idle limit.
     pub idle: Duration,
+    /// The client asked with an HTTP/2 extended CONNECT: it gets `200`, not `101`.
+    pub extended: bool,
 }
 
 /// Answers the client's upgrade request with the backend's `101` (`head`) and starts the tunnel,
@@ -149,18 +151,21 @@ pub(crate) fn switch(
     tunnels: &Arc<Tunnels>,
     stats: &Arc<ProxyStats>,
 ) -> Response<ProxyBody> {
-    let ResponseHead { status, mut headers, .. } = head;
+    let ResponseHead { mut status, mut headers, .. } = head;
     let protocol = headers.get(header::UPGRADE).cloned();
     crate::headers::strip_hop_by_hop(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
-    if let Some(p) = protocol {
+    if s.extended {
+        crate::extended_connect::answer_headers(&mut headers);
+        status = StatusCode::OK;
+    } else if let Some(p) = protocol {
         keep_upgrade(&mut headers, p);
     }
     let open = Open::new(tunnels, stats);
     let tunnels = tunnels.clone();
     tokio::spawn(async move {
         let _open = open;
-        let Switch { on_upgrade, upstream, target, in_flight, active, idle } = s;
+        let Switch { on_upgrade, upstream, target, in_flight, active, idle, .. } = s;
         let client = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
             Ok(Ok(u)) => u,
             Ok(Err(e)) => {
@@ -197,7 +202,7 @@ pub(crate) fn switch(
     let mut r = Response::new(ProxyBody::local("", None));
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    debug_assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS);
+    debug_assert!(status == StatusCode::SWITCHING_PROTOCOLS || status == StatusCode::OK);
     r
 }
 
@@ -218,6 +223,8 @@ pub(crate) struct Request {
     pub in_flight: InFlight,
     /// The request's slot of the process budget (held until the `101`, or the answer's end).
     pub permit: Permit,
+    /// An HTTP/2 client's extended CONNECT (RFC 8441), translated: the `101` goes back as `200`.
+    pub extended: bool,
 }
 
 /// Sends an upgrade request to its backend on a new connection (once more to another backend if
@@ -225,7 +232,7 @@ pub(crate) struct Request {
 /// client: the tunnel after a `101`, the backend's answer as it is otherwise, 502 or 504 when
 /// there is none.
 pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) -> Response<ProxyBody> {
-    let Request { mut parts, mut target, mut key, conn, hash, in_flight, permit } = req;
+    let Request { mut parts, mut target, mut key, conn, hash, in_flight, permit, extended } = req;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         // Only a connection served with upgrades has one; every HTTP/1.1 listener is.
         return attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight));
@@ -266,8 +273,16 @@ pub(crate) async fn open(served: &Served, tunnels: &Arc<Tunnels>, req: Request) 
     };
     attempt::answered(served, &target, answer.status, started, requeued);
     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
-        let s = Switch { on_upgrade, upstream, target, in_flight, active, idle: cfg.idle_timeout };
+        let s = Switch { on_upgrade, upstream, target, in_flight, active, idle: cfg.idle_timeout, extended };
         return switch(answer, s, tunnels, &served.stats);
+    }
+    if extended && answer.status.is_success() {
+        // A success other than 101 would tell the HTTP/2 client that its tunnel is open, while
+        // the backend only answered a GET.
+        tracing::debug!(backend = %target.id(), status = %answer.status, "the backend did not switch protocols");
+        target.backend.stats.failure(Failure::Reset);
+        drop(active);
+        return attempt::local(StatusCode::BAD_GATEWAY, "the backend did not switch protocols\n", Some(in_flight));
     }
     // The backend declined (or ignored) the upgrade: its answer goes out as any other, and the
     // connection is not reused.

@@ -1,6 +1,7 @@
 //! WebSocket through the userspace proxy, with a real client and a real server library
 //! (tokio-tungstenite): the upgrade and messages both ways, the tunnel counted while it lives, a
-//! backend that declines the upgrade, the idle timeout, and the drain at shutdown.
+//! backend that declines the upgrade, the idle timeout, and the drain at shutdown; and WebSocket
+//! over HTTP/2 (RFC 8441's extended CONNECT) to an HTTP/1.1 backend.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -98,6 +99,93 @@ async fn websocket_messages_cross_edge_both_ways() {
     drop(ws);
     assert!(eventually(Duration::from_secs(5), || metric(&agent, "edge_open_tunnels") == Some(0.0)).await);
     agent.shutdown().await;
+}
+
+/// An HTTP/2 connection to edge over cleartext (prior knowledge), after one request so that
+/// edge's SETTINGS (with `SETTINGS_ENABLE_CONNECT_PROTOCOL`) have arrived.
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let probe = http::Request::get(format!("http://{addr}/")).body(http_body_util::Empty::new()).unwrap();
+    let _ = sender.send_request(probe).await.unwrap();
+    sender
+}
+
+/// An extended CONNECT (RFC 8441) for WebSocket on `path`.
+fn extended_connect(addr: SocketAddr, path: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    let mut req = http::Request::connect(format!("http://{addr}{path}"))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    req
+}
+
+#[tokio::test]
+async fn websocket_over_http2_reaches_an_http11_backend() {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let server = EchoServer::start().await;
+    let agent = agent_for(server.addr, &[]).await;
+    let addr = agent.http_addrs[0];
+    let mut sender = h2_client(addr).await;
+    let resp = sender.send_request(extended_connect(addr, "/chat?room=2")).await.expect("the extended CONNECT");
+    assert_eq!(resp.status(), 200, "RFC 8441: a 2xx opens the tunnel");
+    assert!(!resp.headers().contains_key("sec-websocket-accept"), "{:?}", resp.headers());
+    let upgraded = hyper::upgrade::on(resp).await.expect("the HTTP/2 stream as a tunnel");
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    let big = vec![9u8; 200_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    assert_eq!(metric(&agent, "edge_open_tunnels"), Some(1.0));
+
+    // The backend saw the HTTP/1.1 upgrade that the CONNECT stands for, with a key of its own.
+    let head = server.heads.lock().unwrap()[0].clone();
+    let get = |k: &str| head.get(k).map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    assert_eq!(get("upgrade").as_deref(), Some("websocket"), "{head:?}");
+    assert_eq!(get("connection").as_deref(), Some("upgrade"), "{head:?}");
+    assert_eq!(get("sec-websocket-key").map(|k| k.len()), Some(24), "{head:?}");
+    assert_eq!(get("x-forwarded-for").as_deref(), Some("127.0.0.1"), "{head:?}");
+
+    // A second tunnel on the same HTTP/2 connection, beside the first.
+    let resp = sender.send_request(extended_connect(addr, "/second")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let mut second = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    second.send(Message::text("two")).await.unwrap();
+    assert_eq!(second.next().await.unwrap().unwrap(), Message::text("two"));
+    assert_eq!(metric(&agent, "edge_open_tunnels"), Some(2.0));
+
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop((ws, second, sender));
+    assert!(eventually(Duration::from_secs(5), || metric(&agent, "edge_open_tunnels") == Some(0.0)).await);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_extended_connect_that_the_backend_answers_without_switching_is_a_502() {
+    let raw = RawBackend::start(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi\n", usize::MAX).await;
+    let agent = agent_for(raw.addr, &[]).await;
+    let addr = agent.http_addrs[0];
+    let mut sender = h2_client(addr).await;
+    let resp = sender.send_request(extended_connect(addr, "/")).await.unwrap();
+    assert_eq!(resp.status(), 502, "a 200 to the GET must not look like an open tunnel");
+    let refused = RawBackend::start(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n", usize::MAX).await;
+    let agent2 = agent_for(refused.addr, &[]).await;
+    let addr2 = agent2.http_addrs[0];
+    let mut sender = h2_client(addr2).await;
+    let resp = sender.send_request(extended_connect(addr2, "/")).await.unwrap();
+    assert_eq!(resp.status(), 426, "a refusal goes back as it is");
+    assert_eq!(metric(&agent, "edge_tunnels_total"), Some(0.0));
+    agent.shutdown().await;
+    agent2.shutdown().await;
 }
 
 #[tokio::test]
