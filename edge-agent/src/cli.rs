@@ -331,7 +331,8 @@ settings! {
         #[arg(long, env = "EDGE_RETRIES", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub retries: Option<Int<0, 5>>,
-        /// What is retried: connect-failure, reset, gateway-error (comma-separated), or none.
+        /// What is retried: connect-failure, reset, gateway-error, refused-stream (comma-separated),
+        /// or none.
         #[arg(long, env = "EDGE_RETRY_ON", value_name = "LIST")]
         #[serde(default, deserialize_with = "one")]
         pub retry_on: Option<RetryOn>,

@@ -508,18 +508,20 @@ pub struct RetryOn {
     pub reset: bool,
     /// 502, 503 or 504.
     pub gateway_error: bool,
+    /// An HTTP/2 stream the backend refused unprocessed.
+    pub refused_stream: bool,
 }
 
 impl Default for RetryOn {
     fn default() -> Self {
-        Self { connect_failure: true, reset: true, gateway_error: true }
+        Self { connect_failure: true, reset: true, gateway_error: true, refused_stream: true }
     }
 }
 
 impl FromStr for RetryOn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut on = Self { connect_failure: false, reset: false, gateway_error: false };
+        let mut on = Self { connect_failure: false, reset: false, gateway_error: false, refused_stream: false };
         if s.trim() == "none" {
             return Ok(on);
         }
@@ -528,10 +530,11 @@ impl FromStr for RetryOn {
                 "connect-failure" => on.connect_failure = true,
                 "reset" => on.reset = true,
                 "gateway-error" => on.gateway_error = true,
+                "refused-stream" => on.refused_stream = true,
                 other => {
                     return Err(format!(
-                        "unknown condition '{other}'; list connect-failure, reset and gateway-error separated by \
-                         commas, or write none"
+                        "unknown condition '{other}'; list connect-failure, reset, gateway-error and refused-stream \
+                         separated by commas, or write none"
                     ));
                 }
             }
@@ -542,11 +545,15 @@ impl FromStr for RetryOn {
 
 impl fmt::Display for RetryOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let words: Vec<&str> =
-            [(self.connect_failure, "connect-failure"), (self.reset, "reset"), (self.gateway_error, "gateway-error")]
-                .into_iter()
-                .filter_map(|(on, w)| on.then_some(w))
-                .collect();
+        let words: Vec<&str> = [
+            (self.connect_failure, "connect-failure"),
+            (self.reset, "reset"),
+            (self.gateway_error, "gateway-error"),
+            (self.refused_stream, "refused-stream"),
+        ]
+        .into_iter()
+        .filter_map(|(on, w)| on.then_some(w))
+        .collect();
         f.write_str(if words.is_empty() { "none".into() } else { words.join(",") }.as_str())
     }
 }
@@ -724,10 +731,10 @@ mod tests {
         }
         assert_eq!("kernel".parse::<ModeChoice>().unwrap_err(), "use auto, ebpf or userspace");
         assert_eq!("none".parse::<RetryOn>().unwrap().to_string(), "none");
-        assert_eq!(RetryOn::default().to_string(), "connect-failure,reset,gateway-error");
+        assert_eq!(RetryOn::default().to_string(), "connect-failure,reset,gateway-error,refused-stream");
         assert_eq!(
             " reset , connect-failure".parse::<RetryOn>(),
-            Ok(RetryOn { connect_failure: true, reset: true, gateway_error: false })
+            Ok(RetryOn { connect_failure: true, reset: true, gateway_error: false, refused_stream: false })
         );
         assert!("5xx".parse::<RetryOn>().unwrap_err().starts_with("unknown condition '5xx'; list connect-failure"));
         assert_eq!(":8080".parse::<ListenAddr>().unwrap().to_string(), "0.0.0.0:8080");

@@ -1,12 +1,14 @@
-//! The bookkeeping of one-attempt exchanges (upgrades, and requests to HTTP/2 backends), which are
-//! never sent twice: what a failed attempt counts against its backend, whether another backend
-//! takes the request (only when nothing of it was sent, and once), the answer when none does, and
-//! what an answer counts. HTTP/1.1 requests have the full retry rules in `http`.
+//! What attempts to reach a backend share. For upgrades and connects (`failed`): what a failed
+//! attempt counts against its backend, whether another backend takes the request (only when
+//! nothing of it was sent, and once), and the answer when none does; `answered`: what an answer
+//! counts. For HTTP/1.1 and HTTP/2 requests (`prepare_retry`): whether and where a failed attempt
+//! is made again, after the back-off, within the deadline, outside panic mode and within the
+//! retry budget.
 
 use std::time::Instant;
 
 use edge_core::backend::{Failure, GatewayFailure, StatusClass};
-use edge_core::balance::Target;
+use edge_core::balance::{Selector, Target};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -78,6 +80,73 @@ pub(crate) fn answered(served: &Served, target: &Target, status: StatusCode, sta
         Some(g) => m.gateway_failure(g, 1),
         None => m.passive_ok(),
     }
+}
+
+/// How a retry is paid for and where it may go.
+pub(crate) struct RetryPlan {
+    /// Why the attempt is made again (the metric's label).
+    pub reason: RetryReason,
+    /// Nothing of the request was processed by a backend (a failed connect, a refused HTTP/2
+    /// stream): sending it elsewhere adds no load, so it spends no budget and goes on in panic
+    /// mode; `--retries` still bounds it.
+    pub free: bool,
+    /// With no other backend, the same one may take it again (on a new connection).
+    pub same_ok: bool,
+}
+
+/// Where the next attempt goes.
+pub(crate) enum Where<'s> {
+    /// Another backend.
+    Other(&'s Target),
+    /// The same backend, on a new connection.
+    Same,
+}
+
+/// Decides whether a failed attempt on `from` (after `retries` retries so far) is made again under `plan`: another backend, or the same one when the plan
+/// allows and there is no other; within `deadline` after the back-off; not in panic mode and
+/// within the retry budget, unless free. Counts the retry and waits the back-off; `None` when no
+/// retry follows (its outcome counted).
+pub(crate) async fn prepare_retry<'s>(
+    served: &Served,
+    selector: &'s Selector,
+    from: &Target,
+    hash: u64,
+    plan: RetryPlan,
+    retries: u32,
+    deadline: tokio::time::Instant,
+) -> Option<Where<'s>> {
+    let traffic = &served.traffic;
+    let other = selector.pick_other(hash, from.id()).map(|(t, _)| t).filter(|t| t.backend.admit());
+    let next = match other {
+        Some(t) => Where::Other(t),
+        None if plan.same_ok => Where::Same,
+        None => {
+            traffic.retry_outcome(RetryOutcome::NoTarget);
+            return None;
+        }
+    };
+    let wait = served.cfg.retry.backoff.delay(retries + 1);
+    if tokio::time::Instant::now() + wait >= deadline {
+        traffic.retry_outcome(RetryOutcome::NoTarget);
+        return None;
+    }
+    // In panic mode no backend is known good, so a retry only moves load between sick ones.
+    if !plan.free && selector.panic() {
+        traffic.retry_outcome(RetryOutcome::NoTarget);
+        return None;
+    }
+    if !plan.free && !traffic.budget.try_retry() {
+        traffic.retry_outcome(RetryOutcome::BudgetExhausted);
+        return None;
+    }
+    traffic.retry(plan.reason);
+    let to = match &next {
+        Where::Other(t) => t.id(),
+        Where::Same => from.id(),
+    };
+    tracing::debug!(from = %from.id(), to = %to, reason = plan.reason.as_str(), "retrying the request");
+    tokio::time::sleep(wait).await;
+    Some(next)
 }
 
 /// An answer of the proxy's own.

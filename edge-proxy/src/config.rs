@@ -16,6 +16,8 @@ pub struct RetryPolicy {
     pub reset: bool,
     /// Retry an idempotent request answered 502, 503 or 504.
     pub gateway_error: bool,
+    /// Send again, whatever its method, a request that an HTTP/2 backend refused unprocessed.
+    pub refused_stream: bool,
     /// Request bodies up to this size are kept so the request can be sent again; larger ones
     /// stream and are never retried once sent.
     pub body_limit: usize,
@@ -32,6 +34,7 @@ impl Default for RetryPolicy {
             connect_failure: true,
             reset: true,
             gateway_error: true,
+            refused_stream: true,
             body_limit: 64 * 1024,
             outlier_5xx: false,
             backoff: Backoff::default(),

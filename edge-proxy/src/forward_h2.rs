@@ -1,12 +1,18 @@
 //! A request to an HTTP/2 backend (`proto=h2`, for gRPC): sent on the worker's multiplexed
-//! connection to it, the client's body streamed, the response (trailers and `grpc-status`
-//! included) streamed back. A failed connect is requeued once on another backend, as for
-//! upgrades; the request itself is not retried (a gRPC call's body is a stream, and gRPC clients
-//! retry on their own policy). A gRPC `UNAVAILABLE` counts against the backend as a gateway
-//! failure for outlier detection, as a 503 does.
+//! connection to it, the client's body streamed (and kept up to `--retry-body-limit`, so that it
+//! can be sent again), the response (trailers and `grpc-status` included) streamed back.
+//!
+//! The retry rules are those of HTTP/1.1 requests, with HTTP/2's own case added: a failed connect
+//! is requeued, free; a stream the backend refused unprocessed (`REFUSED_STREAM`, or left out by
+//! its `GOAWAY`, as a backend that shuts down gracefully does) is sent again whatever its method,
+//! free (`refused-stream`); an idempotent request reset before its head (`reset`) or answered 502,
+//! 503, 504 or with a trailers-only gRPC `UNAVAILABLE` (`gateway-error`) is retried within the
+//! budget. A gRPC `UNAVAILABLE` counts against the backend as a gateway failure for outlier
+//! detection, as a 503 does.
 
 use std::time::Instant;
 
+use edge_core::backend::{Failure, GatewayFailure, StatusClass};
 use edge_core::balance::Target;
 use http::header;
 use http::uri::{Authority, Scheme, Uri};
@@ -15,12 +21,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::admission::Permit;
-use crate::attempt::{self, Next};
+use crate::attempt::{self, Next, RetryPlan, Where};
 use crate::body::{Active, ProxyBody, count_grpc_status};
 use crate::conn_guard::InFlight;
 use crate::served::{ConnInfo, Served};
+use crate::stats::{RetryOutcome, RetryReason};
+use crate::upstream::SendError;
 use crate::upstream::h2::{self, H2Body};
 use crate::upstream::pool::PoolKey;
+use crate::upstream::replay::ReplayBody;
 
 /// A request for an HTTP/2 backend, its headers already rewritten for the backend.
 pub(crate) struct H2Request {
@@ -40,9 +49,15 @@ pub(crate) struct H2Request {
     pub permit: Permit,
 }
 
+/// Whether a response head is a trailers-only gRPC `UNAVAILABLE`.
+fn grpc_unavailable(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"14")
+}
+
 /// Forwards `req` and answers the client.
 pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBody> {
-    let H2Request { mut parts, body, mut target, hash, conn, in_flight, permit } = req;
+    let H2Request { parts, body, target, hash, conn, in_flight, permit } = req;
+    let (mut parts, mut target) = (parts, target);
     // HTTP/2 names the authority in the request line (`:authority`), not in `Host`.
     let host = parts.headers.remove(header::HOST);
     let authority = host
@@ -50,9 +65,15 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<Authority>().ok())
         .or_else(|| parts.uri.authority().cloned());
+    let cfg = &served.cfg;
+    let policy = &cfg.retry;
+    let idempotent = crate::headers::idempotent(&parts.method, &parts.headers);
     let started = Instant::now();
-    let mut body: Option<H2Body> = Some(body.map_err(|e| Box::new(e) as _).boxed_unsync());
-    let mut requeued = false;
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout + cfg.upstream_timeout;
+    let limit = if policy.retries > 0 { policy.body_limit } else { 0 };
+    let (first, replayer) = ReplayBody::new(body.map_err(|e| Box::new(e) as _).boxed_unsync(), limit);
+    let mut body: Option<H2Body> = Some(first.boxed_unsync());
+    let (mut requeued, mut retries) = (false, 0u32);
     let (resp, active) = loop {
         let active = Active::new(&target.backend);
         let key = PoolKey::for_target(&target, conn.client);
@@ -69,31 +90,112 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
             return attempt::local(StatusCode::BAD_REQUEST, "bad request target\n", Some(in_flight));
         };
         // Connect first: a refused connect leaves the body unread, for another backend.
-        let (e, body_left) = match h2::sender(key, &served.reach(&target, conn.local)).await {
-            Ok(sender) => {
-                let empty = || http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
-                let mut out = Request::new(body.take().unwrap_or_else(empty));
-                *out.method_mut() = std::mem::take(&mut parts.method);
-                *out.uri_mut() = uri;
-                *out.headers_mut() = std::mem::take(&mut parts.headers);
-                let r = h2::send(key, sender, out, served.cfg.upstream_timeout).await;
-                match r {
-                    Ok(resp) => break (resp, active),
-                    Err(e) => (e, false),
+        let sender = match h2::sender(key, &served.reach(&target, conn.local)).await {
+            Ok(sender) => sender,
+            Err(e) => match attempt::failed(served, &target, hash, &e, true, requeued, "http/2 request") {
+                Next::Requeue(t) => {
+                    requeued = true;
+                    target = t;
+                    continue;
                 }
-            }
-            Err(e) => (e, true),
+                Next::Answer(status, text) => return attempt::local(status, text, Some(in_flight)),
+            },
         };
-        match attempt::failed(served, &target, hash, &e, body_left, requeued, "http/2 request") {
-            Next::Requeue(t) => {
-                requeued = true;
-                target = t;
+        let Some(this_body) = body.take().or_else(|| replayer.replay().map(|b| b.boxed_unsync())) else {
+            return attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight));
+        };
+        let mut out = Request::new(this_body);
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.headers_mut() = parts.headers.clone();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = &target.backend.stats;
+        let (err, plan) = match h2::send(key, sender, out, left).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let unavailable = grpc_unavailable(resp.headers());
+                let gateway = matches!(status.as_u16(), 502..=504) || unavailable;
+                if retries > 0 {
+                    served.traffic.retry_outcome(if gateway { RetryOutcome::Failed } else { RetryOutcome::Succeeded });
+                }
+                let again = gateway && policy.gateway_error && idempotent && replayer.can_replay();
+                if !(again && retries < policy.retries) {
+                    break (resp, active);
+                }
+                // The answer is dropped unread; the retry decides.
+                attempt::answered(served, &target, status, started, false);
+                if unavailable {
+                    count_grpc_status(&target.backend, resp.headers());
+                }
+                let plan = RetryPlan { reason: RetryReason::GatewayError, free: false, same_ok: false };
+                (SendError::Status(status.as_u16()), Some(plan))
             }
-            Next::Answer(status, text) => return attempt::local(status, text, Some(in_flight)),
+            Err((e, unsent)) => {
+                if let Some(req) = unsent {
+                    // It never left: the same request (its body unread) goes on a new connection.
+                    body = Some(req.into_body());
+                }
+                let plan = match &e {
+                    SendError::Refused(_) => {
+                        let can = body.is_some() || replayer.can_replay();
+                        (policy.refused_stream && can).then_some(RetryPlan {
+                            reason: RetryReason::RefusedStream,
+                            free: true,
+                            same_ok: true,
+                        })
+                    }
+                    SendError::Timeout => {
+                        m.failure(Failure::Timeout);
+                        m.gateway_failure(GatewayFailure::Timeout, 1);
+                        None
+                    }
+                    _ => {
+                        m.failure(Failure::Reset);
+                        m.gateway_failure(GatewayFailure::Reset, 1);
+                        (policy.reset && idempotent && replayer.can_replay()).then_some(RetryPlan {
+                            reason: RetryReason::EmptyResponse,
+                            free: false,
+                            same_ok: true,
+                        })
+                    }
+                };
+                tracing::debug!(backend = %target.id(), error = %e, "http/2 request failed");
+                if retries > 0 {
+                    served.traffic.retry_outcome(RetryOutcome::Failed);
+                }
+                (e, plan)
+            }
+        };
+        let selector = served.selector.load();
+        let next = match plan.filter(|_| retries < policy.retries) {
+            Some(plan) => attempt::prepare_retry(served, &selector, &target, hash, plan, retries, deadline).await,
+            None => None,
+        };
+        match next {
+            Some(Where::Other(t)) => target = t.clone(),
+            Some(Where::Same) => {}
+            None => {
+                if !matches!(err, SendError::Status(_)) {
+                    m.request(StatusClass::ServerError);
+                }
+                return match err {
+                    SendError::Timeout => {
+                        attempt::local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
+                    }
+                    SendError::Status(s) => attempt::local(
+                        StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
+                        "backend failed; retried without success\n",
+                        Some(in_flight),
+                    ),
+                    _ => attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
+                };
+            }
         }
+        retries += 1;
     };
     let (mut head, body) = resp.into_parts();
-    attempt::answered(served, &target, head.status, started, requeued);
+    // A requeue's success is counted here; a retry's was counted when its answer came.
+    attempt::answered(served, &target, head.status, started, requeued && retries == 0);
     // A trailers-only gRPC answer carries its status in the head.
     count_grpc_status(&target.backend, &head.headers);
     crate::headers::strip_hop_by_hop(&mut head.headers);

@@ -166,6 +166,14 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     }
 }
 
+/// Whether a request may be sent twice: an idempotent method (RFC 9110 section 9.2.2), or any
+/// request that carries an `Idempotency-Key`.
+pub(crate) fn idempotent(method: &http::Method, headers: &HeaderMap) -> bool {
+    use http::Method;
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+        || headers.contains_key("idempotency-key")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

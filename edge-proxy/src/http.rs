@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{Acceptor, accept_until_shutdown, drain};
-use crate::attempt::local;
+use crate::attempt::{RetryPlan, Where, local};
 use crate::authority::settle_host;
 use crate::body::{Active, ProxyBody};
 use crate::conn_guard::{Activity, ConnGuard, GuardTimeouts};
@@ -179,10 +179,7 @@ impl HttpProxy {
             return Box::pin(crate::forward_h2::forward(&self.0, req)).await;
         }
         let policy = &self.0.cfg.retry;
-        let idempotent = matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-        ) || parts.headers.contains_key("idempotency-key");
+        let idempotent = crate::headers::idempotent(&parts.method, &parts.headers);
         let empty = body.is_end_stream();
         let exact = body.size_hint().exact();
         // A small body is read whole first, so that the request can be sent again; a larger one
@@ -276,7 +273,7 @@ impl HttpProxy {
                             (Some(GatewayFailure::Timeout), None)
                         }
                         SendError::ClientBody(_) | SendError::ClientBodyTimeout | SendError::Status(_) => (None, None),
-                        SendError::Protocol(_) | SendError::Io(_) => {
+                        SendError::Protocol(_) | SendError::Io(_) | SendError::Refused(_) => {
                             m.failure(Failure::Reset);
                             (Some(GatewayFailure::Reset), None)
                         }
@@ -295,38 +292,23 @@ impl HttpProxy {
                 }
             };
             // Another backend when there is one; a connection that closed unanswered is worth
-            // one more try on the same backend when it is the only one.
-            let other = selector.pick_other(hash, target.id()).map(|(t, _)| t).filter(|t| t.backend.admit());
-            let next = match (&err, other) {
-                (_, Some(t)) => Some(t),
-                (SendError::Empty, None) => Some(target),
-                _ => None,
+            // one more try on the same backend when it is the only one. A failed connect reached
+            // no backend: sending it elsewhere (a requeue, as Linkerd calls it) is free.
+            let plan = RetryPlan {
+                reason,
+                free: matches!(err, SendError::Connect(_)),
+                same_ok: matches!(err, SendError::Empty),
             };
-            let wait = policy.backoff.delay(retries + 1);
-            let Some(next) = next.filter(|_| tokio::time::Instant::now() + wait < deadline) else {
-                traffic.retry_outcome(RetryOutcome::NoTarget);
-                break Err(err);
-            };
-            // A failed connect reached no backend: sending it elsewhere (a requeue, as Linkerd calls
-            // it) adds no load to any backend, so it does not spend the budget; `--retries` still
-            // bounds it. Everything else does.
-            // In panic mode no backend is known good, so a retry only moves load between sick
-            // ones: only requeues go on.
-            let requeue = matches!(err, SendError::Connect(_));
-            if !requeue && selector.panic() {
-                traffic.retry_outcome(RetryOutcome::NoTarget);
-                break Err(err);
+            // Boxed: a rare path, kept out of every request's future (see `handle`).
+            match Box::pin(crate::attempt::prepare_retry(&self.0, &selector, target, hash, plan, retries, deadline))
+                .await
+            {
+                None => break Err(err),
+                Some(Where::Other(t)) => target = t,
+                Some(Where::Same) => {}
             }
-            if !requeue && !traffic.budget.try_retry() {
-                traffic.retry_outcome(RetryOutcome::BudgetExhausted);
-                break Err(err);
-            }
-            traffic.retry(reason);
-            tracing::debug!(from = %target.id(), to = %next.id(), error = %err, "retrying the request");
-            tokio::time::sleep(wait).await;
             retries += 1;
             refreshed = true;
-            target = next;
             active = Active::new(&target.backend);
         };
         let m = &target.backend.stats;

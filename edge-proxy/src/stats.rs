@@ -55,6 +55,8 @@ edge_core::label_enum! {
         StaleConnection => "stale_connection",
         /// An idempotent request answered 502, 503 or 504.
         GatewayError => "gateway_error",
+        /// An HTTP/2 backend refused the stream unprocessed (`REFUSED_STREAM` or `GOAWAY`).
+        RefusedStream => "refused_stream",
     }
 }
 

@@ -52,6 +52,7 @@ pub(super) fn build(args: &RunArgs) -> Result<Proxy, ConfigError> {
             connect_failure: on.connect_failure,
             reset: on.reset,
             gateway_error: on.gateway_error,
+            refused_stream: on.refused_stream,
             body_limit: args.retry_body_limit.map_or(d.retry.body_limit, |v| v.get()),
             outlier_5xx: args.outlier_5xx.map_or(d.retry.outlier_5xx, |v| v.0),
             backoff: d.retry.backoff,

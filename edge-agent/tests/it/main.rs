@@ -19,6 +19,7 @@ mod discovery;
 mod ecs;
 mod failure;
 mod grpc;
+mod h2_retry;
 mod health;
 mod http_proxy;
 mod ipv6;

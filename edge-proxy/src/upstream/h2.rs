@@ -71,6 +71,10 @@ pub async fn sender(key: PoolKey, reach: &Reach<'_>) -> Result<http2::SendReques
     Ok(sender)
 }
 
+/// Why a request to an HTTP/2 backend got no response head: the error, and the request itself
+/// when it never left (the connection was closing), to be sent as it is on another connection.
+pub type SendFailure = (SendError, Option<Request<H2Body>>);
+
 /// Sends `req` on `sender` (the connection for `key`) and waits up to `timeout` for the response
 /// head.
 pub async fn send(
@@ -78,20 +82,42 @@ pub async fn send(
     mut sender: http2::SendRequest<H2Body>,
     req: Request<H2Body>,
     timeout: Duration,
-) -> Result<Response<Incoming>, SendError> {
+) -> Result<Response<Incoming>, SendFailure> {
     let sent = async {
-        sender.ready().await?;
-        sender.send_request(req).await
+        if let Err(e) = sender.ready().await {
+            return Err((e, Some(req)));
+        }
+        sender.try_send_request(req).await.map_err(|mut e| {
+            let unsent = e.take_message();
+            (e.into_error(), unsent)
+        })
     };
     match tokio::time::timeout(timeout, sent).await {
-        Err(_) => Err(SendError::Timeout),
+        Err(_) => Err((SendError::Timeout, None)),
         Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => {
+        Ok(Err((error, unsent))) => {
             // The connection is of no more use for this key.
             CONNS.with(|c| c.borrow_mut().remove(&key));
-            Err(if e.is_canceled() || e.is_closed() { SendError::Empty } else { SendError::Io(io::Error::other(e)) })
+            let kind = if unsent.is_some() { SendError::Refused(error.to_string()) } else { classify(&error) };
+            Err((kind, unsent))
         }
     }
+}
+
+/// What a failed HTTP/2 exchange means for sending the request again. A stream the backend reset
+/// with `REFUSED_STREAM`, or one its `GOAWAY` left out (above the last stream it took), was not
+/// processed (RFC 9113 sections 6.8 and 8.7); any other reset or close before the head may have
+/// been.
+fn classify(e: &hyper::Error) -> SendError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<::h2::Error>() {
+            let refused = h.is_remote() && (h.is_go_away() || h.reason() == Some(::h2::Reason::REFUSED_STREAM));
+            return if refused { SendError::Refused(h.to_string()) } else { SendError::Empty };
+        }
+        source = err.source();
+    }
+    if e.is_canceled() || e.is_closed() { SendError::Empty } else { SendError::Io(io::Error::other(e.to_string())) }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod h2;
 pub(crate) mod pool;
+pub(crate) mod replay;
 pub(crate) mod stream;
 
 use std::future::poll_fn;
@@ -81,6 +82,10 @@ pub enum SendError {
     /// The client's request body stalled or crawled (see [`BodyClock`]).
     #[error("client request body too slow")]
     ClientBodyTimeout,
+    /// An HTTP/2 backend refused the request unprocessed (`REFUSED_STREAM`, or its `GOAWAY` came
+    /// before it took the stream): safe to send again, whatever the method (RFC 9113 section 8.7).
+    #[error("refused by the backend unprocessed: {0}")]
+    Refused(String),
     /// The backend answered with a gateway error (502, 503, 504) that was to be retried.
     #[error("http {0}")]
     Status(u16),
