@@ -21,7 +21,7 @@ use edge_core::balance::{self, BalancerConfig, BalancerHandle, Plane};
 use edge_core::discovery::consul::{self, Endpoint};
 use edge_core::discovery::dns::{self, TokioResolver};
 use edge_core::discovery::{Discover, FileError, FileSource, Fixed};
-use edge_core::health::{HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck, UdpCheck};
+use edge_core::health::{GrpcCheck, HealthCheck, HttpCheck, Monitor, MonitorConfig, MonitorHandle, TcpCheck, UdpCheck};
 use edge_dataplane::{
     Actor, ActorConfig, DataplaneStats, LoadedLinks, PinnedMaps, ServiceInput, StartError as EbpfError, SweepConfig,
 };
@@ -268,6 +268,7 @@ pub async fn start(cfg: Config) -> Result<AgentHandle, StartError> {
             CheckKind::Tcp => Arc::new(TcpCheck),
             CheckKind::Http(path) => Arc::new(HttpCheck::new(path.clone()).with_tls(backend_tls.clone())),
             CheckKind::Udp => Arc::new(UdpCheck),
+            CheckKind::Grpc(service) => Arc::new(GrpcCheck::new(service.clone()).with_tls(backend_tls.clone())),
         }
     };
     // A service's strategy must suit the plane that carries it: the kernel for a VIP in eBPF mode,

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 use crate::values::{
-    AdminAddr, CheckChoice, ConsulAddr, DiscoveryName, Dur, FilePath, Iface, Int, ListenAddr, LogFormat, LogLevel,
-    ModeChoice, NamePort, PortRange, RetryOn, Switch, TableSize, Token, UrlPath, VipArg, deserialize_bool,
+    AdminAddr, CheckChoice, ConsulAddr, DiscoveryName, Dur, FilePath, GrpcService, Iface, Int, ListenAddr, LogFormat,
+    LogLevel, ModeChoice, NamePort, PortRange, RetryOn, Switch, TableSize, Token, UrlPath, VipArg, deserialize_bool,
     deserialize_from_str as one, deserialize_list as many,
 };
 
@@ -246,8 +246,9 @@ settings! {
         #[serde(default, deserialize_with = "deserialize_bool")]
         pub cleanup: Option<Switch>,
 
-        /// Health probe: tcp, http or udp (a DNS query) [default: http when --health-path is set,
-        /// else tcp; udp for a UDP service].
+        /// Health probe: tcp, http, grpc (grpc.health.v1 over HTTP/2) or udp (a DNS query)
+        /// [default: http when --health-path is set, grpc when --health-grpc-service is, else tcp;
+        /// udp for a UDP service].
         #[arg(long, env = "EDGE_HEALTH_CHECK", value_name = "KIND")]
         #[serde(default, deserialize_with = "one")]
         pub health_check: Option<CheckChoice>,
@@ -256,6 +257,11 @@ settings! {
         #[arg(long, env = "EDGE_HEALTH_PATH", value_name = "PATH")]
         #[serde(default, deserialize_with = "one")]
         pub health_path: Option<UrlPath>,
+        /// Service name that gRPC probes ask about (implies --health-check grpc) [default: the
+        /// server as a whole].
+        #[arg(long, env = "EDGE_HEALTH_GRPC_SERVICE", value_name = "NAME")]
+        #[serde(default, deserialize_with = "one")]
+        pub health_grpc_service: Option<GrpcService>,
         /// Probe this port of each backend instead of its service port.
         #[arg(long, env = "EDGE_HEALTH_PORT", value_name = "PORT")]
         #[serde(default, deserialize_with = "one")]

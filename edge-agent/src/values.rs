@@ -495,7 +495,9 @@ choice! {
         Http = "http",
         /// A DNS query over UDP (the default of UDP services).
         Udp = "udp",
-    } "use tcp, http or udp"
+        /// The gRPC health protocol (`grpc.health.v1.Health/Check`) over HTTP/2.
+        Grpc = "grpc",
+    } "use tcp, http, grpc or udp"
 }
 
 /// What the proxy retries (`--retry-on`): a comma-separated list of `connect-failure`, `reset`
@@ -766,6 +768,28 @@ impl FromStr for DiscoveryName {
 }
 
 impl fmt::Display for DiscoveryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A gRPC service name for `--health-grpc-service`, e.g. `shop.Cart`: no spaces or control
+/// characters, at most 200 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcService(pub String);
+
+impl FromStr for GrpcService {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 200 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("give a service name of 1 to 200 characters without spaces, for example shop.Cart".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl fmt::Display for GrpcService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

@@ -1,4 +1,4 @@
-//! Health section: `--health-check`, `--health-path`, `--health-port`, `--health-interval`,
+//! Health section: `--health-check`, `--health-path`, `--health-grpc-service`, `--health-port`, `--health-interval`,
 //! `--health-fast-interval`, `--health-timeout`, `--health-jitter`, `--rise`, `--fall`, each also a
 //! key of a `[[service]]` table (the top-level value is the default), and passive failure handling:
 //! `--outlier-*`, `--slow-start`.
@@ -11,7 +11,7 @@ use edge_core::health::{HealthConfig, OutlierConfig};
 
 use super::{ConfigError, usage};
 use crate::cli::RunArgs;
-use crate::values::{CheckChoice, Dur, Int, UrlPath};
+use crate::values::{CheckChoice, Dur, GrpcService, Int, UrlPath};
 
 /// Which health probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum CheckKind {
     Http(String),
     /// A DNS query over UDP.
     Udp,
+    /// The gRPC health protocol for a service name (empty: the whole server).
+    Grpc(String),
 }
 
 /// One service's probe, resolved.
@@ -40,6 +42,8 @@ pub struct HealthKeys {
     pub check: Option<CheckChoice>,
     /// `health-path`.
     pub path: Option<UrlPath>,
+    /// `health-grpc-service`.
+    pub grpc_service: Option<GrpcService>,
     /// `health-port`.
     pub port: Option<Int<1, 65_535>>,
     /// `health-interval`.
@@ -62,6 +66,7 @@ impl HealthKeys {
         Self {
             check: args.health_check,
             path: args.health_path.clone(),
+            grpc_service: args.health_grpc_service.clone(),
             port: args.health_port,
             interval: args.health_interval,
             fast_interval: args.health_fast_interval,
@@ -77,6 +82,7 @@ impl HealthKeys {
         Self {
             check: self.check,
             path: self.path.clone(),
+            grpc_service: self.grpc_service.clone(),
             port: self.port.or(top.port),
             interval: self.interval.or(top.interval),
             fast_interval: self.fast_interval.or(top.fast_interval),
@@ -92,12 +98,20 @@ impl HealthKeys {
 /// Errors name the settings with `dashes` in front (`--` for flags, nothing for table keys).
 pub fn resolve(own: &HealthKeys, top: &HealthKeys, udp: bool, dashes: &str) -> Result<ServiceHealth, String> {
     let k = own.over(top);
-    // The kind: the service's own, else (for a TCP service) the top level's; a path implies http.
-    let kind_of = |k: &HealthKeys| k.check.or(k.path.is_some().then_some(CheckChoice::Http));
+    // The kind: the service's own, else (for a TCP service) the top level's; a path implies http,
+    // a gRPC service name grpc.
+    let kind_of = |k: &HealthKeys| {
+        k.check
+            .or(k.path.is_some().then_some(CheckChoice::Http))
+            .or(k.grpc_service.is_some().then_some(CheckChoice::Grpc))
+    };
     let kind =
         if udp { kind_of(own).unwrap_or(CheckChoice::Udp) } else { kind_of(own).or(kind_of(top)).unwrap_or_default() };
     if own.path.is_some() && kind != CheckChoice::Http {
         return Err(format!("{dashes}health-path needs {dashes}health-check http; drop one of them"));
+    }
+    if own.grpc_service.is_some() && kind != CheckChoice::Grpc {
+        return Err(format!("{dashes}health-grpc-service needs {dashes}health-check grpc; drop one of them"));
     }
     let check = match kind {
         CheckChoice::Http => {
@@ -105,6 +119,9 @@ pub fn resolve(own: &HealthKeys, top: &HealthKeys, udp: bool, dashes: &str) -> R
         }
         CheckChoice::Tcp => CheckKind::Tcp,
         CheckChoice::Udp => CheckKind::Udp,
+        CheckChoice::Grpc => CheckKind::Grpc(
+            own.grpc_service.as_ref().or(top.grpc_service.as_ref()).map_or_else(String::new, |s| s.0.clone()),
+        ),
     };
     let d = HealthConfig::default();
     let interval = k.interval.map_or(d.interval, |v| v.0);

@@ -34,8 +34,8 @@ use super::discovery::Discovery;
 use super::file::{normalise, typed};
 use super::health::{HealthKeys, ServiceHealth, resolve};
 use crate::values::{
-    CheckChoice, DiscoveryName, Dur, FilePath, Int, ModeChoice, NamePort, UrlPath, VipArg, deserialize_from_str as one,
-    deserialize_list as many,
+    CheckChoice, DiscoveryName, Dur, FilePath, GrpcService, Int, ModeChoice, NamePort, UrlPath, VipArg,
+    deserialize_from_str as one, deserialize_list as many,
 };
 
 /// The name of the top-level service when there is no `--vip` to name it after.
@@ -83,6 +83,8 @@ struct Keys {
     #[serde(default, deserialize_with = "one")]
     health_path: Option<UrlPath>,
     #[serde(default, deserialize_with = "one")]
+    health_grpc_service: Option<GrpcService>,
+    #[serde(default, deserialize_with = "one")]
     health_port: Option<Int<1, 65_535>>,
     #[serde(default, deserialize_with = "one")]
     health_interval: Option<Dur<10>>,
@@ -101,6 +103,7 @@ impl Keys {
         HealthKeys {
             check: self.health_check,
             path: self.health_path.clone(),
+            grpc_service: self.health_grpc_service.clone(),
             port: self.health_port,
             interval: self.health_interval,
             fast_interval: self.health_fast_interval,

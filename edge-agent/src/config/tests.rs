@@ -79,6 +79,17 @@ fn health_path_implies_http() {
 }
 
 #[test]
+fn a_grpc_service_name_implies_grpc_probes() {
+    assert_eq!(flags(&with(&["--health-check", "grpc"])).unwrap().check, CheckKind::Grpc(String::new()));
+    let named = flags(&with(&["--health-grpc-service", "shop.Cart"])).unwrap();
+    assert_eq!(named.check, CheckKind::Grpc("shop.Cart".into()));
+    let e = flags(&with(&["--health-check", "tcp", "--health-grpc-service", "shop.Cart"])).unwrap_err().to_string();
+    assert!(e.contains("--health-grpc-service needs --health-check grpc"), "{e}");
+    let e = flags(&with(&["--health-grpc-service", "two words"])).unwrap_err().to_string();
+    assert!(e.contains("invalid --health-grpc-service") && e.contains("without spaces"), "{e}");
+}
+
+#[test]
 fn errors_name_the_flag_and_the_fix() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (with(&["--health-interval", "2x"]), "invalid --health-interval '2x': '2x' is not a duration"),
@@ -116,7 +127,7 @@ fn errors_name_the_flag_and_the_fix() {
         (vec!["--backend", "127.0.0.1:9000"], "nothing to listen on"),
         (vec!["--listen", ":8080"], "no backends"),
         (with(&["--tls-cert", "c.pem"]), "--tls-cert needs --tls-key"),
-        (with(&["--health-check", "icmp"]), "invalid --health-check 'icmp': use tcp, http or udp"),
+        (with(&["--health-check", "icmp"]), "invalid --health-check 'icmp': use tcp, http, grpc or udp"),
         (with(&["--health-check", "tcp", "--health-path", "/"]), "--health-path needs --health-check http"),
         (with(&["--health-path", "healthz"]), "absolute path"),
         (with(&["--max-header-bytes", "100"]), "8192 to 1048576"),

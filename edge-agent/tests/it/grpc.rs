@@ -29,8 +29,14 @@ impl Drop for Server {
 
 /// Starts the gRPC server (over TLS with the test certificate when `tls`); its port.
 fn start_server(tls: bool) -> (Server, u16) {
+    start_server_with(tls, "serving")
+}
+
+/// Starts the gRPC server, its health service saying `health` (`serving` or `not_serving`).
+fn start_server_with(tls: bool, health: &str) -> (Server, u16) {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let mut cmd = Command::new(python());
+    cmd.env("GRPC_PEER_HEALTH", health);
     cmd.args([PEER, "serve"]);
     if tls {
         cmd.args([format!("{fixtures}/test-cert.pem"), format!("{fixtures}/test-key.pem")]);
@@ -60,7 +66,7 @@ async fn call(agent: &edge_agent::app::AgentHandle) -> serde_json::Value {
 async fn grpc_calls_cross_edge_with_trailers_streams_and_status() {
     let (_server, port) = start_server(false);
     let agent =
-        Args::http().with(&["--health-check", "tcp"]).backends(&[format!("127.0.0.1:{port},proto=h2")]).ready().await;
+        Args::http().with(&["--health-check", "grpc"]).backends(&[format!("127.0.0.1:{port},proto=h2")]).ready().await;
     let r = call(&agent).await;
 
     assert_eq!(r["unary"], "echo:hello", "{r}");
@@ -94,12 +100,58 @@ async fn grpc_over_tls_negotiates_http2_by_alpn() {
     let (_server, port) = start_server(true);
     let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-cert.pem");
     let agent = Args::http()
-        .with(&["--health-check", "tcp", "--backend-ca", ca])
+        .with(&["--health-grpc-service", "edge.test.Echo", "--backend-ca", ca])
         .backends(&[format!("localhost:{port},tls,proto=h2")])
         .ready()
         .await;
     let r = call(&agent).await;
     assert_eq!((&r["unary"], &r["unary_code"]), (&serde_json::json!("echo:hello"), &serde_json::json!("OK")), "{r}");
     assert_eq!(r["stream"].as_array().map(Vec::len), Some(5), "{r}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_probes_take_out_a_server_that_is_not_serving() {
+    let (_up, up_port) = start_server(false);
+    let (_down, down_port) = start_server_with(false, "not_serving");
+    let specs = [format!("127.0.0.1:{up_port},proto=h2"), format!("127.0.0.1:{down_port},proto=h2")];
+    let agent = Args::http()
+        .with(&["--health-check", "grpc", "--health-interval", "200ms", "--health-fast-interval", "100ms"])
+        .backends(&specs)
+        .ready()
+        .await;
+    let admin_addr = agent.admin_addr.unwrap();
+    let down_id = format!("127.0.0.1:{down_port}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = state_of(admin_addr, &down_id).await;
+        if state == "unhealthy" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let all = backends(admin_addr).await;
+    assert_eq!(state, "unhealthy", "{all:#}");
+    let reason = all.to_string();
+    assert!(reason.contains("grpc: NOT_SERVING"), "the reason names the gRPC verdict: {all:#}");
+    assert_eq!(state_of(admin_addr, &format!("127.0.0.1:{up_port}")).await, "healthy");
+    // A service the server does not know is refused by name.
+    let (_other, other_port) = start_server(false);
+    let other = Args::http()
+        .with(&["--health-grpc-service", "no.Such", "--health-interval", "200ms"])
+        .backends(&[format!("127.0.0.1:{other_port},proto=h2")])
+        .start()
+        .await;
+    let other_admin = other.admin_addr.unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = backends(other_admin).await.to_string();
+        if text.contains("not found") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("does not know service 'no.Such'"), "{text}");
+    other.shutdown().await;
     agent.shutdown().await;
 }

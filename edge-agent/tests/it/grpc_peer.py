@@ -1,12 +1,15 @@
 """A real gRPC server and client (grpcio) for the proxy's gRPC test, without generated code:
 methods take and return raw bytes.
 
-    grpc_peer.py serve [CERT KEY]  serve edge.test.Echo on 127.0.0.1 (h2c, or TLS with the PEM
-                                certificate and key); print the port
+    grpc_peer.py serve [CERT KEY]  serve edge.test.Echo and grpc.health.v1.Health on 127.0.0.1
+                                (h2c, or TLS with the PEM certificate and key); print the port.
+                                The health service says SERVING for "" and edge.test.Echo, or
+                                NOT_SERVING when GRPC_PEER_HEALTH=not_serving
     grpc_peer.py call ADDRESS   call every method through ADDRESS; print the results as JSON
 """
 
 import json
+import os
 import sys
 import time
 from concurrent import futures
@@ -32,6 +35,15 @@ def unavailable(request, context):
     context.abort(grpc.StatusCode.UNAVAILABLE, "try elsewhere")
 
 
+def health(request, context):
+    # HealthCheckRequest: field 1 (service) is 0x0a, a one-byte length, then the name.
+    name = request[2:].decode() if request else ""
+    if name not in ("", SERVICE):
+        context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+    # HealthCheckResponse: field 1 (status) is 0x08, then SERVING (1) or NOT_SERVING (2).
+    return b"\x08\x02" if os.environ.get("GRPC_PEER_HEALTH") == "not_serving" else b"\x08\x01"
+
+
 def serve(tls):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     handlers = {
@@ -39,7 +51,13 @@ def serve(tls):
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
         "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    checks = {"Check": grpc.unary_unary_rpc_method_handler(health)}
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(SERVICE, handlers),
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", checks),
+        )
+    )
     if tls:
         with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
             creds = grpc.ssl_server_credentials(((k.read(), c.read()),))

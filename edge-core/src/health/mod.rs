@@ -4,6 +4,7 @@
 //! every backend's state.
 
 mod events;
+mod grpc;
 mod http;
 mod hysteresis;
 mod lifecycle;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use events::{EVENTS_KEPT, Event, EventLog};
+pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
 pub use hysteresis::Hysteresis;
 pub use lifecycle::{Change, Lifecycle, Passive};
@@ -45,6 +47,9 @@ pub enum ProbeError {
     /// HTTP exchange failed after connecting.
     #[error("http: {0}")]
     Http(String),
+    /// A gRPC health call failed or said the backend is not serving.
+    #[error("grpc: {0}")]
+    Grpc(String),
 }
 
 /// One way of probing a backend.
