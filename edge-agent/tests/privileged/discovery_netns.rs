@@ -120,15 +120,21 @@ fn dns_registrations_lose_no_request(mode: Mode) {
     let _ = last.wait();
 }
 
+/// The Consul double, listening in the backend namespace, and the runtime it runs on.
+fn consul_in_backend_ns(topo: &Topology) -> (tokio::runtime::Runtime, ConsulDouble) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime for the Consul double");
+    let listener = in_ns(topo.backend_ns(), || std::net::TcpListener::bind((SERVER_IP, 8500)))
+        .expect("the Consul double listens in the backend namespace");
+    let double = rt.block_on(async { ConsulDouble::start_on(listener) });
+    (rt, double)
+}
+
 fn consul_registrations_lose_no_request(mode: Mode) {
     let _serial = serial();
     let _pins = (mode == Mode::Ebpf).then(|| BpfCleanup::new(BIN));
     let topo = Topology::new();
     let backends = topo.start_tcp_backends(80);
-    let rt = tokio::runtime::Runtime::new().expect("a runtime for the Consul double");
-    let listener = in_ns(topo.backend_ns(), || std::net::TcpListener::bind((SERVER_IP, 8500)))
-        .expect("the Consul double listens in the backend namespace");
-    let double = rt.block_on(async { ConsulDouble::start_on(listener) });
+    let (rt, double) = consul_in_backend_ns(&topo);
     let ip = |i: usize| BACKENDS[i].to_string();
     let (b0, b1, b2) = (ip(0), ip(1), ip(2));
     double.set(&[(&b0, 80, 1, "passing"), (&b1, 80, 1, "passing")]);
@@ -149,10 +155,7 @@ fn ebpf_consul_first_registrations_find_the_backend_interface() {
     let _pins = BpfCleanup::new(BIN);
     let topo = Topology::new();
     let backends = topo.start_tcp_backends(80);
-    let rt = tokio::runtime::Runtime::new().expect("a runtime for the Consul double");
-    let listener = in_ns(topo.backend_ns(), || std::net::TcpListener::bind((SERVER_IP, 8500)))
-        .expect("the Consul double listens in the backend namespace");
-    let double = rt.block_on(async { ConsulDouble::start_on(listener) });
+    let (rt, double) = consul_in_backend_ns(&topo);
     let addr = format!("http://{SERVER_IP}:8500");
     let mut args = plane_args(Mode::Ebpf);
     args.extend(["--consul-service", "web", "--consul-addr", &addr].map(String::from));

@@ -9,17 +9,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::connect::{ProbeConn, connect};
+use super::{HealthCheck, ProbeError, Reach};
+use crate::util::BoxFuture;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-
-use super::{HealthCheck, ProbeError, Reach};
-use crate::util::BoxFuture;
 
 /// The health service's method.
 const PATH: &str = "/grpc.health.v1.Health/Check";
@@ -52,11 +48,7 @@ impl GrpcCheck {
     }
 
     /// Makes the call on `io` and judges the answer.
-    async fn call<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-        &self,
-        io: S,
-        authority: &str,
-    ) -> Result<String, ProbeError> {
+    async fn call(&self, io: ProbeConn, authority: &str) -> Result<String, ProbeError> {
         let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|e| ProbeError::Grpc(format!("http/2 handshake: {e}")))?;
@@ -100,22 +92,8 @@ impl HealthCheck for GrpcCheck {
 
     fn check_with(&self, addr: SocketAddr, reach: Reach) -> BoxFuture<'_, Result<String, ProbeError>> {
         Box::pin(async move {
-            let mut stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect(e.kind().to_string()))?;
-            let _ = stream.set_nodelay(true);
-            if let Some(p) = reach.proxy {
-                stream.write_all(p.local_header()).await.map_err(|e| ProbeError::Grpc(e.to_string()))?;
-            }
-            let Some(name) = reach.tls else { return self.call(stream, &addr.to_string()).await };
-            let Some(cfg) = &self.tls else {
-                return Err(ProbeError::Grpc("no TLS settings for backends (give --backend-ca)".into()));
-            };
-            let server = ServerName::try_from(name.as_str().to_owned())
-                .map_err(|e| ProbeError::Grpc(format!("tls name {name}: {e}")))?;
-            let tls = TlsConnector::from(cfg.clone())
-                .connect(server, stream)
-                .await
-                .map_err(|e| ProbeError::Grpc(format!("tls: {e}")))?;
-            self.call(tls, &name).await
+            let (conn, authority) = connect(addr, reach, self.tls.as_ref(), ProbeError::Grpc).await?;
+            self.call(conn, &authority).await
         })
     }
 }

@@ -11,11 +11,9 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
+use super::connect::connect;
 use super::{HealthCheck, ProbeError, Reach};
 use crate::util::BoxFuture;
 
@@ -54,22 +52,8 @@ impl HealthCheck for HttpCheck {
 
     fn check_with(&self, addr: SocketAddr, reach: Reach) -> BoxFuture<'_, Result<String, ProbeError>> {
         Box::pin(async move {
-            let mut stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect(e.kind().to_string()))?;
-            let _ = stream.set_nodelay(true);
-            if let Some(p) = reach.proxy {
-                stream.write_all(p.local_header()).await.map_err(|e| ProbeError::Http(e.to_string()))?;
-            }
-            let Some(name) = reach.tls else { return self.exchange(stream, addr).await };
-            let Some(cfg) = &self.tls else {
-                return Err(ProbeError::Http("no TLS settings for backends (give --backend-ca)".into()));
-            };
-            let server = ServerName::try_from(name.as_str().to_owned())
-                .map_err(|e| ProbeError::Http(format!("tls name {name}: {e}")))?;
-            let tls = TlsConnector::from(cfg.clone())
-                .connect(server, stream)
-                .await
-                .map_err(|e| ProbeError::Http(format!("tls: {e}")))?;
-            self.exchange(tls, addr).await
+            let (conn, _) = connect(addr, reach, self.tls.as_ref(), ProbeError::Http).await?;
+            self.exchange(conn, addr).await
         })
     }
 }

@@ -3,6 +3,7 @@
 //! merges active and passive signals (`lifecycle`), the event log, and the monitor actor that owns
 //! every backend's state.
 
+mod connect;
 mod events;
 mod grpc;
 mod http;
