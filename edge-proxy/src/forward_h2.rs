@@ -110,7 +110,7 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
         *out.headers_mut() = parts.headers.clone();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let m = &target.backend.stats;
-        let (err, plan) = match h2::send(key, sender, out, left).await {
+        let (err, plan, held) = match h2::send(key, sender, out, left).await {
             Ok(resp) => {
                 let status = resp.status();
                 let unavailable = grpc_unavailable(resp.headers());
@@ -122,13 +122,9 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
                 if !(again && retries < policy.retries) {
                     break (resp, active);
                 }
-                // The answer is dropped unread; the retry decides.
-                attempt::answered(served, &target, status, started, false);
-                if unavailable {
-                    count_grpc_status(&target.backend, resp.headers());
-                }
+                // Held while the retry is decided: without one, it is the answer.
                 let plan = RetryPlan { reason: RetryReason::GatewayError, free: false, same_ok: false };
-                (SendError::Status(status.as_u16()), Some(plan))
+                (SendError::Status(status.as_u16()), Some(plan), Some(resp))
             }
             Err((e, unsent)) => {
                 if let Some(req) = unsent {
@@ -163,7 +159,7 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
                 if retries > 0 {
                     served.traffic.retry_outcome(RetryOutcome::Failed);
                 }
-                (e, plan)
+                (e, plan, None)
             }
         };
         let selector = served.selector.load();
@@ -171,25 +167,27 @@ pub(crate) async fn forward(served: &Served, req: H2Request) -> Response<ProxyBo
             Some(plan) => attempt::prepare_retry(served, &selector, &target, hash, plan, retries, deadline).await,
             None => None,
         };
-        match next {
-            Some(Where::Other(t)) => target = t.clone(),
-            Some(Where::Same) => {}
-            None => {
-                if !matches!(err, SendError::Status(_)) {
-                    m.request(StatusClass::ServerError);
-                }
-                return match err {
-                    SendError::Timeout => {
-                        attempt::local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
-                    }
-                    SendError::Status(s) => attempt::local(
-                        StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
-                        "backend failed; retried without success\n",
-                        Some(in_flight),
-                    ),
-                    _ => attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
-                };
+        let Some(next) = next else {
+            // No retry: the backend's own answer when there is one (a 503, or a gRPC UNAVAILABLE
+            // the client must see as such), else an answer of the proxy's.
+            if let Some(resp) = held {
+                break (resp, active);
             }
+            m.request(StatusClass::ServerError);
+            return match err {
+                SendError::Timeout => {
+                    attempt::local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", Some(in_flight))
+                }
+                _ => attempt::local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
+            };
+        };
+        if let Some(resp) = held {
+            // Dropped unread for the retry; it counts as the answer it was.
+            attempt::answered(served, &target, resp.status(), started, false);
+            count_grpc_status(&target.backend, resp.headers());
+        }
+        if let Where::Other(t) = next {
+            target = t.clone();
         }
         retries += 1;
     };

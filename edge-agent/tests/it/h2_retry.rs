@@ -1,8 +1,9 @@
 //! Retries to HTTP/2 backends (`proto=h2`), against a test double written on the `h2` crate so
 //! that it can refuse streams the way real servers do: `RST_STREAM(REFUSED_STREAM)`, a `GOAWAY`
-//! before it takes a stream (what a gRPC server shutting down gracefully sends), or a 503. A
-//! refused request goes to another backend with its body, whatever its method; a 503 is retried
-//! only for an idempotent request; and `--retry-on` without `refused-stream` turns it off.
+//! before it takes a stream (what a gRPC server shutting down gracefully sends), a 503 or a gRPC
+//! `UNAVAILABLE`. A refused request goes to another backend with its body, whatever its method; a
+//! 503 or an `UNAVAILABLE` is retried only for an idempotent request (and passed on as it is when
+//! no retry can be made); and `--retry-on` without `refused-stream` turns it off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ enum Behaviour {
     GoAway,
     /// 503 with a body.
     Unavailable,
+    /// A trailers-only gRPC `UNAVAILABLE` (200 with `grpc-status: 14` in the head).
+    GrpcUnavailable,
     /// 200 with the request's method and body echoed.
     Echo,
 }
@@ -71,6 +74,15 @@ impl H2Double {
                                         let _ = tx.send_data(Bytes::from_static(b"down\n"), true);
                                     }
                                 }
+                                Behaviour::GrpcUnavailable => {
+                                    let resp = http::Response::builder()
+                                        .status(200)
+                                        .header("content-type", "application/grpc")
+                                        .header("grpc-status", "14")
+                                        .body(())
+                                        .unwrap();
+                                    let _ = respond.send_response(resp, true);
+                                }
                                 Behaviour::Echo => {
                                     let (parts, mut body) = req.into_parts();
                                     let mut got = Vec::new();
@@ -108,14 +120,26 @@ impl H2Double {
 
 /// Sends `method` with `body` through edge over HTTP/1.1; the status and the body.
 async fn send(agent: &edge_agent::app::AgentHandle, method: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = send_with(agent, method, "", body).await;
+    (status, body)
+}
+
+/// Sends `method` with the extra header lines `extra` and `body`; the status, the head and the
+/// body.
+async fn send_with(
+    agent: &edge_agent::app::AgentHandle,
+    method: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String, String) {
     let req = format!(
-        "{method} /call HTTP/1.1\r\nhost: edge.test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} /call HTTP/1.1\r\nhost: edge.test\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let text = raw_exchange(agent.http_addrs[0], req.as_bytes(), Duration::from_secs(10)).await;
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap_or_default();
+    (status, head, body)
 }
 
 fn retries(agent: &edge_agent::app::AgentHandle, reason: &str) -> u64 {
@@ -186,4 +210,23 @@ async fn without_refused_stream_in_retry_on_a_refusal_reaches_the_client() {
     assert!(failed > 0, "refusals reach the client when refused-stream is off");
     assert_eq!(retries(&agent, "refused_stream"), 0);
     agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_unavailable_is_retried_for_a_call_with_an_idempotency_key_and_passed_on_when_alone() {
+    let (bad, good) = (H2Double::start(Behaviour::GrpcUnavailable).await, H2Double::start(Behaviour::Echo).await);
+    let agent = agent_for(&[&bad, &good], &["--outlier-consecutive", "0", "--outlier-failure-percent", "0"]).await;
+    for i in 0..6 {
+        let (status, _, body) = send_with(&agent, "POST", "idempotency-key: k1\r\n", "call").await;
+        assert_eq!((status, body.as_str()), (200, "POST call"), "call {i} is retried on the other backend");
+    }
+    assert!(retries(&agent, "gateway_error") > 0);
+    agent.shutdown().await;
+
+    // With no other backend, the client gets the backend's own UNAVAILABLE, not an answer of edge's.
+    let alone = agent_for(&[&bad], &["--outlier-consecutive", "0", "--outlier-failure-percent", "0"]).await;
+    let (status, head, _) = send_with(&alone, "POST", "idempotency-key: k2\r\n", "call").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("grpc-status: 14"), "{head}");
+    alone.shutdown().await;
 }
