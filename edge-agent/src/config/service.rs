@@ -49,8 +49,8 @@ const MAX_NAME: usize = 64;
 
 /// The keys a `[[service]]` table may have, for error messages.
 const KEYS: &str = "name, vip, backend, backends-file, consul-service, consul-tag, consul-dc, dns-srv, dns-a, strategy, \
-                    hash-key, health-check, health-path, health-port, health-interval, health-fast-interval, \
-                    health-timeout, rise, fall";
+                    hash-key, health-check, health-path, health-grpc-service, health-port, health-interval, \
+                    health-fast-interval, health-timeout, rise, fall";
 
 /// The typed keys of a `[[service]]` table.
 #[derive(Debug, Default, Deserialize)]

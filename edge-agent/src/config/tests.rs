@@ -372,7 +372,9 @@ fn each_service_has_its_own_probe_over_the_top_level_defaults() {
                 health-check = \"tcp\"\nhealth-port = 9000\nrise = 5\n\
                 [[service]]\nname = \"dns\"\nvip = \"10.0.0.5:53/udp\"\nbackend = \"10.0.1.2:53\"\n\
                 [[service]]\nname = \"ntp\"\nvip = \"10.0.0.5:123/udp\"\nbackend = \"10.0.1.2:123\"\n\
-                health-path = \"/ntp/healthz\"\nhealth-port = 8080\n";
+                health-path = \"/ntp/healthz\"\nhealth-port = 8080\n\
+                [[service]]\nname = \"cart\"\nvip = \"10.0.0.5:50051\"\nbackend = \"10.0.1.2:50051\"\n\
+                health-grpc-service = \"shop.Cart\"\n";
     let w: Vec<&str> = EBPF.iter().chain(&["--health-path", "/healthz", "--health-interval", "1s"]).copied().collect();
     let c = load(text, &w).unwrap();
     let by = |n: &str| c.services.iter().find(|s| s.name == n).unwrap().health.clone();
@@ -388,6 +390,7 @@ fn each_service_has_its_own_probe_over_the_top_level_defaults() {
     assert_eq!(by("dns").check, CheckKind::Udp, "not the top level's http, which a UDP port cannot pass");
     let ntp = by("ntp");
     assert_eq!((ntp.check, ntp.config.port), (CheckKind::Http("/ntp/healthz".into()), Some(8080)));
+    assert_eq!(by("cart").check, CheckKind::Grpc("shop.Cart".into()), "a gRPC service name implies grpc");
 }
 
 #[test]
