@@ -48,9 +48,42 @@ pub const MAX_SERVICES: usize = edge_common::MAX_SERVICES as usize;
 const MAX_NAME: usize = 64;
 
 /// The keys a `[[service]]` table may have, for error messages.
-const KEYS: &str = "name, vip, backend, backends-file, consul-service, consul-tag, consul-dc, dns-srv, dns-a, strategy, \
-                    hash-key, health-check, health-path, health-grpc-service, health-port, health-interval, \
-                    health-fast-interval, health-timeout, rise, fall";
+/// The keys a `[[service]]` table takes, as `Keys` declares them (in its order, with their
+/// aliases), read from serde's own list so that the two can never disagree.
+fn keys() -> &'static [&'static str] {
+    /// A deserializer that only notes the field names a struct asks for.
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("only a struct's field names are read"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("field names read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut fields = Fields(None);
+        let _ = Keys::deserialize(&mut fields);
+        fields.0.unwrap_or_default()
+    })
+}
 
 /// The typed keys of a `[[service]]` table.
 #[derive(Debug, Default, Deserialize)]
@@ -139,11 +172,14 @@ impl ServiceTable {
             None => format!("[[service]] #{index}"),
         };
         let mut st = Self { file: file.into(), label, keys: Keys::default() };
-        let known = KEYS.split(", ").chain(["backends", "consul-tags"]).collect::<Vec<_>>();
-        if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some(key) = table.keys().find(|k| !keys().contains(&k.as_str())) {
+            // Aliases (`backends`, `consul-tags`) are accepted but not advertised.
+            let listed: Vec<&str> =
+                keys().iter().copied().filter(|k| !matches!(*k, "backends" | "consul-tags")).collect();
             return Err(st.error(format!(
-                "unknown key '{key}'; a service takes {KEYS} (global settings such as timeouts and retries go at the top \
-                 of the file, before the first [[service]])"
+                "unknown key '{key}'; a service takes {} (global settings such as timeouts and retries go at the top \
+                 of the file, before the first [[service]])",
+                listed.join(", ")
             )));
         }
         st.keys = typed(table).map_err(|e| st.error(e))?;
