@@ -295,7 +295,21 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
+    /// Starts dnsmasq on `port` and waits until it answers. A start that fails at once (its port
+    /// taken for a moment) is tried again twice; a failure names dnsmasq's own words.
     fn start(port: u16, records: &[String]) -> Self {
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Self::try_start(port, records) {
+                Ok(this) => return this,
+                Err(e) => why = e,
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("dnsmasq did not answer on 127.0.0.1:{port}: {why}");
+    }
+
+    fn try_start(port: u16, records: &[String]) -> Result<Self, String> {
         let mut cmd = Command::new("dnsmasq");
         cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--bind-interfaces"])
             .args(["--listen-address=127.0.0.1", &format!("--port={port}"), "--pid-file=", "--local-ttl=1"])
@@ -310,7 +324,7 @@ impl Dnsmasq {
             panic!("cannot start dnsmasq: {e}; the DNS discovery tests need it: run `cargo xtask setup`")
         });
         // Ready when it answers on its port; dropping `this` kills it if it never does.
-        let this = Self { child };
+        let mut this = Self { child };
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let query = [0x12u8, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1];
@@ -318,10 +332,17 @@ impl Dnsmasq {
             let _ = sock.send_to(&query, ("127.0.0.1", port));
             let mut buf = [0u8; 512];
             if sock.recv_from(&mut buf).is_ok() {
-                return this;
+                return Ok(this);
+            }
+            if let Ok(Some(status)) = this.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = this.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("it exited ({status}): {}", err.trim()));
             }
         }
-        panic!("dnsmasq did not answer on 127.0.0.1:{port}");
+        Err("no answer within 5 s".into())
     }
 }
 
@@ -332,8 +353,18 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// A loopback port free for both UDP and TCP (dnsmasq binds both), below the ephemeral range, so
+/// that the suite's own outgoing connections do not take it before dnsmasq does.
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port for dnsmasq in 20000-31999");
 }
 
 fn srv(name: &str, b: &TestBackend, weight: u16) -> [String; 2] {
