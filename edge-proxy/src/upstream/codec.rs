@@ -179,9 +179,12 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
         let status = StatusCode::from_u16(code).map_err(|_| CodecError::Head(format!("status {code}")))?;
         let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        // One copy of the head, which every value then shares, instead of an allocation per value.
+        let shared = Bytes::copy_from_slice(&buf[..n]);
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| CodecError::Head("header name".into()))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| CodecError::Head("header value".into()))?;
+            let value =
+                shared_value(&shared, &buf[..n], h.value).map_err(|_| CodecError::Head("header value".into()))?;
             headers.append(name, value);
         }
         buf.advance(n);
@@ -203,6 +206,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
             .any(|t| t.trim().eq_ignore_ascii_case("close"));
         let keep_alive = version == Version::HTTP_11 && !conn_close && framing != BodyFraming::Close;
         return Ok(Some(ResponseHead { status, headers, framing, keep_alive }));
+    }
+}
+
+/// The header value `value` (a slice of `head`) as a slice of `shared`, a copy of `head`.
+fn shared_value(shared: &Bytes, head: &[u8], value: &[u8]) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let start = (value.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+    match start.checked_add(value.len()) {
+        Some(end) if end <= head.len() => HeaderValue::from_maybe_shared(shared.slice(start..end)),
+        // Not within the head (httparse gives empty values a slice of their own): copy it.
+        _ => HeaderValue::from_bytes(value),
     }
 }
 
@@ -407,6 +420,21 @@ mod tests {
         encode_chunk(&mut out, b"hello");
         encode_last_chunk(&mut out, None);
         assert_eq!(&out[..], b"5\r\nhello\r\n0\r\n\r\n");
+    }
+
+    #[test]
+    fn header_values_share_one_copy_of_the_head_and_survive_it() {
+        let mut b =
+            BytesMut::from("HTTP/1.1 200 OK\r\nServer: t\r\nX-Empty:\r\nX-Long: a b\tc\r\ncontent-length: 2\r\n\r\nok");
+        let h = parse_response_head(&mut b, &Method::GET).unwrap().unwrap();
+        // The read buffer is reused for the next read; the values must not point into it.
+        b.clear();
+        b.extend_from_slice(&[b'z'; 64]);
+        assert_eq!(h.headers["server"], "t");
+        assert_eq!(h.headers["x-empty"], "");
+        assert_eq!(h.headers["x-long"], "a b\tc");
+        assert_eq!(h.framing, BodyFraming::Length(2));
+        assert!(matches!(head("HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\n\r\n", Method::GET), Err(CodecError::Head(_))));
     }
 
     #[test]
