@@ -228,8 +228,10 @@ impl HttpProxy {
             replayable: resendable && idempotent,
         };
 
-        // One deadline covers every attempt and the waits between them.
-        let deadline = tokio::time::Instant::now() + self.0.cfg.connect_timeout + self.0.cfg.upstream_timeout;
+        // One deadline covers every attempt and the waits between them. It counts from when the
+        // request was taken (a clock read less than asking again).
+        let deadline =
+            tokio::time::Instant::from_std(started) + self.0.cfg.connect_timeout + self.0.cfg.upstream_timeout;
         let mut target = target;
         let mut active = Active::new(&target.backend);
         let (mut retries, mut refreshed) = (0u32, false);

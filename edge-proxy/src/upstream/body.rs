@@ -35,7 +35,9 @@ enum Kind {
 #[derive(Debug)]
 struct Progress {
     limit: Duration,
-    last: Instant,
+    /// When the last byte came, or when the body first had to wait for one; unset until then, so
+    /// that a body already in the buffer costs no clock read.
+    last: Option<Instant>,
     /// Armed only once a read had to wait, so a body that streams without pause sets no timer.
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -48,7 +50,7 @@ pub struct Stalled;
 impl Progress {
     /// Polls the stall timer; `Ready` when the body made no progress for `limit`.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.last + self.limit;
+        let deadline = *self.last.get_or_insert_with(Instant::now) + self.limit;
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
@@ -75,7 +77,7 @@ impl UpstreamBody {
             BodyFraming::Chunked => Kind::Chunked(ChunkedDecoder::default()),
             BodyFraming::Close => Kind::Close,
         };
-        let progress = Progress { limit: stall, last: Instant::now(), sleep: None };
+        let progress = Progress { limit: stall, last: None, sleep: None };
         let mut b = Self { conn: Some(conn), kind, keep_alive, progress };
         if matches!(b.kind, Kind::Length(0)) {
             // Nothing to read: give the connection back now, not when someone polls.
@@ -192,7 +194,7 @@ impl Body for UpstreamBody {
                     this.kind = Kind::Done;
                     return Poll::Ready(Some(Err(incomplete())));
                 }
-                Ok(_) => this.progress.last = Instant::now(),
+                Ok(_) => this.progress.last = Some(Instant::now()),
                 Err(e) => {
                     this.conn = None;
                     this.kind = Kind::Done;

@@ -17,6 +17,7 @@ pub(crate) mod stream;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use codec::{CodecError, RequestFraming, ResponseHead};
 
@@ -56,6 +58,10 @@ pub struct UpstreamConn {
     stream: Stream,
     buf: BytesMut,
     key: PoolKey,
+    /// The response-head timer, kept with the connection and moved forward for each exchange:
+    /// moving a registered timer later is one atomic update, where a timer per exchange was
+    /// registered with the runtime's timer wheel and removed again on every request.
+    head_timer: Pin<Box<Sleep>>,
 }
 
 /// Why an exchange failed.
@@ -132,7 +138,8 @@ impl UpstreamConn {
         } else {
             Stream::Plain(stream)
         };
-        Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key })
+        let head_timer = Box::pin(tokio::time::sleep(reach.timeout));
+        Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key, head_timer })
     }
 
     /// What the connection may be reused for.
@@ -147,14 +154,7 @@ impl UpstreamConn {
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
-        }
-        self.stream.poll_read_buf(cx, &mut self.buf)
-    }
-
-    async fn read_more(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_read_more(cx)).await
+        poll_read_into(&mut self.stream, &mut self.buf, cx)
     }
 
     /// Sends a request (head already encoded, body streamed if any) and reads the response head.
@@ -272,21 +272,23 @@ impl UpstreamConn {
         timeout: Duration,
         upgrade: bool,
     ) -> Result<ResponseHead, SendError> {
+        let Self { stream, buf, head_timer, .. } = self;
+        head_timer.as_mut().reset(tokio::time::Instant::now() + timeout);
         let read = async {
             loop {
                 let parsed = if upgrade {
-                    codec::parse_upgrade_response_head(&mut self.buf, method)?
+                    codec::parse_upgrade_response_head(buf, method)?
                 } else {
-                    codec::parse_response_head(&mut self.buf, method)?
+                    codec::parse_response_head(buf, method)?
                 };
                 if let Some(head) = parsed {
                     return Ok(head);
                 }
-                match self.read_more().await {
-                    Ok(0) if self.buf.is_empty() => return Err(SendError::Empty),
+                match poll_fn(|cx| poll_read_into(stream, buf, cx)).await {
+                    Ok(0) if buf.is_empty() => return Err(SendError::Empty),
                     Ok(0) => return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())),
                     Ok(_) => {}
-                    Err(e) if self.buf.is_empty() => {
+                    Err(e) if buf.is_empty() => {
                         tracing::trace!(error = %e, "upstream read failed before any response byte");
                         return Err(SendError::Empty);
                     }
@@ -294,6 +296,76 @@ impl UpstreamConn {
                 }
             }
         };
-        tokio::time::timeout(timeout, read).await.map_err(|_| SendError::Timeout)?
+        let mut read = std::pin::pin!(read);
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            head_timer.as_mut().poll(cx).map(|()| Err(SendError::Timeout))
+        })
+        .await
+    }
+}
+
+/// Reads what has arrived from `stream` into `buf`, making room first when little is left.
+fn poll_read_into(stream: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    stream.poll_read_buf(cx, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A test server that answers the first `answered` requests on one connection and then holds
+    /// it open without answering.
+    async fn answer_then_hold(answered: usize) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            for i in 0.. {
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if i < answered {
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    /// The head timer kept with a connection serves every exchange on it: after it went off while
+    /// the connection sat idle, the next exchange still waits for its answer, and an exchange
+    /// that gets none times out after the upstream timeout.
+    #[tokio::test]
+    async fn the_head_timer_serves_every_exchange_on_a_kept_connection() {
+        let addr = answer_then_hold(2).await;
+        let cfg = ProxyConfig { upstream_timeout: Duration::from_millis(150), ..ProxyConfig::default() };
+        let mut conn = UpstreamConn::connect(addr, Duration::from_secs(5)).await.unwrap();
+        let head = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        let first = conn.exchange(&Method::GET, head.clone(), None, &cfg).await.unwrap();
+        assert_eq!(first.status, 200);
+        // Idle for longer than the timeout: the timer, last set for the first exchange, goes off.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let second = conn.exchange(&Method::GET, head.clone(), None, &cfg).await.unwrap();
+        assert_eq!(second.status, 200);
+        let started = Instant::now();
+        let third = conn.exchange(&Method::GET, head, None, &cfg).await;
+        let waited = started.elapsed();
+        assert!(matches!(third, Err(SendError::Timeout)), "{third:?}");
+        assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
     }
 }
