@@ -20,16 +20,29 @@ fn buildah() -> Command {
     c
 }
 
+/// How the image's binary is optimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimise {
+    /// As shipped: the release profile (fat LTO over one codegen unit).
+    Shipped,
+    /// For checking the packaging only (`cargo xtask test`): thin LTO over the default codegen
+    /// units, which builds in about half the time on 2 cores; the image is checked the same way.
+    Check,
+}
+
 /// Lints the Dockerfile, builds the image and checks it; returns its tag.
-pub fn run() -> anyhow::Result<String> {
+pub fn run(optimise: Optimise) -> anyhow::Result<String> {
     // The pinned hadolint that setup installed, not whatever is on PATH.
     exec(Command::new(tools_dir().join("bin/hadolint")).args(["--no-color", "Dockerfile"]).current_dir(root()))?;
-    exec(
-        cargo()
-            .args(["build", "--release", "--locked", "--target", MUSL, "-p", "edge-agent"])
-            // Debug information goes; the symbol table stays, so CPU profiles name functions.
-            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo"),
-    )?;
+    let mut build = cargo();
+    build
+        .args(["build", "--release", "--locked", "--target", MUSL, "-p", "edge-agent"])
+        // Debug information goes; the symbol table stays, so CPU profiles name functions.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    if optimise == Optimise::Check {
+        build.env("CARGO_PROFILE_RELEASE_LTO", "thin").env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
+    }
+    exec(&mut build)?;
     let binary = root().join("target").join(MUSL).join("release/edge-agent");
     let context = root().join("target/image-context");
     std::fs::create_dir_all(&context)?;

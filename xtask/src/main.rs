@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::run(&rest),
         "image" => {
             setup::run(setup::Needs::Test)?;
-            let tag = image::run()?;
+            let tag = image::run(image::Optimise::Shipped)?;
             println!("built {tag} (buildah --storage-driver vfs images lists it)");
             Ok(())
         }

@@ -52,7 +52,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     step("the container image: hadolint, a static binary, buildah, and the image checked");
-    crate::image::run()?;
+    crate::image::run(crate::image::Optimise::Check)?;
     step(&format!("fuzzing: every target for {FUZZ_SECONDS} s from its corpus"));
     let bins = crate::fuzz::build()?;
     for t in crate::fuzz::TARGETS {
