@@ -2,13 +2,16 @@
 //! X-Forwarded-*.
 
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// How many hop-by-hop headers [`HOP_BY_HOP`] lists.
+const HOP_COUNT: usize = 8;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the common non-standard ones).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -73,26 +76,41 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// Removes hop-by-hop headers, those the `Connection` header names (except [`PROTECTED`] ones),
 /// and `Upgrade`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none of these: one pass over their few names settles that for less than
-    // the ten lookups below (a `Connection` header is one of them, so its list is covered too).
-    if !h.keys().any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k)) {
+    // One pass over the message's few names finds which of these it carries, so that only those
+    // are looked up again to be removed. Most requests carry none; most responses carry only
+    // `Connection: keep-alive`, which then costs one removal instead of ten.
+    let mut present = [false; HOP_COUNT];
+    let mut upgrade = false;
+    for k in h.keys() {
+        if k == header::UPGRADE {
+            upgrade = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present[i] = true;
+        }
+    }
+    if !upgrade && !present.contains(&true) {
         return;
     }
+    // `keep-alive` is hop-by-hop already; every other option names a header to remove.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|n| !PROTECTED.contains(n))
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in &HOP_BY_HOP {
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
-    h.remove(header::UPGRADE);
+    if upgrade {
+        h.remove(header::UPGRADE);
+    }
 }
 
 /// Whether the client takes response trailers: an HTTP/2 client always, an HTTP/1.1 client when it
@@ -142,13 +160,19 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
         // The common case, first proxy in line: the address is the whole value, written without
         // the two intermediate strings of the general case.
         let mut text = [0u8; 64];
-        let mut w = &mut text[..];
-        if write!(w, "{client}").is_ok() {
-            let len = 64 - w.len();
-            if let Ok(v) = HeaderValue::from_bytes(&text[..len]) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
-                return;
+        let len = match client {
+            // Written digit by digit: the formatting machinery was a visible share of a request.
+            IpAddr::V4(a) => Some(ipv4_text(a, &mut text)),
+            IpAddr::V6(_) => {
+                let mut w = &mut text[..];
+                write!(w, "{client}").is_ok().then(|| 64 - w.len())
             }
+        };
+        if let Some(len) = len
+            && let Ok(v) = HeaderValue::from_bytes(&text[..len])
+        {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+            return;
         }
     }
     let mut xff = String::new();
@@ -164,6 +188,28 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
+}
+
+/// Writes `a` in dotted decimal at the front of `out` and returns its length (at most 15).
+fn ipv4_text(a: Ipv4Addr, out: &mut [u8; 64]) -> usize {
+    let mut n = 0;
+    for (i, octet) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            out[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            out[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    n
 }
 
 /// Whether a request may be sent twice: an idempotent method (RFC 9110 section 9.2.2), or any
@@ -279,5 +325,44 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before, "upgrade alone is found too");
+    }
+
+    #[test]
+    fn strip_removes_only_what_the_message_carries_and_its_connection_names() {
+        // A backend's usual answer: `Connection: keep-alive` and nothing else hop-by-hop.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+        // One hop-by-hop header found by the scan still brings the `Connection` names with it,
+        // including one that is itself hop-by-hop but absent, and `close`.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-a, te"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-B"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert("close", HeaderValue::from_static("3"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_the_standard_library_writes_them() {
+        let mut text = [0u8; 64];
+        // Every octet value in every position, and the edges of each digit count.
+        for v in 0..=255u8 {
+            for a in [[v, 0, 0, 0], [1, v, 10, 100], [255, 99, v, 9], [0, 0, 0, v], [v, v, v, v]] {
+                let a = Ipv4Addr::from(a);
+                let n = ipv4_text(a, &mut text);
+                assert_eq!(std::str::from_utf8(&text[..n]).unwrap(), a.to_string());
+            }
+        }
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "203.0.113.255".parse().unwrap(), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.255");
     }
 }
