@@ -62,6 +62,8 @@ struct Outgoing {
     body: Option<(Incoming, RequestFraming)>,
     /// Safe to send twice: idempotent method and no body.
     replayable: bool,
+    /// When the request was taken.
+    started: Instant,
 }
 
 impl HttpProxy {
@@ -80,7 +82,7 @@ impl HttpProxy {
         fresh: bool,
     ) -> (bool, Result<(UpstreamConn, ResponseHead), SendError>) {
         let key = PoolKey::for_target(target, conn.client);
-        let pooled = if fresh { None } else { pool::checkout(key) };
+        let pooled = if fresh { None } else { pool::checkout(key, tokio::time::Instant::from_std(out.started)) };
         // A request that must not be sent twice only goes on a pooled connection that is
         // verifiably open; a replayable one is retried if the connection turns out stale.
         let pooled = pooled.and_then(|mut c| (out.replayable || c.is_alive()).then_some(c));
@@ -226,6 +228,7 @@ impl HttpProxy {
             head: head.freeze(),
             body: streamed,
             replayable: resendable && idempotent,
+            started,
         };
 
         // One deadline covers every attempt and the waits between them. It counts from when the

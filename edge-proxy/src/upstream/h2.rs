@@ -7,7 +7,6 @@
 //! without closing.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
@@ -20,14 +19,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use super::body::BodyError;
-use super::pool::{MAX_IDLE_AGE, PoolKey};
+use super::pool::{KeyMap, MAX_IDLE_AGE, PoolKey};
 use super::{Reach, SendError, UpstreamConn};
 
 /// A request body toward an HTTP/2 backend: the client's, streamed, or one kept whole.
 pub type H2Body = UnsyncBoxBody<Bytes, BodyError>;
 
 thread_local! {
-    static CONNS: RefCell<HashMap<PoolKey, (http2::SendRequest<H2Body>, Instant)>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<KeyMap<(http2::SendRequest<H2Body>, Instant)>> = RefCell::new(KeyMap::default());
 }
 
 /// Lets go of this worker's connections that are closed or that no request used for

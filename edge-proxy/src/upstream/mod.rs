@@ -142,6 +142,15 @@ impl UpstreamConn {
         Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key, head_timer })
     }
 
+    /// The local port of a plain connection, which tells connections apart (tests).
+    #[cfg(test)]
+    pub fn local_port(&self) -> u16 {
+        match &self.stream {
+            Stream::Plain(s) => s.local_addr().map_or(0, |a| a.port()),
+            Stream::Tls(s) => s.get_ref().0.local_addr().map_or(0, |a| a.port()),
+        }
+    }
+
     /// What the connection may be reused for.
     pub fn key(&self) -> PoolKey {
         self.key
