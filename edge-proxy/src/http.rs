@@ -16,13 +16,10 @@
 //! same backend once. Otherwise: 502, a timeout 504, no backend 503.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use edge_core::backend::{Failure, GatewayFailure, StatusClass};
 use edge_core::balance::{PickSource, Target, request_hash};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -58,7 +55,9 @@ pub struct HttpProxy(Served, Arc<Tunnels>);
 /// The request as it goes to every attempt.
 struct Outgoing {
     method: Method,
-    head: Bytes,
+    /// The head, encoded once for every attempt (never frozen or cloned: each attempt writes it
+    /// from here).
+    head: BytesMut,
     body: Option<(Incoming, RequestFraming)>,
     /// Safe to send twice: idempotent method and no body.
     replayable: bool,
@@ -97,32 +96,34 @@ impl HttpProxy {
                 Err(e) => return (false, Err(e)),
             },
         };
-        let r = upstream.exchange(&out.method, out.head.clone(), out.body.take(), &self.0.cfg).await;
+        let r = upstream.exchange(&out.method, &out.head, out.body.take(), &self.0.cfg).await;
         (reused, r.map(|h| (upstream, h)))
     }
 
     /// Serves one request.
     ///
-    /// The future is allocated and copied once per request (hyper holds it), so its size is a cost
-    /// on every request: paths that most requests do not take (upgrades, HTTP/2 backends, new
-    /// connections, request bodies) are boxed where they are awaited. That took it from 4.2 KiB
-    /// to 2.2 KiB.
+    /// The future is copied once per request into the place hyper keeps for it, so its size is a
+    /// cost on every request: paths that most requests do not take (upgrades, HTTP/2 backends,
+    /// new connections, request bodies) are boxed where they are awaited. That took it from
+    /// 4.2 KiB to 2.2 KiB.
     ///
-    /// It owns what it needs (the proxy, the connection's activity) so that hyper's service can
-    /// box this future itself: wrapped in another future, creating it copied the wrapper's whole
-    /// state, a kilobyte and a half per request.
+    /// It owns what it needs (the proxy, the connection's activity) and answers with the `Result`
+    /// hyper's service wants, so that it is the service's future itself, neither wrapped nor
+    /// boxed: hyper's HTTP/1.1 connection keeps one allocation for its request futures and reuses
+    /// it, where a boxed future cost an allocation of this size (beyond the allocator's
+    /// per-thread cache) on every request, and a wrapper copied its state again.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
         activity: Arc<Activity>,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let in_flight = activity.begin();
         let started = Instant::now();
         let Some(permit) = self.0.admission.try_admit() else {
             let mut r = local(StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry later\n", Some(in_flight));
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+            return Ok(r);
         };
         let (mut parts, body) = req.into_parts();
         let mut upgrade =
@@ -135,7 +136,7 @@ impl HttpProxy {
                 local(StatusCode::BAD_REQUEST, "bad request: missing, repeated or invalid host\n", Some(in_flight));
             // The request may have a body we will not read: end the connection after answering.
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return r;
+            return Ok(r);
         }
         let trailers_ok = accepts_trailers(&parts.headers, parts.version);
         strip_hop_by_hop(&mut parts.headers);
@@ -155,7 +156,7 @@ impl HttpProxy {
         let Some((target, source)) = selector.pick_admitted(hash) else {
             traffic.no_backend(NoBackend::Rejected);
             traffic.unrouted();
-            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight));
+            return Ok(local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n", Some(in_flight)));
         };
         if source == PickSource::Panic {
             traffic.no_backend(NoBackend::Panic);
@@ -163,11 +164,11 @@ impl HttpProxy {
         add_forwarded(&mut parts.headers, conn.client.ip(), conn.tls);
         if let Some(protocol) = &extended {
             if target.backend.is_h2() {
-                return local(
+                return Ok(local(
                     StatusCode::NOT_IMPLEMENTED,
                     "websocket over http/2 reaches http/1.1 backends only\n",
                     Some(in_flight),
-                );
+                ));
             }
             crate::extended_connect::as_upgrade(&mut parts, protocol);
             upgrade = Some(protocol.clone());
@@ -179,12 +180,12 @@ impl HttpProxy {
             let extended = extended.is_some();
             let req =
                 crate::tunnel::Request { parts, target: target.clone(), key, conn, hash, in_flight, permit, extended };
-            return Box::pin(crate::tunnel::open(&self.0, &self.1, req)).await;
+            return Ok(Box::pin(crate::tunnel::open(&self.0, &self.1, req)).await);
         }
         if target.backend.is_h2() {
             let req =
                 crate::forward_h2::H2Request { parts, body, target: target.clone(), hash, conn, in_flight, permit };
-            return Box::pin(crate::forward_h2::forward(&self.0, req)).await;
+            return Ok(Box::pin(crate::forward_h2::forward(&self.0, req)).await);
         }
         let policy = &self.0.cfg.retry;
         let idempotent = crate::headers::idempotent(&parts.method, &parts.headers);
@@ -200,13 +201,13 @@ impl HttpProxy {
                     Ok(Err(e)) => {
                         self.0.stats.client_error(ClientError::RequestBody);
                         tracing::debug!(error = %e, "client request body failed");
-                        return local(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight));
+                        return Ok(local(StatusCode::BAD_REQUEST, "bad request body\n", Some(in_flight)));
                     }
                     Err(_) => {
                         self.0.stats.client_error(ClientError::BodyTimeout);
                         let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n", Some(in_flight));
                         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        return r;
+                        return Ok(r);
                     }
                 };
                 (kept, None)
@@ -223,13 +224,8 @@ impl HttpProxy {
         let streamed = body.map(|b| (b, framing));
         // Nothing of the request is lost by sending it again: no body, or a body kept whole.
         let resendable = streamed.is_none();
-        let mut out = Outgoing {
-            method: parts.method,
-            head: head.freeze(),
-            body: streamed,
-            replayable: resendable && idempotent,
-            started,
-        };
+        let mut out =
+            Outgoing { method: parts.method, head, body: streamed, replayable: resendable && idempotent, started };
 
         // One deadline covers every attempt and the waits between them. It counts from when the
         // request was taken (a clock read less than asking again).
@@ -323,7 +319,7 @@ impl HttpProxy {
             active = Active::new(&target.backend);
         };
         let m = &target.backend.stats;
-        match result {
+        Ok(match result {
             Ok((upstream, head)) => {
                 let ResponseHead { status, mut headers, framing, keep_alive, .. } = head;
                 let declared = if trailers_ok { declared_trailers(&headers) } else { None };
@@ -373,18 +369,7 @@ impl HttpProxy {
                     _ => local(StatusCode::BAD_GATEWAY, "bad gateway\n", Some(in_flight)),
                 }
             }
-        }
-    }
-}
-
-/// A request's future as hyper's service wants it: a `Result` that is never an error.
-struct Infallibly<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for Infallibly<F> {
-    type Output = Result<F::Output, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
+        })
     }
 }
 
@@ -447,7 +432,7 @@ pub async fn serve(
             // Boxed per request: hyper keeps a slot the size of this future for the whole life of
             // the connection, and a request's future is 2.3 KiB that an idle keep-alive
             // connection would otherwise hold.
-            let svc = service_fn(move |req| Infallibly(Box::pin(proxy.clone().handle(req, info, activity.clone()))));
+            let svc = service_fn(move |req| proxy.clone().handle(req, info, activity.clone()));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
                 // hyper answered 400 or 431 itself before closing; count it.

@@ -172,7 +172,7 @@ impl UpstreamConn {
     pub async fn exchange(
         &mut self,
         method: &Method,
-        head: Bytes,
+        head: &[u8],
         body: Option<(Incoming, RequestFraming)>,
         cfg: &ProxyConfig,
     ) -> Result<ResponseHead, SendError> {
@@ -180,7 +180,7 @@ impl UpstreamConn {
         let write_failed = |e: io::Error| {
             if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
         };
-        self.write_flushed(&head).await.map_err(write_failed)?;
+        self.write_flushed(head).await.map_err(write_failed)?;
         if let Some((body, framing)) = body {
             // Boxed: streaming a body is most of this future's state, and most requests have none.
             if let Some(head) = Box::pin(self.send_body(method, body, framing, cfg)).await? {
@@ -365,14 +365,14 @@ mod tests {
         let cfg = ProxyConfig { upstream_timeout: Duration::from_millis(150), ..ProxyConfig::default() };
         let mut conn = UpstreamConn::connect(addr, Duration::from_secs(5)).await.unwrap();
         let head = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
-        let first = conn.exchange(&Method::GET, head.clone(), None, &cfg).await.unwrap();
+        let first = conn.exchange(&Method::GET, &head, None, &cfg).await.unwrap();
         assert_eq!(first.status, 200);
         // Idle for longer than the timeout: the timer, last set for the first exchange, goes off.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let second = conn.exchange(&Method::GET, head.clone(), None, &cfg).await.unwrap();
+        let second = conn.exchange(&Method::GET, &head, None, &cfg).await.unwrap();
         assert_eq!(second.status, 200);
         let started = Instant::now();
-        let third = conn.exchange(&Method::GET, head, None, &cfg).await;
+        let third = conn.exchange(&Method::GET, &head, None, &cfg).await;
         let waited = started.elapsed();
         assert!(matches!(third, Err(SendError::Timeout)), "{third:?}");
         assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
