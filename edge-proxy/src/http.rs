@@ -79,7 +79,7 @@ impl HttpProxy {
         conn: &ConnInfo,
         out: &mut Outgoing,
         fresh: bool,
-    ) -> (bool, Result<(UpstreamConn, ResponseHead), SendError>) {
+    ) -> (bool, Result<(Box<UpstreamConn>, ResponseHead), SendError>) {
         let key = PoolKey::for_target(target, conn.client);
         let pooled = if fresh { None } else { pool::checkout(key, tokio::time::Instant::from_std(out.started)) };
         // A request that must not be sent twice only goes on a pooled connection that is

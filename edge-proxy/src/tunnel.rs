@@ -130,7 +130,7 @@ pub(crate) struct Switch {
     /// The client connection's upgrade, from the request's extensions.
     pub on_upgrade: OnUpgrade,
     /// The backend connection that answered.
-    pub upstream: UpstreamConn,
+    pub upstream: Box<UpstreamConn>,
     /// The backend.
     pub target: Target,
     /// The request in flight on the client connection: held for the tunnel's life.

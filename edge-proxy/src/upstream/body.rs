@@ -62,7 +62,7 @@ impl Progress {
 /// The body of one upstream response.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    conn: Option<UpstreamConn>,
+    conn: Option<Box<UpstreamConn>>,
     kind: Kind,
     keep_alive: bool,
     progress: Progress,
@@ -71,7 +71,7 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     /// Streams a body framed by `framing` from `conn` (whose buffer may already hold its start);
     /// a gap of `stall` between bytes ends it with [`Stalled`].
-    pub fn new(conn: UpstreamConn, framing: BodyFraming, keep_alive: bool, stall: Duration) -> Self {
+    pub fn new(conn: Box<UpstreamConn>, framing: BodyFraming, keep_alive: bool, stall: Duration) -> Self {
         let kind = match framing {
             BodyFraming::Length(n) => Kind::Length(n),
             BodyFraming::Chunked => Kind::Chunked(ChunkedDecoder::default()),

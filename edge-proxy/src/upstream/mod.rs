@@ -53,6 +53,10 @@ use crate::config::ProxyConfig;
 use crate::headers::sanitize_trailers;
 
 /// One connection to a backend.
+///
+/// It lives in a box from its connect on: on every request it moves from the pool to the request,
+/// into the response body and back to the pool, and each move of the box copies a pointer where
+/// the connection itself is some two hundred bytes.
 #[derive(Debug)]
 pub struct UpstreamConn {
     stream: Stream,
@@ -100,21 +104,21 @@ pub enum SendError {
 impl UpstreamConn {
     /// Connects to `addr` within `timeout` (tests; the proxy connects for a [`PoolKey`]).
     #[cfg(test)]
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, SendError> {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<Self>, SendError> {
         Self::connect_to(PoolKey::plain(addr), &Reach { local: addr, timeout, tls: None }).await
     }
 
     /// Connects for `key` as `reach` says; a key that names a client gets the PROXY header for
     /// that client (which reached the proxy at `reach.local`) before anything else, then a key
     /// for TLS gets the TLS handshake, all within `reach.timeout`.
-    pub async fn connect_to(key: PoolKey, reach: &Reach<'_>) -> Result<Self, SendError> {
+    pub async fn connect_to(key: PoolKey, reach: &Reach<'_>) -> Result<Box<Self>, SendError> {
         match tokio::time::timeout(reach.timeout, Self::open(key, reach)).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))),
         }
     }
 
-    async fn open(key: PoolKey, reach: &Reach<'_>) -> Result<Self, SendError> {
+    async fn open(key: PoolKey, reach: &Reach<'_>) -> Result<Box<Self>, SendError> {
         let mut stream = TcpStream::connect(key.addr).await.map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
         if let Some((version, client)) = key.client {
@@ -139,7 +143,7 @@ impl UpstreamConn {
             Stream::Plain(stream)
         };
         let head_timer = Box::pin(tokio::time::sleep(reach.timeout));
-        Ok(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key, head_timer })
+        Ok(Box::new(Self { stream, buf: BytesMut::with_capacity(8 * 1024), key, head_timer }))
     }
 
     /// The local port of a plain connection, which tells connections apart (tests).

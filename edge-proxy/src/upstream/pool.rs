@@ -66,7 +66,7 @@ pub type KeyMap<V> = HashMap<PoolKey, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Pool {
-    idle: KeyMap<Vec<(UpstreamConn, Instant)>>,
+    idle: KeyMap<Vec<(Box<UpstreamConn>, Instant)>>,
 }
 
 thread_local! {
@@ -75,7 +75,7 @@ thread_local! {
 
 /// Takes the most recently used idle connection for `key`, if one is young enough at `now` (the
 /// request's start: a clock read less per request).
-pub fn checkout(key: PoolKey, now: Instant) -> Option<UpstreamConn> {
+pub fn checkout(key: PoolKey, now: Instant) -> Option<Box<UpstreamConn>> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.idle.get_mut(&key)?;
@@ -89,7 +89,7 @@ pub fn checkout(key: PoolKey, now: Instant) -> Option<UpstreamConn> {
 }
 
 /// Returns a connection whose last exchange ended cleanly.
-pub fn checkin(conn: UpstreamConn) {
+pub fn checkin(conn: Box<UpstreamConn>) {
     let now = Instant::now();
     POOL.with(|p| {
         let mut p = p.borrow_mut();
