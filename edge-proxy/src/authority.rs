@@ -6,6 +6,7 @@
 //! `:authority` (RFC 9113 section 8.3.1), which hyper exposes the same way. Routing, logging and
 //! the backend all see the one `Host` this module settles on.
 
+use std::cell::RefCell;
 use std::str::FromStr;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -31,6 +32,31 @@ fn valid(a: &str) -> bool {
     Authority::from_str(a).is_ok() && !a.contains('@')
 }
 
+/// Longest `Host` kept as [`LAST_VALID`].
+const REMEMBERED: usize = 255;
+
+thread_local! {
+    /// The last `Host` this thread found valid. A connection's requests, and most of a worker's,
+    /// name the same one, and checking it again cost a parse and an allocation per request.
+    static LAST_VALID: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a non-empty `Host` value is a valid authority.
+fn valid_host(v: &[u8]) -> bool {
+    if LAST_VALID.with(|l| *l.borrow() == v) {
+        return true;
+    }
+    let ok = std::str::from_utf8(v).is_ok_and(valid);
+    if ok && v.len() <= REMEMBERED {
+        LAST_VALID.with(|l| {
+            let mut l = l.borrow_mut();
+            l.clear();
+            l.extend_from_slice(v);
+        });
+    }
+    ok
+}
+
 /// Checks the request's authority and leaves exactly one `Host` in `h`: the target URI's
 /// authority when it has one, else the client's own `Host`. HTTP/1.0 may go without.
 pub fn settle_host(h: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), AuthorityError> {
@@ -42,12 +68,13 @@ pub fn settle_host(h: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(),
     // An empty Host is what RFC 9112 asks for when the target has no authority; keep it.
     if let Some(v) = host
         && !v.is_empty()
-        && !v.to_str().is_ok_and(valid)
+        && !valid_host(v.as_bytes())
     {
         return Err(AuthorityError::Invalid);
     }
     match uri.authority() {
-        Some(a) if !valid(a.as_str()) => Err(AuthorityError::Invalid),
+        // The URI parser took it as an authority already; only user information remains to refuse.
+        Some(a) if a.as_str().contains('@') => Err(AuthorityError::Invalid),
         Some(a) => {
             let v = HeaderValue::from_str(a.as_str()).map_err(|_| AuthorityError::Invalid)?;
             h.insert(header::HOST, v);
@@ -85,6 +112,23 @@ mod tests {
         assert_eq!(settle(&["u@a.example"], "/x", Version::HTTP_11), Err(AuthorityError::Invalid));
         assert_eq!(settle(&["a b"], "/x", Version::HTTP_11), Err(AuthorityError::Invalid));
         assert_eq!(settle(&["a/b"], "/x", Version::HTTP_11), Err(AuthorityError::Invalid));
+    }
+
+    #[test]
+    fn a_host_found_valid_before_passes_again_and_any_other_is_still_checked() {
+        for _ in 0..2 {
+            assert_eq!(settle(&["c.example"], "/x", Version::HTTP_11), Ok("c.example".into()));
+        }
+        for bad in ["c.example/", "u@c.example", "c.example ", "c.example?q"] {
+            assert_eq!(settle(&[bad], "/x", Version::HTTP_11), Err(AuthorityError::Invalid), "{bad}");
+        }
+        assert_eq!(settle(&["c.exampl"], "/x", Version::HTTP_11), Ok("c.exampl".into()));
+        assert_eq!(settle(&["c.example", "c.example"], "/x", Version::HTTP_11), Err(AuthorityError::Duplicate));
+        let long = format!("{}.example", "a".repeat(REMEMBERED));
+        for _ in 0..2 {
+            assert_eq!(settle(&[&long], "/x", Version::HTTP_11), Ok(long.clone()));
+        }
+        assert_eq!(settle(&[&format!("{long}/")], "/x", Version::HTTP_11), Err(AuthorityError::Invalid));
     }
 
     #[test]
