@@ -1,6 +1,7 @@
 //! Header rewriting between client and backend: hop-by-hop removal, trailer filtering and
 //! X-Forwarded-*.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -156,24 +157,12 @@ pub fn sanitize_trailers(t: &mut HeaderMap) {
 /// X-Forwarded-Proto.
 pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
-    if !h.contains_key(&X_FORWARDED_FOR) {
-        // The common case, first proxy in line: the address is the whole value, written without
-        // the two intermediate strings of the general case.
-        let mut text = [0u8; 64];
-        let len = match client {
-            // Written digit by digit: the formatting machinery was a visible share of a request.
-            IpAddr::V4(a) => Some(ipv4_text(a, &mut text)),
-            IpAddr::V6(_) => {
-                let mut w = &mut text[..];
-                write!(w, "{client}").is_ok().then(|| 64 - w.len())
-            }
-        };
-        if let Some(len) = len
-            && let Ok(v) = HeaderValue::from_bytes(&text[..len])
-        {
-            h.insert(X_FORWARDED_FOR.clone(), v);
-            return;
-        }
+    if !h.contains_key(&X_FORWARDED_FOR)
+        && let Some(v) = client_value(client)
+    {
+        // The common case, first proxy in line: the address is the whole value.
+        h.insert(X_FORWARDED_FOR.clone(), v);
+        return;
     }
     let mut xff = String::new();
     for v in h.get_all(&X_FORWARDED_FOR).iter() {
@@ -188,6 +177,38 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
+}
+
+thread_local! {
+    /// The last client address this thread wrote as a header value, with that value: a
+    /// connection's requests all come from one address, and writing it again cost a formatting
+    /// and an allocation per request, where a copy of the value is a reference count.
+    static LAST_CLIENT: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `client` as a header value.
+fn client_value(client: IpAddr) -> Option<HeaderValue> {
+    LAST_CLIENT.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = &*last
+            && *ip == client
+        {
+            return Some(v.clone());
+        }
+        let mut text = [0u8; 64];
+        let len = match client {
+            // Written digit by digit: the formatting machinery was a visible share of a request.
+            IpAddr::V4(a) => ipv4_text(a, &mut text),
+            IpAddr::V6(_) => {
+                let mut w = &mut text[..];
+                write!(w, "{client}").ok()?;
+                64 - w.len()
+            }
+        };
+        let v = HeaderValue::from_bytes(&text[..len]).ok()?;
+        *last = Some((client, v.clone()));
+        Some(v)
+    })
 }
 
 /// Writes `a` in dotted decimal at the front of `out` and returns its length (at most 15).
@@ -361,8 +382,11 @@ mod tests {
                 assert_eq!(std::str::from_utf8(&text[..n]).unwrap(), a.to_string());
             }
         }
-        let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "203.0.113.255".parse().unwrap(), false);
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.255");
+        // The value kept for the last client is used only for that client.
+        for client in ["203.0.113.255", "203.0.113.255", "203.0.113.25", "::1", "::1", "203.0.113.255"] {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, client.parse().unwrap(), false);
+            assert_eq!(h[&X_FORWARDED_FOR], client);
+        }
     }
 }
