@@ -89,6 +89,28 @@ async fn serves_http2_with_prior_knowledge() {
     agent.shutdown().await;
 }
 
+/// HTTP/2 requests in flight when shutdown begins are answered before their connection closes.
+#[tokio::test]
+async fn http2_requests_in_flight_at_shutdown_are_answered() {
+    let b = TestBackend::start("a").await;
+    let agent = base(&[b.spec()]).with(&["--drain-timeout", "5s"]).ready().await;
+    let c: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let url = format!("http://{}/sleep/700", agent.http_addrs[0]);
+    let calls: Vec<_> = (0..3).map(|_| tokio::spawn(c.get(url.parse().unwrap()))).collect();
+    // All three have reached the backend, which answers each 700 ms after it came.
+    assert!(eventually(Duration::from_secs(5), || b.served() == 3).await);
+    let stopping = tokio::spawn(agent.shutdown());
+    for call in calls {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(5), call).await.expect("answered in time").unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"a\n");
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("the agent stops").unwrap();
+}
+
 fn tls_connector(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
