@@ -459,7 +459,7 @@ settings! {
         #[arg(long, env = "EDGE_WORKERS", value_name = "N")]
         #[serde(default, deserialize_with = "one")]
         pub workers: Option<Int<1, 256>>,
-        /// Pin each worker to its own CPU: on or off.
+        /// Pin each worker to its own CPU: on or off [default: on, or off when --tls-cert is given].
         #[arg(long, env = "EDGE_CPU_PINNING", value_name = "on|off")]
         #[serde(default, deserialize_with = "deserialize_bool")]
         pub cpu_pinning: Option<Switch>,

@@ -35,8 +35,14 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest wait for traffic on removed backends, and at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Workers are pinned to CPUs.
-pub const CPU_PINNING: bool = true;
+/// Whether workers are pinned to CPUs when `--cpu-pinning` is not given: yes, unless the listeners
+/// terminate TLS. Pinning halves keep-alive tail latency on shared CPUs, but a TLS handshake is a
+/// long burst of CPU, and a pinned worker whose CPU is busy with something else waits through it
+/// while the other CPUs idle: unpinned took 1.4 times the new TLS connections per second on 2
+/// cores (docs/benchmarks.md).
+pub fn cpu_pinning(terminates_tls: bool) -> bool {
+    !terminates_tls
+}
 
 /// Panic threshold, percent (Envoy's).
 pub const PANIC_THRESHOLD: u32 = 50;
@@ -96,7 +102,6 @@ pub fn defaults() -> RunArgs {
         max_header_bytes: Some(Int(p.max_header_bytes as u64)),
         max_headers: Some(Int(p.max_headers as u64)),
         accept_proxy_protocol: Some(Switch(p.accept_proxy_protocol)),
-        cpu_pinning: Some(Switch(CPU_PINNING)),
         log_format: Some(LogFormat::default()),
         log_level: Some(LogLevel::default()),
         ..RunArgs::default()

@@ -264,6 +264,7 @@ impl Config {
             return Err(usage(why));
         }
 
+        let terminates_tls = listeners.tls.is_some();
         Ok(Self {
             listen: listeners.listen,
             listen_tcp: listeners.listen_tcp,
@@ -283,7 +284,7 @@ impl Config {
             proxy: proxy.proxy,
             drain_timeout: proxy.drain_timeout,
             workers: proxy.workers,
-            cpu_pinning: proxy.cpu_pinning,
+            cpu_pinning: proxy.cpu_pinning.unwrap_or_else(|| defaults::cpu_pinning(terminates_tls)),
             backend_tls: proxy.backend_tls,
             log_format: args.log_format.unwrap_or_default(),
             log_level: args.log_level.unwrap_or_default().0,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use edge_core::balance::RetryBudgetConfig;
 use edge_proxy::{ProxyConfig, RetryPolicy};
 
-use super::defaults::{CPU_PINNING, DRAIN_TIMEOUT};
+use super::defaults::DRAIN_TIMEOUT;
 use super::{ConfigError, usage};
 use crate::cli::RunArgs;
 
@@ -19,7 +19,8 @@ pub(super) struct Proxy {
     pub budget: RetryBudgetConfig,
     pub drain_timeout: Duration,
     pub workers: usize,
-    pub cpu_pinning: bool,
+    /// As given; the default depends on the listeners (`defaults::cpu_pinning`).
+    pub cpu_pinning: Option<bool>,
     pub backend_tls: BackendTls,
 }
 
@@ -78,6 +79,6 @@ pub(super) fn build(args: &RunArgs) -> Result<Proxy, ConfigError> {
         budget,
         drain_timeout: args.drain_timeout.map_or(DRAIN_TIMEOUT, |v| v.0),
         workers: args.workers.map_or(cpus, |v| v.get()),
-        cpu_pinning: args.cpu_pinning.map_or(CPU_PINNING, |v| v.0),
+        cpu_pinning: args.cpu_pinning.map(|v| v.0),
     })
 }

@@ -73,6 +73,16 @@ fn every_default_in_help_is_the_one_applied() {
 }
 
 #[test]
+fn workers_are_pinned_unless_the_listeners_terminate_tls_or_the_operator_says() {
+    let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+    assert!(flags(&BASE).unwrap().cpu_pinning);
+    assert!(!flags(&with(&tls)).unwrap().cpu_pinning);
+    let forced: Vec<&str> = with(&tls).into_iter().chain(["--cpu-pinning", "on"]).collect();
+    assert!(flags(&forced).unwrap().cpu_pinning);
+    assert!(!flags(&with(&["--cpu-pinning", "off"])).unwrap().cpu_pinning);
+}
+
+#[test]
 fn health_path_implies_http() {
     assert_eq!(flags(&with(&["--health-path", "/healthz"])).unwrap().check, CheckKind::Http("/healthz".into()));
     assert_eq!(flags(&with(&["--health-check", "http"])).unwrap().check, CheckKind::Http("/".into()));
