@@ -429,9 +429,9 @@ pub async fn serve(
                 GuardTimeouts { header_read: proxy.0.cfg.header_read_timeout, idle: proxy.0.cfg.idle_timeout };
             let io = ConnGuard::new(io, activity.clone(), timeouts, h2, proxy.0.stats.clone());
             let stats = proxy.0.stats.clone();
-            // Boxed per request: hyper keeps a slot the size of this future for the whole life of
-            // the connection, and a request's future is 2.3 KiB that an idle keep-alive
-            // connection would otherwise hold.
+            // Not boxed per request: hyper keeps one slot the size of this future (2.2 KiB) for the
+            // connection's whole life, idle or not, and reuses it; a box per request cost more
+            // CPU than that memory (ARCHITECTURE.md, "Per-request cost").
             let svc = service_fn(move |req| proxy.clone().handle(req, info, activity.clone()));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn).await {
