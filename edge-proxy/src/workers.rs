@@ -22,12 +22,12 @@
 //! other runs something else; in the benchmark that doubled p99 latency (4.7 ms against 2.1 ms
 //! pinned). It is better off when the host's CPUs are shared with busy neighbours that the
 //! scheduler should be free to move the workers away from (the operator's call), and when
-//! connections are short and over TLS (hence the agent's default): a handshake is a long burst of
-//! CPU, and a pinned worker whose CPU is busy cannot take it to an
-//! idle one. On the 2-core benchmark host that cost a third of the new TLS connections per second
-//! (2,060 pinned against 3,030 unpinned, 16 clients each opening a connection per request), while
-//! unpinned keep-alive p99 was twice HAProxy's (4.49 ms against 2.22 ms) where pinned it was
-//! below it.
+//! connections are short and over TLS (hence the agent's default): the work around each
+//! connection is heavy on both sides, and pinned workers keep the scheduler from giving a busy
+//! neighbour (in the benchmark, the load generator) a CPU of its own. On the 2-core benchmark host
+//! pinning cost a third of the new TLS connections per second (2,060 pinned against 3,030
+//! unpinned, 16 clients each opening a connection per request), while unpinned keep-alive p99
+//! was twice HAProxy's (4.49 ms against 2.22 ms) where pinned it was below it.
 
 use std::io;
 use std::sync::Arc;

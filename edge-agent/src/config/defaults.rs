@@ -36,10 +36,10 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Whether workers are pinned to CPUs when `--cpu-pinning` is not given: yes, unless the listeners
-/// terminate TLS. Pinning halves keep-alive tail latency on shared CPUs, but a TLS handshake is a
-/// long burst of CPU, and a pinned worker whose CPU is busy with something else waits through it
-/// while the other CPUs idle: unpinned took 1.4 times the new TLS connections per second on 2
-/// cores (docs/benchmarks.md).
+/// terminate TLS. Pinning halves keep-alive tail latency on shared CPUs, but with TLS the work
+/// around each connection is heavy on both sides, and pinned workers keep the scheduler from
+/// giving a busy neighbour a CPU of its own: unpinned took 1.4 times the new TLS connections per
+/// second on 2 cores, and moving only the handshakes off the workers did not (docs/benchmarks.md).
 pub fn cpu_pinning(terminates_tls: bool) -> bool {
     !terminates_tls
 }
