@@ -1,10 +1,10 @@
 //! The HTTP benchmark: three NGINX backends on loopback, and in front of them HAProxy (2 threads),
 //! NGINX (2 workers) and edge (userspace proxy, 2 workers on this host), each configured as its
 //! users would (round robin, keep-alive to the backends, health checks every 2 s); wrk drives each
-//! in turn with 64 connections, one thread, for 10 s, for three rounds, and the medians are
-//! compared, with the CPU time each proxy spent per request. Ports are fixed (18081-18083 for
-//! backends, 18090-18092 for the proxies) so that the configurations stay readable; a port in use
-//! stops the run with its name.
+//! in turn (each round starting one peer later) with 64 connections, one thread, for 10 s, for
+//! three rounds, and the medians are compared, with the CPU time each proxy spent per request.
+//! Ports are fixed (18081-18083 for backends, 18090-18092 for the proxies) so that the
+//! configurations stay readable; a port in use stops the run with its name.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use super::cpu;
 use super::procs::{Guard, nginx_backends, require, wait_until};
 use super::wrk::wrk;
-use super::{Settings, median};
+use super::{Settings, median, round_order};
 
 const BACKENDS: [u16; 3] = [18081, 18082, 18083];
 const HAPROXY: u16 = 18090;
@@ -87,7 +87,8 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
     let seconds = settings.seconds.unwrap_or(SECONDS);
     let mut results: Vec<[Vec<f64>; 3]> = vec![Default::default(); peers.len()];
     for round in 1..=settings.rounds {
-        for (i, (name, port)) in peers.iter().enumerate() {
+        for i in round_order(round, peers.len()) {
+            let (name, port) = peers[i];
             let args = [
                 "-t1".to_string(),
                 format!("-c{CONNECTIONS}"),

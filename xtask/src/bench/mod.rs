@@ -111,6 +111,13 @@ impl Settings {
     }
 }
 
+/// The order in which the peers run in `round` (counted from 1): each round starts one peer later,
+/// so that no peer always runs first, on backends rested or warmed by the same neighbour. With a
+/// fixed order edge always ran last, right after NGINX, and any drift within a round fell on it.
+pub(crate) fn round_order(round: usize, peers: usize) -> impl Iterator<Item = usize> {
+    (0..peers).map(move |k| (round.saturating_sub(1) + k) % peers)
+}
+
 /// The median of `v` (the upper one of an even count); 0 when empty.
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -137,4 +144,21 @@ fn idle_memory(bin: &std::path::Path) -> anyhow::Result<()> {
         if mb < 20.0 { "OK" } else { "OVER" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_runs_once_per_round_and_each_in_turn_runs_first() {
+        let rounds: Vec<Vec<usize>> = (1..=4).map(|r| round_order(r, 3).collect()).collect();
+        assert_eq!(rounds, [vec![0, 1, 2], vec![1, 2, 0], vec![2, 0, 1], vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn medians_take_the_middle_value() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[]), 0.0);
+    }
 }

@@ -1,6 +1,7 @@
 //! The protocol benchmark (`cargo xtask bench proto`): HTTP/2 from the client and TLS termination,
 //! edge next to HAProxy (2 threads) and NGINX (2 workers) on the same three NGINX backends, as in
-//! the HTTP benchmark. Three loads, each peer in turn, three rounds, medians and ratios:
+//! the HTTP benchmark. Three loads, each peer in turn (each round starting one peer later), three
+//! rounds, medians and ratios:
 //! - `h2`: h2load, cleartext HTTP/2 with prior knowledge, 64 connections, 10 streams each;
 //! - `tls-keepalive`: wrk over HTTPS, 64 keep-alive connections (requests per second over TLS);
 //! - `tls-new`: wrk over HTTPS with `Connection: close`, 16 connections: every request is a new
@@ -22,7 +23,7 @@ use anyhow::{Context as _, bail};
 use super::cpu;
 use super::procs::{Guard, nginx_backends, require, run as run_cmd, wait_until};
 use super::wrk::wrk;
-use super::{Settings, median};
+use super::{Settings, median, round_order};
 use crate::util::root;
 
 const BACKENDS: [u16; 3] = [18181, 18182, 18183];
@@ -156,7 +157,8 @@ pub(crate) fn run(bin: &Path, settings: &Settings) -> anyhow::Result<()> {
         let mut p99 = vec![Vec::new(); PEERS.len()];
         let mut cost = vec![Vec::new(); PEERS.len()];
         for round in 1..=settings.rounds {
-            for (i, peer) in PEERS.iter().enumerate() {
+            for i in round_order(round, PEERS.len()) {
+                let peer = PEERS[i];
                 let pid = g.pid(procs[i]).context("a peer has no process")?;
                 let before = cpu::used_us(pid);
                 let (r, p, n) = f(i).with_context(|| format!("{load} through {peer}"))?;
