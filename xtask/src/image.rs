@@ -1,9 +1,12 @@
 //! `cargo xtask image`: the container image, offline. The binary is built here, static (musl) and
 //! stripped, then buildah builds the Dockerfile's final stage from a context holding only it
 //! (`--target local`), so no base image is pulled. The result is checked: the
-//! user, the health check and the entry point in its configuration, and the binary inside it runs.
+//! user, the health check and the entry point in its configuration, and the binary inside it runs,
+//! as an agent too, with jemalloc's background thread (the static build's allocator, `main.rs`).
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -98,6 +101,7 @@ fn check(tag: &str, version: &str) -> anyhow::Result<()> {
         let dir = output(buildah().args(["mount", &container])).context("buildah mount failed")?;
         let bin = std::path::Path::new(dir.trim()).join("edge-agent");
         let said = output(Command::new(&bin).arg("--version")).context("the image's binary does not run")?;
+        jemalloc_runs(&bin)?;
         let files: Vec<String> = std::fs::read_dir(dir.trim())?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -113,4 +117,49 @@ fn check(tag: &str, version: &str) -> anyhow::Result<()> {
     }
     eprintln!("image {tag}: {said}");
     Ok(())
+}
+
+/// Starts `bin` as an agent and checks that jemalloc is its allocator, configured as `main.rs`
+/// says: the background thread that returns freed memory must appear.
+fn jemalloc_runs(bin: &Path) -> anyhow::Result<()> {
+    let mut child = Command::new(bin)
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "off", "--mode", "userspace", "--log-level", "warn"])
+        .args(["--backend", "127.0.0.1:9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the image's binary as an agent")?;
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut names = thread_names(&tasks);
+    while !names.iter().any(|n| n == "jemalloc_bg_thd") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        names = thread_names(&tasks);
+    }
+    let exited = child.try_wait().ok().flatten();
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(status) = exited {
+        bail!("the image's binary stopped as an agent ({status})");
+    }
+    if !names.iter().any(|n| n == "jemalloc_bg_thd") {
+        bail!(
+            "the image's binary runs no jemalloc background thread within 10 s (threads: {}); check its \
+             global allocator and `_rjem_malloc_conf` in edge-agent/src/main.rs",
+            names.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The names of a process's threads, from `/proc/PID/task`.
+fn thread_names(tasks: &str) -> Vec<String> {
+    std::fs::read_dir(tasks)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }

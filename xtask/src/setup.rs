@@ -53,7 +53,18 @@ fn packages(needs: Needs) -> &'static [&'static str] {
             // it does not trust the test certificate).
             "ca-certificates",
         ],
-        Needs::Bench => &["iproute2", "haproxy", "nginx-light", "wrk", "curl", "nftables", "ethtool", "nghttp2-client"],
+        // musl-tools: `EDGE_BENCH_STATIC=1` measures the image's static binary.
+        Needs::Bench => &[
+            "iproute2",
+            "haproxy",
+            "nginx-light",
+            "wrk",
+            "curl",
+            "nftables",
+            "ethtool",
+            "nghttp2-client",
+            "musl-tools",
+        ],
     }
 }
 
@@ -89,7 +100,8 @@ const PYTHON_BINS: [&str; 3] = ["hadolint", "cfn-lint", "actionlint"];
 /// Grafana's published dashboard types and the TypeScript compiler that checks the dashboard.
 const NPM_TOOLS: [&str; 2] = ["@grafana/schema@13.2.3", "typescript@5.9.3"];
 
-fn musl_target() -> anyhow::Result<()> {
+/// Adds the musl target to the toolchain unless it is there.
+pub fn musl_target() -> anyhow::Result<()> {
     if output(Command::new("rustup").args(["target", "list", "--installed"])).is_some_and(|t| t.contains(MUSL)) {
         return Ok(());
     }

@@ -19,7 +19,8 @@
 //!
 //! Ratios are what count: absolute numbers on a 2-core machine with the load generator, the
 //! backends and the proxy all sharing the cores say little; same-run ratios say who is faster.
-//! `EDGE_BENCH_ROUNDS` and `EDGE_BENCH_SECONDS` shorten or lengthen a run.
+//! `EDGE_BENCH_ROUNDS` and `EDGE_BENCH_SECONDS` shorten or lengthen a run; `EDGE_BENCH_STATIC=1`
+//! measures the static (musl) binary the container image ships instead of the glibc build.
 
 mod conns;
 mod cpu;
@@ -60,9 +61,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--nocapture",
         ]));
     }
-    exec(cargo().args(["build", "--release", "-p", "edge-agent"]))?;
-    let bin = root().join("target/release/edge-agent");
     let settings = Settings::from_env()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "edge-agent"]);
+    let bin = if settings.static_build {
+        setup::musl_target()?;
+        exec(build.args(["--target", setup::MUSL]))?;
+        root().join("target").join(setup::MUSL).join("release/edge-agent")
+    } else {
+        exec(&mut build)?;
+        root().join("target/release/edge-agent")
+    };
     if which == "l4" {
         return l4::run(&bin, &settings);
     }
@@ -96,6 +105,8 @@ pub(crate) struct Settings {
     pub rounds: usize,
     /// Seconds per wrk run; `None`: each harness's own default.
     pub seconds: Option<u64>,
+    /// Measure the static (musl) binary the container image ships instead of the glibc one.
+    pub static_build: bool,
 }
 
 impl Settings {
@@ -107,7 +118,12 @@ impl Settings {
             }
         };
         let rounds = num("EDGE_BENCH_ROUNDS")?.unwrap_or(3).max(1) as usize;
-        Ok(Self { rounds, seconds: num("EDGE_BENCH_SECONDS")? })
+        let static_build = match std::env::var("EDGE_BENCH_STATIC").as_deref() {
+            Err(_) | Ok("" | "0") => false,
+            Ok("1") => true,
+            Ok(v) => bail!("EDGE_BENCH_STATIC='{v}' is neither 1 (the image's static binary) nor 0"),
+        };
+        Ok(Self { rounds, seconds: num("EDGE_BENCH_SECONDS")?, static_build })
     }
 }
 
