@@ -6,7 +6,7 @@ use edge_agent::cli::{self, Command};
 use edge_agent::config::{Config, ConfigError};
 
 /// The static (musl) build, the container image's, allocates with jemalloc: musl's own malloc
-/// cost the proxy 10 to 20 % more CPU per request than glibc's (docs/benchmarks.md). The glibc
+/// cost the proxy 11 to 15 % more CPU per request than glibc's (docs/benchmarks.md). The glibc
 /// build keeps the system allocator, which `malloc_trim` manages (edge-proxy's `trim`).
 #[cfg(target_env = "musl")]
 #[global_allocator]

@@ -131,12 +131,14 @@ fn jemalloc_runs(bin: &Path) -> anyhow::Result<()> {
         .context("cannot start the image's binary as an agent")?;
     let tasks = format!("/proc/{}/task", child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut names = thread_names(&tasks);
-    while !names.iter().any(|n| n == "jemalloc_bg_thd") && Instant::now() < deadline {
+    let (names, exited) = loop {
+        let names = thread_names(&tasks);
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || names.iter().any(|n| n == "jemalloc_bg_thd") || Instant::now() >= deadline {
+            break (names, exited);
+        }
         std::thread::sleep(Duration::from_millis(100));
-        names = thread_names(&tasks);
-    }
-    let exited = child.try_wait().ok().flatten();
+    };
     let _ = child.kill();
     let _ = child.wait();
     if let Some(status) = exited {
