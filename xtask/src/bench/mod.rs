@@ -44,6 +44,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !["http", "proto", "ws", "l4", "prog", "conns", "overload"].contains(&which) {
         bail!("unknown benchmark '{which}'; use http, proto, ws, l4, conns, overload or prog");
     }
+    // Read before any install or build, so that a bad value stops the run at once.
+    let settings = Settings::from_env()?;
+    if settings.static_build && ["prog", "ws"].contains(&which) {
+        bail!("EDGE_BENCH_STATIC=1 applies to http, proto, l4, conns and overload; '{which}' runs a test binary");
+    }
     setup::run(Needs::Bench)?;
     if which == "prog" {
         return exec(cargo().args(["test", "--release", "-p", "edge-agent", "--test", "privileged", "--"]).args([
@@ -61,7 +66,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--nocapture",
         ]));
     }
-    let settings = Settings::from_env()?;
     let mut build = cargo();
     build.args(["build", "--release", "-p", "edge-agent"]);
     let bin = if settings.static_build {
