@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use codec::{CodecError, RequestFraming, ResponseHead};
 
@@ -170,26 +170,57 @@ impl UpstreamConn {
         poll_read_into(&mut self.stream, &mut self.buf, cx)
     }
 
-    /// Sends a request (head already encoded, body streamed if any) and reads the response head.
-    /// The client's body must keep to [`BodyClock`]'s rules; each write of it to the backend gets
-    /// the idle timeout; the response head gets the upstream timeout from the end of the request.
+    /// Sends a request (head already encoded, body streamed if any) and reads the response head,
+    /// all by `deadline` (the request's, over all its attempts).
+    ///
+    /// Without a streamed body, the head is written and the answer's head read under the
+    /// connection's own timer, set to the upstream timeout or `deadline`, whichever comes first:
+    /// a timer of the request's own was registered with the runtime's timer wheel and removed
+    /// again on every request. With one, the client's body must keep to [`BodyClock`]'s rules,
+    /// each write of it to the backend gets the idle timeout, and the response head gets the
+    /// upstream timeout from the end of the request.
     pub async fn exchange(
         &mut self,
         method: &Method,
         head: &[u8],
         body: Option<(Incoming, RequestFraming)>,
         cfg: &ProxyConfig,
+        deadline: Instant,
     ) -> Result<ResponseHead, SendError> {
         self.buf.clear();
-        let write_failed = |e: io::Error| {
-            if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
-        };
-        self.write_flushed(head).await.map_err(write_failed)?;
         if let Some((body, framing)) = body {
             // Boxed: streaming a body is most of this future's state, and most requests have none.
-            if let Some(head) = Box::pin(self.send_body(method, body, framing, cfg)).await? {
-                return Ok(head);
-            }
+            let streamed = Box::pin(self.exchange_streamed(method, head, body, framing, cfg));
+            return tokio::time::timeout_at(deadline, streamed).await.unwrap_or(Err(SendError::Timeout));
+        }
+        let until = deadline.min(Instant::now() + cfg.upstream_timeout);
+        self.arm(until);
+        {
+            let Self { stream, head_timer, .. } = &mut *self;
+            let mut write = std::pin::pin!(write_flushed(stream, head));
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                    return Poll::Ready(r.map_err(write_failed));
+                }
+                head_timer.as_mut().poll(cx).map(|()| Err(SendError::Timeout))
+            })
+            .await?;
+        }
+        self.read_head_with(method, until, false).await
+    }
+
+    /// [`UpstreamConn::exchange`] with a body to stream after the head.
+    async fn exchange_streamed(
+        &mut self,
+        method: &Method,
+        head: &[u8],
+        body: Incoming,
+        framing: RequestFraming,
+        cfg: &ProxyConfig,
+    ) -> Result<ResponseHead, SendError> {
+        write_flushed(&mut self.stream, head).await.map_err(write_failed)?;
+        if let Some(head) = self.send_body(method, body, framing, cfg).await? {
+            return Ok(head);
         }
         self.read_head(method, cfg.upstream_timeout).await
     }
@@ -244,7 +275,7 @@ impl UpstreamConn {
     }
 
     async fn write_timed(&mut self, data: &[u8], idle: Duration) -> Result<(), SendError> {
-        match tokio::time::timeout(idle, self.write_flushed(data)).await {
+        match tokio::time::timeout(idle, write_flushed(&mut self.stream, data)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(SendError::Empty),
             Err(_) => Err(SendError::Timeout),
@@ -261,7 +292,7 @@ impl UpstreamConn {
     ) -> Result<ResponseHead, SendError> {
         self.buf.clear();
         self.write_timed(&head, cfg.idle_timeout).await?;
-        self.read_head_with(method, cfg.upstream_timeout, true).await
+        self.read_head_with(method, Instant::now() + cfg.upstream_timeout, true).await
     }
 
     /// The socket and what was read past the response head (the new protocol's first bytes).
@@ -269,24 +300,27 @@ impl UpstreamConn {
         (self.stream, self.buf)
     }
 
-    /// Writes `data` and flushes it (a no-op on plain TCP; TLS may hold records back otherwise).
-    async fn write_flushed(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stream.write_all(data).await?;
-        self.stream.flush().await
+    /// Sets the head timer to `until`. Moving it later, as each exchange on a kept connection
+    /// does, is one atomic update; only an earlier time goes back to the timer wheel.
+    fn arm(&mut self, until: Instant) {
+        if self.head_timer.deadline() != until {
+            self.head_timer.as_mut().reset(until);
+        }
     }
 
     async fn read_head(&mut self, method: &Method, timeout: Duration) -> Result<ResponseHead, SendError> {
-        self.read_head_with(method, timeout, false).await
+        self.read_head_with(method, Instant::now() + timeout, false).await
     }
 
+    /// Reads the response head by `until`.
     async fn read_head_with(
         &mut self,
         method: &Method,
-        timeout: Duration,
+        until: Instant,
         upgrade: bool,
     ) -> Result<ResponseHead, SendError> {
+        self.arm(until);
         let Self { stream, buf, head_timer, .. } = self;
-        head_timer.as_mut().reset(tokio::time::Instant::now() + timeout);
         rewind(buf);
         let read = async {
             loop {
@@ -319,6 +353,17 @@ impl UpstreamConn {
         })
         .await
     }
+}
+
+/// What a failed write of the request means: nothing was answered, or the socket timed out.
+fn write_failed(e: io::Error) -> SendError {
+    if matches!(e.kind(), io::ErrorKind::TimedOut) { SendError::Timeout } else { SendError::Empty }
+}
+
+/// Writes `data` and flushes it (a no-op on plain TCP; TLS may hold records back otherwise).
+async fn write_flushed(stream: &mut Stream, data: &[u8]) -> io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
 }
 
 /// Moves an empty read buffer's start back to the front of its allocation, when no earlier body
@@ -405,16 +450,35 @@ mod tests {
         let cfg = ProxyConfig { upstream_timeout: Duration::from_millis(150), ..ProxyConfig::default() };
         let mut conn = UpstreamConn::connect(addr, Duration::from_secs(5)).await.unwrap();
         let head = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
-        let first = conn.exchange(&Method::GET, &head, None, &cfg).await.unwrap();
+        let far = || tokio::time::Instant::now() + Duration::from_secs(60);
+        let first = conn.exchange(&Method::GET, &head, None, &cfg, far()).await.unwrap();
         assert_eq!(first.status, 200);
         // Idle for longer than the timeout: the timer, last set for the first exchange, goes off.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let second = conn.exchange(&Method::GET, &head, None, &cfg).await.unwrap();
+        let second = conn.exchange(&Method::GET, &head, None, &cfg, far()).await.unwrap();
         assert_eq!(second.status, 200);
         let started = Instant::now();
-        let third = conn.exchange(&Method::GET, &head, None, &cfg).await;
+        let third = conn.exchange(&Method::GET, &head, None, &cfg, far()).await;
         let waited = started.elapsed();
         assert!(matches!(third, Err(SendError::Timeout)), "{third:?}");
+        assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
+    }
+
+    /// The request's deadline over all its attempts ends an exchange that the upstream timeout
+    /// alone would let wait longer.
+    #[tokio::test]
+    async fn the_request_deadline_ends_an_exchange_before_the_upstream_timeout() {
+        let addr = answer_then_hold(1).await;
+        let cfg = ProxyConfig { upstream_timeout: Duration::from_secs(30), ..ProxyConfig::default() };
+        let mut conn = UpstreamConn::connect(addr, Duration::from_secs(5)).await.unwrap();
+        let head = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        assert_eq!(conn.exchange(&Method::GET, &head, None, &cfg, far).await.unwrap().status, 200);
+        let started = Instant::now();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(150);
+        let second = conn.exchange(&Method::GET, &head, None, &cfg, soon).await;
+        let waited = started.elapsed();
+        assert!(matches!(second, Err(SendError::Timeout)), "{second:?}");
         assert!(waited >= Duration::from_millis(140) && waited < Duration::from_secs(2), "{waited:?}");
     }
 }
