@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// The agent binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
-/// Longest a short replay may take (three userspace and three eBPF runs of 9 s, plus set-up).
+/// Longest a short replay may take (three userspace and three eBPF runs of 12 s, plus set-up).
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// The privileged tests of this file.
@@ -53,8 +53,10 @@ fn replay(name: &str, secs: u64, out: &Path) -> (Value, String) {
 fn crash_on_the_ebpf_plane() {
     let _one = crate::netns_behaviour::serial();
     let dir = std::env::temp_dir().join(format!("edge-replay-ebpf-{}", std::process::id()));
-    // 9 s: the crash at 3 s, the recovery at 6 s, and time for rise and slow start (2 s) after it.
-    let (results, failed_requests) = replay("crash", 9, &dir);
+    // 12 s: the crash at 4 s, the recovery at 8 s, and 4 s after it for rise and slow start (2 s).
+    // The backend is back 2.3 to 2.8 s after its recovery (18 runs); at 9 s the 3 s left were
+    // once too few on a loaded host.
+    let (results, failed_requests) = replay("crash", 12, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let scenario = &results["scenarios"][0];
     let ebpf: Vec<&Value> =
