@@ -142,13 +142,28 @@ pub fn figures(s: &Scenario, o: &Outcome) -> Figures {
     let mean = 1.0 / shares.len().max(1) as f64;
     let max_over_mean = shares.iter().copied().fold(0.0, f64::max) / mean;
 
-    // Consistent hashing: where each key went in each window.
+    // Consistent hashing: where each key went in each window. A window starts once every agent
+    // has seen the change: each probes on its own clock, and until the last has seen it, two
+    // agents disagree by design (on a loaded host the last one came more than `SETTLE` after the
+    // first).
     // A peer's state is not observed: its windows start a fixed time after the failure and the
     // recovery instead (longer than any of the peers' checks in the built-in scenarios take).
+    let mut agents: Vec<u8> = o.transitions.iter().map(|t| t.agent).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    let every_agent = |from: f64, seen: &dyn Fn(&Transition) -> bool| -> Option<f64> {
+        let mut when = agents.iter().map(|a| o.transitions.iter().find(|t| t.agent == *a && t.at >= from && seen(t)));
+        when.try_fold(None, |latest: Option<f64>, t| t.map(|t| Some(latest.map_or(t.at, |l| l.max(t.at)))))?
+    };
+    let all_out = fail_at.and_then(|f| every_agent(f, &first_out)).zip(fail_at).map(|(t, f)| t - f);
+    let all_back = recover_at
+        .and_then(|r| every_agent(r, &|t| broken.contains(&t.backend) && t.to == State::Healthy))
+        .zip(recover_at)
+        .map(|(t, r)| t - r);
     let settled_failure =
-        fail_at.and_then(|f| detection.or((!observed).then_some(PEER_DETECTION)).map(|d| f + d + SETTLE));
+        fail_at.and_then(|f| all_out.or((!observed).then_some(PEER_DETECTION)).map(|d| f + d + SETTLE));
     let settled_recovery =
-        recover_at.and_then(|r| recovery.or((!observed).then_some(PEER_RECOVERY)).map(|d| r + d + SETTLE));
+        recover_at.and_then(|r| all_back.or((!observed).then_some(PEER_RECOVERY)).map(|d| r + d + SETTLE));
     let window = |x: &Record| -> Option<usize> {
         match (fail_at, settled_failure, recover_at, settled_recovery) {
             (Some(f), _, _, _) if x.at < f => Some(0),
@@ -269,7 +284,11 @@ mod tests {
             records.push(rec(3.5, true, key, 0, 0)); // during: everything on a
             records.push(rec(3.5, true, key, u8::from(key == 3), 1)); // agent 1 agrees but for key 3
             records.push(rec(8.0, true, key, home, 0));
+            records.push(rec(8.0, true, key, home, 1));
         }
+        // Agent 1 has not seen the recovery yet at 6.7 s (it does at 6.3 + SETTLE): not "after".
+        records.push(rec(6.7, true, 20, 1, 1));
+        records.push(rec(8.0, true, 20, 0, 0));
         records.push(rec(2.1, false, 1, 1, 0));
         // In flight when the failure struck at 2 s: counted. Failed and over before it: not.
         records.push(Record { latency_us: 50_000, done: 2.04, ..rec(1.99, false, 100, 1, 0) });
@@ -283,6 +302,7 @@ mod tests {
                 t(2.4, 0, State::Healthy, State::Ejected),
                 t(2.6, 1, State::Healthy, State::Ejected),
                 t(6.0, 0, State::Probation, State::Healthy),
+                t(6.3, 1, State::Probation, State::Healthy),
             ],
         };
         let f = figures(&s, &o);
@@ -297,7 +317,8 @@ mod tests {
         let agree = f.agents_agree.unwrap();
         assert_eq!(agree[0], Some(1.0));
         assert!(agree[1].unwrap() < 1.0);
+        assert_eq!(agree[2], Some(1.0), "the window after the recovery starts once the last agent saw it");
         assert!((f.max_over_mean - 1.5).abs() < 1e-9);
-        assert!((f.amplification - 40.0 / 53.0).abs() < 1e-9);
+        assert!((f.amplification - 40.0 / 65.0).abs() < 1e-9);
     }
 }
