@@ -478,6 +478,19 @@ pub async fn run(s: &Scenario, target: Target<'_>, progress: &(dyn Fn(u64, u64) 
         })
         .collect();
     transitions.sort_by(|a, b| a.at.total_cmp(&b.at));
+    if std::env::var_os("EDGE_REPLAY_DEBUG").is_some() {
+        for t in &transitions {
+            let from = t.from.map_or("-", State::as_str);
+            eprintln!(
+                "transition: {strategy} ({plane}) at {:.3} agent {} backend {} {from} -> {}: {}",
+                t.at,
+                t.agent,
+                t.backend,
+                t.to.as_str(),
+                t.reason
+            );
+        }
+    }
     for a in agents {
         a.shutdown().await;
     }

@@ -15,8 +15,9 @@ const LIMIT: Duration = Duration::from_secs(180);
 /// The privileged tests of this file.
 pub const TESTS: &[(&str, fn())] = &[("replay::crash_on_the_ebpf_plane", crash_on_the_ebpf_plane)];
 
-/// Runs `edge-agent replay NAME` for `secs` seconds without peers; returns results.json and the
-/// failed requests the replay described (`EDGE_REPLAY_DEBUG`).
+/// Runs `edge-agent replay NAME` for `secs` seconds without peers; returns results.json and what
+/// the replay described (`EDGE_REPLAY_DEBUG`): the failed requests and the agents' state changes,
+/// and anything it warned about.
 fn replay(name: &str, secs: u64, out: &Path) -> (Value, String) {
     let mut child = Command::new(BIN)
         .env("EDGE_REPLAY_DEBUG", "1")
@@ -42,8 +43,11 @@ fn replay(name: &str, secs: u64, out: &Path) -> (Value, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(status.success(), "the replay failed ({status}):\n{text}");
     let json = std::fs::read_to_string(out.join("results.json")).expect("results.json");
-    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("failed:")).collect();
-    (serde_json::from_str(&json).expect("results.json is JSON"), failed.join("\n"))
+    let debug: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("failed:") || l.starts_with("transition:") || l.contains("WARN"))
+        .collect();
+    (serde_json::from_str(&json).expect("results.json is JSON"), debug.join("\n"))
 }
 
 /// `crash` on the eBPF plane: every strategy runs, the agent takes the dead backend out and
@@ -56,7 +60,7 @@ fn crash_on_the_ebpf_plane() {
     // 12 s: the crash at 4 s, the recovery at 8 s, and 4 s after it for rise and slow start (2 s).
     // The backend is back 2.3 to 2.8 s after its recovery (18 runs); at 9 s the 3 s left were
     // once too few on a loaded host.
-    let (results, failed_requests) = replay("crash", 12, &dir);
+    let (results, debug) = replay("crash", 12, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let scenario = &results["scenarios"][0];
     let ebpf: Vec<&Value> =
@@ -70,9 +74,15 @@ fn crash_on_the_ebpf_plane() {
     );
     for r in ebpf {
         let name = &r["strategy"];
-        assert!(r["detection_s"].as_f64().is_some(), "{name}: the crashed backend was never taken out: {r}");
-        assert!(r["recovery_s"].as_f64().is_some(), "{name}: the backend never came back: {r}");
-        assert_eq!(r["flaps"], 0, "{name}: flaps: {r}");
+        assert!(
+            r["detection_s"].as_f64().is_some(),
+            "{name}: the crashed backend was never taken out: {r}\nwhat the replay saw (every run):\n{debug}"
+        );
+        assert!(
+            r["recovery_s"].as_f64().is_some(),
+            "{name}: the backend never came back: {r}\nwhat the replay saw (every run):\n{debug}"
+        );
+        assert_eq!(r["flaps"], 0, "{name}: flaps: {r}\nwhat the replay saw (every run):\n{debug}");
         // From one timeline bucket after the detection (time for the decision to reach the
         // kernel's table) to the end, through the recovery, no request fails.
         let fail_at = scenario["failure_window"][0].as_f64().expect("the crash's time");
@@ -88,7 +98,7 @@ fn crash_on_the_ebpf_plane() {
         assert!(
             late.is_empty(),
             "{name}: requests failed after the backend was taken out (bucket start, failed): {late:?}\n{r}\n\
-             failed requests (every run):\n{failed_requests}"
+             what the replay saw (every run):\n{debug}"
         );
         assert!(r["remapped"].is_null(), "{name}: key remapping does not apply at L4: {r}");
     }
