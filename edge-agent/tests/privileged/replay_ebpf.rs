@@ -9,8 +9,8 @@ use serde_json::Value;
 
 /// The agent binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
-/// Longest a short replay may take (three userspace and three eBPF runs of 12 s, plus set-up).
-const LIMIT: Duration = Duration::from_secs(180);
+/// Longest a short replay may take (three userspace and three eBPF runs of 18 s, plus set-up).
+const LIMIT: Duration = Duration::from_secs(240);
 
 /// The privileged tests of this file.
 pub const TESTS: &[(&str, fn())] = &[("replay::crash_on_the_ebpf_plane", crash_on_the_ebpf_plane)];
@@ -57,10 +57,12 @@ fn replay(name: &str, secs: u64, out: &Path) -> (Value, String) {
 fn crash_on_the_ebpf_plane() {
     let _one = crate::netns_behaviour::serial();
     let dir = std::env::temp_dir().join(format!("edge-replay-ebpf-{}", std::process::id()));
-    // 12 s: the crash at 4 s, the recovery at 8 s, and 4 s after it for rise and slow start (2 s).
-    // The backend is back 2.3 to 2.8 s after its recovery (18 runs); at 9 s the 3 s left were
-    // once too few on a loaded host.
-    let (results, debug) = replay("crash", 12, &dir);
+    // 18 s: the crash at 6 s, the recovery at 12 s, and 6 s after it. A backend the probes took
+    // out is back 2.3 to 2.8 s after its recovery (rise, then 2 s of slow start; 18 runs). One
+    // that refused SYNs ejected first returns through probation, which the client's keep-alive
+    // connections, all moved elsewhere, may never reach: then the base ejection time (2 s) ends
+    // it, and it is back about 4.5 s after its recovery.
+    let (results, debug) = replay("crash", 18, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let scenario = &results["scenarios"][0];
     let ebpf: Vec<&Value> =

@@ -12,6 +12,7 @@
 //!                                   │    ▲                                              │
 //!                                   │    └──────────── its one request fails ───────────┤
 //!                                   └──────── slow start ◀── its one request succeeds ──┘
+//!                                               (or no request within the base ejection time)
 //! ```
 //!
 //! Rules that make it predictable:
@@ -20,6 +21,10 @@
 //!   and `rise` passes in a row, then one real request.
 //! - Active failure rules over an ejection: an ejected backend whose probes fail is `unhealthy`,
 //!   and comes back through `rise` passes and (if its ejection ended meanwhile) probation.
+//! - A probation waits for its one request for at most the base ejection time. Traffic that
+//!   never comes (a quiet service, or long-lived connections that all went elsewhere) would
+//!   otherwise leave a backend whose probes pass at the floor weight indefinitely; it goes on
+//!   to slow start instead, and outlier detection watches the requests it then gets.
 //! - The ejection count grows with each ejection and decays by one per base ejection time spent
 //!   healthy, so a backend that keeps failing stays out longer, and one that recovered is forgiven.
 //! - Drains and removals are not here: they are operators' and discovery's decisions, applied on
@@ -43,8 +48,9 @@ enum Phase {
     Normal,
     /// Out until `until`, then back after `rise` passing probes in a row.
     Ejected { until: Instant },
-    /// One real request decides.
-    Probation,
+    /// One real request decides, or, when none came within the base ejection time of `since`
+    /// while the probes kept passing, that time does.
+    Probation { since: Instant },
     /// Ramping up since `since`.
     SlowStart { since: Instant },
 }
@@ -131,7 +137,7 @@ impl Lifecycle {
             (Health::Unhealthy, _) => State::Unhealthy,
             (Health::Healthy, Phase::Normal) => State::Healthy,
             (Health::Healthy, Phase::Ejected { .. }) => State::Ejected,
-            (Health::Healthy, Phase::Probation) => State::Probation,
+            (Health::Healthy, Phase::Probation { .. }) => State::Probation,
             (Health::Healthy, Phase::SlowStart { .. }) => State::SlowStart,
         }
     }
@@ -201,7 +207,7 @@ impl Lifecycle {
     /// ejection or probation. A steadily unhealthy backend is probed at the normal interval.
     pub fn fast(&self) -> bool {
         self.consecutive > 0
-            || matches!(self.phase, Phase::Ejected { .. } | Phase::Probation)
+            || matches!(self.phase, Phase::Ejected { .. } | Phase::Probation { .. })
             || (self.hyst.health() != Health::Unknown && self.hyst.streak() > 0)
     }
 
@@ -232,7 +238,7 @@ impl Lifecycle {
                     Phase::Ejected { until } if now < until => {
                         self.reason = format!("{words}; still ejected for {:.1?}", until - now);
                     }
-                    Phase::Ejected { .. } => self.probation(format!("{words} and the ejection is over")),
+                    Phase::Ejected { .. } => self.probation(format!("{words} and the ejection is over"), now),
                     _ => self.start_slow(now, words),
                 }
             }
@@ -316,11 +322,23 @@ impl Lifecycle {
         format!("outlier: {consecutive} consecutive gateway errors, last: {last}")
     }
 
-    /// Lets time pass: ends ejections whose time is over (once `rise` probes passed), ends slow
-    /// starts, and decays the ejection count.
+    /// Lets time pass: ends ejections whose time is over (once `rise` probes passed), ends
+    /// probations no request decided, ends slow starts, and decays the ejection count.
     pub fn tick(&mut self, now: Instant) -> Option<Change> {
         let before = self.state();
         self.ready_to_return(now);
+        // A probation waits for one real request, but not forever: traffic may not come (a quiet
+        // service, or clients whose long-lived connections all went elsewhere, which new flows
+        // alone reach on the eBPF data plane), and a backend left at the floor weight with its
+        // probes passing is neither in nor out. Slow start then ramps it up, and outlier
+        // detection still watches the first requests it gets.
+        if let Phase::Probation { since } = self.phase
+            && before == State::Probation
+            && now.duration_since(since) >= self.cfg.base_ejection
+        {
+            let waited = self.cfg.base_ejection.as_secs_f64();
+            self.start_slow(now, format!("probation: no request came in {waited:.1}s and its probes kept passing"));
+        }
         if let Phase::SlowStart { since } = self.phase
             && now.duration_since(since) >= self.cfg.slow_start
         {
@@ -348,12 +366,12 @@ impl Lifecycle {
             && self.hyst.health() == Health::Healthy
             && self.passes >= self.rise
         {
-            self.probation(format!("ejection over and {} probes in a row passed", self.rise));
+            self.probation(format!("ejection over and {} probes in a row passed", self.rise), now);
         }
     }
 
-    fn probation(&mut self, why: String) {
-        self.phase = Phase::Probation;
+    fn probation(&mut self, why: String, now: Instant) {
+        self.phase = Phase::Probation { since: now };
         self.consecutive = 0;
         self.window.clear();
         self.reason = format!("{why}; one request on probation");
@@ -525,6 +543,43 @@ mod tests {
         assert_eq!(l.tick(t2 + Duration::from_secs(9)), None);
         let c = l.tick(t2 + Duration::from_secs(10)).unwrap();
         assert_eq!((c.to, c.reason.as_str()), (State::Healthy, "slow start complete"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probation_no_request_decides_ends_after_the_base_ejection_time() {
+        let t = Instant::now();
+        let mut l = healthy(t);
+        l.eject("outlier: test".into(), t);
+        let t1 = t + Duration::from_secs(30);
+        l.probe(true, "ok", t1);
+        assert_eq!(l.probe(true, "ok", t1).unwrap().to, State::Probation);
+        // Probes keep passing, no request comes.
+        for i in 1..=59 {
+            let at = t1 + Duration::from_millis(500 * i);
+            l.probe(true, "ok", at);
+            assert_eq!(l.tick(at), None, "{i}");
+        }
+        let c = l.tick(t1 + Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            (c.from, c.to, c.reason.as_str()),
+            (
+                State::Probation,
+                State::SlowStart,
+                "probation: no request came in 30.0s and its probes kept passing; slow start over 10s"
+            )
+        );
+        assert_eq!(l.weight_steps(t1 + Duration::from_secs(30)), 1, "the ramp starts at the floor");
+        // A probation whose probes fail turns unhealthy, and the wait does not bring it back.
+        let mut l = healthy(t);
+        l.eject("outlier: test".into(), t);
+        l.probe(true, "ok", t1);
+        l.probe(true, "ok", t1);
+        for _ in 0..3 {
+            l.probe(false, "connect: refused", t1);
+        }
+        assert_eq!(l.state(), State::Unhealthy);
+        assert_eq!(l.tick(t1 + Duration::from_secs(60)), None);
+        assert_eq!(l.state(), State::Unhealthy);
     }
 
     #[tokio::test(start_paused = true)]
